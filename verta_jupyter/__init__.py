@@ -1,0 +1,48 @@
+"""verta_jupyter: turn a class model written in a notebook into a deployable model package.
+
+`%load_ext verta_jupyter` registers the `%%verta_model` cell magic. The Python API below is the
+layer under the magic. Names are resolved lazily so that `import verta_jupyter` stays light: the
+rebuild side runs in clean interpreters without IPython, ipywidgets, pandas or requests.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import VertaError
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first use)
+_EXPORTS = {
+    "Client": "verta_jupyter.tracking.client",
+    "capture_model": "verta_jupyter.capture",
+    "CapturedModel": "verta_jupyter.capture",
+    "load_package": "verta_jupyter.rebuild",
+    "validate": "verta_jupyter.validate",
+    "ValidationReport": "verta_jupyter.validate",
+    "PredictPanel": "verta_jupyter.widget",
+    "to_json_compatible": "verta_jupyter.jsonify",
+    "from_json_compatible": "verta_jupyter.jsonify",
+    "Endpoint": "verta_jupyter.endpoint",
+}
+
+__all__ = sorted([*_EXPORTS, "VertaError", "load_ipython_extension", "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'verta_jupyter' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
+
+
+def load_ipython_extension(ipython) -> None:
+    """Register the `%%verta_model` cell magic (`%load_ext verta_jupyter`)."""
+    from .magic import register
+
+    register(ipython)

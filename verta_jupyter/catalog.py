@@ -1,0 +1,65 @@
+"""The catalog of problems verta_jupyter can find: stable codes, severity, one remedy each.
+
+Codes are public (notebooks, tests and docs refer to them); never rename one. The README's
+"Validation catalog" section documents each code with a minimal example, and a test checks that
+every code here appears there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import Problem
+
+
+@dataclass(frozen=True)
+class Check:
+    code: str
+    severity: str  # "error" | "warning"
+    title: str
+    remedy: str
+
+
+_CHECKS = [
+    # -- finding the class
+    Check("VJ101", "error", "no class", "Define a class with `__init__(self, artifacts)` and `predict(self, data)` in the cell."),
+    Check("VJ102", "error", "several classes", "Name the one to log with `--class NAME`."),
+    Check("VJ103", "error", "instance instead of class", "Pass the class itself (`MyModel`), not an instance (`MyModel(...)`)."),
+    Check("VJ104", "error", "source unavailable", "Define the class at the top level of a notebook cell or a .py file."),
+    # -- the interface
+    Check("VJ111", "error", "predict missing", "Add a method `def predict(self, data):`."),
+    Check("VJ112", "error", "predict not a plain method", "Make `predict` a regular method: no staticmethod, classmethod or property."),
+    Check("VJ113", "error", "predict arity", "Give `predict` exactly one argument besides `self`: `def predict(self, data):`."),
+    Check("VJ114", "error", "__init__ without artifacts", "Accept artifacts by keyword: `def __init__(self, artifacts):` (or `artifacts=None`)."),
+    # -- names and values the class uses
+    Check("VJ201", "error", "unresolved name", "Define it in an earlier cell (and run that cell), or build it inside the class."),
+    Check("VJ202", "error", "unpicklable value", "Create the resource inside `__init__` (or `predict`) instead of using a notebook global."),
+    Check("VJ203", "error", "secret-looking value", "Read secrets from the environment at run time (`os.environ[...]`); never capture them. Pass `allow_secrets=True` only if it is not a secret."),
+    Check("VJ204", "error", "IPython-only name", "Use `print`/`logging` or plain Python instead: IPython is not there when the model is deployed."),
+    Check("VJ205", "error", "value refers back to the notebook", "Re-run the cell that creates the value after the last definition of its class, or rebuild it inside `__init__`."),
+    Check("VJ206", "warning", "dynamic lookup", "Refer to names directly: `eval`, `exec`, `globals()` and friends hide what the model needs."),
+    Check("VJ207", "warning", "mutated global", "Keep state on `self`: a `global` statement changes notebook state that the deployed model will not share."),
+    Check("VJ208", "warning", "captured by value", "The value was frozen at capture time; re-run the magic after changing it."),
+    # -- artifacts and samples
+    Check("VJ301", "error", "artifact not logged", "Log it first with `run.log_artifact(key, path_or_obj)`, or drop it from `artifacts`."),
+    Check("VJ302", "error", "reserved artifact key", "Choose another key: model.pkl, model_api.json, requirements.txt and custom_modules are reserved."),
+    Check("VJ303", "error", "sample not JSON", "Give a sample that JSON can carry: dicts, lists, strings, numbers, booleans, null."),
+    Check("VJ304", "warning", "no sample", "Pass `sample_input=` (or `--sample`) so the model is tried before it is logged."),
+    # -- running the model
+    Check("VJ401", "error", "construction raised", "Fix `__init__`; the traceback shows the line in your cell."),
+    Check("VJ402", "error", "predict raised on the sample", "Fix `predict` or the sample; the traceback shows the line in your cell."),
+    Check("VJ403", "error", "output not JSON-compatible", "Return dicts, lists, numbers, strings, or a known type (numpy, pandas, datetime, ...)."),
+    # -- rebuild in a fresh process
+    Check("VJ501", "error", "rebuild failed", "The model depends on something the package does not carry; see the fresh-process error."),
+    Check("VJ502", "error", "rebuilt output differs", "The notebook model reads state the package did not capture (a global changed after capture, randomness, time)."),
+    Check("VJ503", "warning", "no pickle fast path", "Nothing to do: the model rebuilds from source, which is the durable record."),
+]
+
+CATALOG: dict[str, Check] = {c.code: c for c in _CHECKS}
+
+
+def problem(code: str, message: str, *, name: str | None = None, where: str | None = None,
+            remedy: str | None = None) -> Problem:
+    """Make a `Problem` for catalog `code`, with the catalog's severity and default remedy."""
+    check = CATALOG[code]
+    return Problem(code=code, message=message, remedy=check.remedy if remedy is None else remedy,
+                   severity=check.severity, name=name, where=where)
