@@ -1,0 +1,48 @@
+"""Shared fixtures: real components only (a real IPython shell, real temporary folders)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Keep IPython's history and profile out of the user's home while tests run.
+os.environ.setdefault("IPYTHONDIR", tempfile.mkdtemp(prefix="vj-ipythondir-"))
+
+
+class Shell:
+    """A real IPython InteractiveShell with a `run(code)` that fails the test on a cell error."""
+
+    def __init__(self, ip):
+        self.ip = ip
+
+    @property
+    def ns(self) -> dict:
+        return self.ip.user_ns
+
+    def run(self, code: str):
+        result = self.ip.run_cell(code, store_history=True)
+        result.raise_error()
+        return result.result
+
+    def run_failing(self, code: str) -> BaseException:
+        """Run a cell that must fail; return its exception."""
+        result = self.ip.run_cell(code, store_history=True)
+        error = result.error_in_exec or result.error_before_exec
+        assert error is not None, "the cell was expected to fail"
+        return error
+
+
+@pytest.fixture
+def shell():
+    """A fresh namespace in IPython's real shell (the singleton, reset per test)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.reset(new_session=False)
+    yield Shell(ip)
+    ip.reset(new_session=False)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
