@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Set up what verta_jupyter needs, idempotently, and print how long each step took.
+#
+#   scripts/setup.sh base   # .venv with the package + a kernel (what the quickstart needs)
+#   scripts/setup.sh test   # base + test extra + Debian's chromium + MLflow in .venv-mlflow
+#
+# Each pip step is skipped when a stamp file records the same pyproject.toml hash, so a
+# second run takes about a second. MLflow gets its own venv so its pins never constrain ours.
+set -euo pipefail
+
+MODE="${1:-base}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+MLFLOW_VENV="$ROOT/.venv-mlflow"
+PIP_FLAGS=(--disable-pip-version-check --progress-bar off -q)
+
+now() { date +%s.%N; }
+# step NAME CMD...: run CMD, then print its duration (and fail loudly with its name).
+step() {
+    local name="$1" start rc=0
+    shift
+    start="$(now)"
+    echo "[setup] $name ..."
+    "$@" || rc=$?
+    awk -v s="$start" -v e="$(now)" -v n="$name" -v rc="$rc" \
+        'BEGIN { printf "[setup] %-34s %7.1fs%s\n", n, e - s, (rc ? "  FAILED (exit " rc ")" : "") }'
+    return "$rc"
+}
+
+pick_python() {
+    if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
+    command -v python3.11 || command -v python3
+}
+
+stamp_key() {
+    # The pyproject hash plus the interpreter: a changed dependency list reinstalls.
+    echo "$(sha256sum pyproject.toml | cut -d' ' -f1) $("$VENV/bin/python" -V 2>&1) $1"
+}
+
+stamp_ok() { [[ -f "$VENV/.vj-stamp-$1" && "$(cat "$VENV/.vj-stamp-$1")" == "$(stamp_key "$1")" ]]; }
+stamp_write() { stamp_key "$1" >"$VENV/.vj-stamp-$1"; }
+
+make_venv() { [[ -x "$VENV/bin/python" ]] || "$(pick_python)" -m venv "$VENV"; }
+
+install_base() {
+    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -e . ipykernel nbclient nbformat
+    stamp_write base
+}
+
+install_test() {
+    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -e ".[test]"
+    stamp_write test
+    stamp_write base
+}
+
+install_chromium() {
+    [[ -x /usr/bin/chromium ]] && return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q chromium
+}
+
+install_mlflow() {
+    local key
+    key="$(python3 -V 2>&1) mlflow"
+    if [[ -x "$MLFLOW_VENV/bin/mlflow" && -f "$MLFLOW_VENV/.vj-stamp" \
+          && "$(cat "$MLFLOW_VENV/.vj-stamp")" == "$key" ]]; then
+        return 0
+    fi
+    [[ -x "$MLFLOW_VENV/bin/python" ]] || "$(pick_python)" -m venv "$MLFLOW_VENV"
+    "$MLFLOW_VENV/bin/pip" install "${PIP_FLAGS[@]}" mlflow
+    echo "$key" >"$MLFLOW_VENV/.vj-stamp"
+}
+
+main() {
+    step "venv (.venv)" make_venv
+    case "$MODE" in
+        base)
+            if stamp_ok base || stamp_ok test; then echo "[setup] .venv is up to date"
+            else step "pip install -e . + kernel" install_base; fi
+            ;;
+        test)
+            # MLflow (~850 MB) downloads in the background while the rest installs.
+            local mlflow_log mlflow_pid
+            mlflow_log="$(mktemp)"
+            ( step "mlflow in .venv-mlflow" install_mlflow ) >"$mlflow_log" 2>&1 &
+            mlflow_pid=$!
+            if stamp_ok test; then echo "[setup] .venv is up to date"
+            else step "pip install -e .[test]" install_test; fi
+            step "chromium (Debian)" install_chromium
+            local rc=0
+            wait "$mlflow_pid" || rc=$?
+            cat "$mlflow_log"
+            rm -f "$mlflow_log"
+            return "$rc"
+            ;;
+        *) echo "usage: scripts/setup.sh [base|test]" >&2; return 2 ;;
+    esac
+}
+
+main
