@@ -1,0 +1,140 @@
+"""Find the source of a function or class defined in a notebook cell, a shell, or a .py file.
+
+`inspect.getsource` fails for every class defined in a cell (IPython's `__main__` has no
+`__file__`), but IPython registers each cell in `linecache`. So we find the cell through a
+method's `co_filename`, parse it, and pick the definition by name and line number; the live
+definition wins when a name is defined several times.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import linecache
+import re
+import textwrap
+import types
+from dataclasses import dataclass
+
+from ..catalog import problem
+from ..errors import CaptureError
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A top-level `def` or `class` statement and where it came from."""
+
+    name: str
+    source: str  # dedented statement text, decorators included
+    node: ast.stmt  # parsed from `source` (line 1 = first decorator or def line)
+    filename: str
+    first_line: int  # line of `source`'s first line in its file or cell
+
+    def where(self, relative_line: int = 1) -> str:
+        """'cell line 7' (or 'file.py line 7') for a line inside this definition."""
+        return f"{describe_file(self.filename)} line {self.first_line + relative_line - 1}"
+
+    @property
+    def origin(self) -> str:
+        """'cell In[3], line 2' when the execution count is known, else like `where()`."""
+        match = re.match(r"<ipython-input-(\d+)-", self.filename)
+        return f"cell In[{match.group(1)}], line {self.first_line}" if match else self.where()
+
+
+def describe_file(filename: str) -> str:
+    if is_cell_filename(filename):
+        return "cell"
+    return filename.rsplit("/", 1)[-1]
+
+
+def is_cell_filename(filename: str) -> bool:
+    # terminal: <ipython-input-N-hash>; ipykernel: .../ipykernel_<pid>/<hash>.py
+    return filename.startswith("<") or "/ipykernel_" in filename
+
+
+def locate(obj, *, cell_source: str | None = None, history: list[str] | None = None) -> Definition:
+    """The definition statement of a function or class `obj`."""
+    obj = inspect.unwrap(obj) if callable(obj) and not isinstance(obj, type) else obj
+    name = obj.__name__
+    for filename, lines, line in _candidate_sources(obj, cell_source, history):
+        found = _find_statement("".join(lines), name, line, isinstance(obj, type))
+        if found is not None:
+            return _definition(name, found, "".join(lines), filename)
+    kind = "class" if isinstance(obj, type) else "function"
+    raise CaptureError(problems=[problem(
+        "VJ104", f"cannot find the source of {kind} '{name}'", name=name)])
+
+
+def _candidate_sources(obj, cell_source, history):
+    """(filename, lines, line hint) pairs to search, most precise first."""
+    for code in _code_objects(obj):
+        lines = linecache.getlines(code.co_filename)
+        if lines:
+            yield code.co_filename, lines, code.co_firstlineno
+    first = getattr(obj, "__firstlineno__", None)  # Python 3.13+
+    if cell_source is not None:
+        yield "<cell>", cell_source.splitlines(keepends=True), first
+    try:
+        filename = inspect.getsourcefile(obj)
+    except (TypeError, OSError):
+        filename = None
+    if filename:
+        yield filename, linecache.getlines(filename), first
+    for cell in reversed(history or []):  # the latest cell that defines it wins
+        yield "<cell>", cell.splitlines(keepends=True), None
+
+
+def _code_objects(obj):
+    """Code objects that belong to `obj` (a function, or a class's own methods)."""
+    if isinstance(obj, types.FunctionType):
+        yield obj.__code__
+        return
+    if not isinstance(obj, type):
+        return
+    for value in vars(obj).values():
+        for candidate in (value, getattr(value, "__func__", None), getattr(value, "fget", None)):
+            candidate = inspect.unwrap(candidate) if callable(candidate) else candidate
+            if isinstance(candidate, types.FunctionType) and candidate.__qualname__.startswith(obj.__qualname__ + "."):
+                yield candidate.__code__
+                break
+
+
+def _find_statement(text: str, name: str, line: int | None, want_class: bool):
+    """The top-level def/class `name` whose span contains `line` (else the last one)."""
+    try:
+        tree = ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return None
+    kinds = (ast.ClassDef,) if want_class else (ast.FunctionDef, ast.AsyncFunctionDef)
+    matches = [n for n in _top_level(tree) if isinstance(n, kinds) and n.name == name]
+    if line is not None:
+        for node in matches:
+            if _first_line(node) <= line <= node.end_lineno:
+                return node
+        return None
+    return matches[-1] if matches else None
+
+
+def _top_level(tree: ast.Module):
+    """Top-level statements, looking inside `if`/`try` blocks as notebooks sometimes do."""
+    for node in tree.body:
+        yield node
+        if isinstance(node, (ast.If, ast.Try)):
+            yield from (n for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+
+
+def _first_line(node) -> int:
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
+
+
+def _definition(name: str, node, text: str, filename: str) -> Definition:
+    first = _first_line(node)
+    lines = textwrap.dedent(text).splitlines(keepends=True)[first - 1: node.end_lineno]
+    source = textwrap.dedent("".join(lines))
+    parsed = ast.parse(source).body[0]
+    return Definition(name=name, source=source, node=parsed, filename=filename, first_line=first)
+
+
+def classes_in_cell(cell_source: str) -> list[str]:
+    """Names of the top-level classes a cell defines, in order."""
+    tree = ast.parse(cell_source)
+    return [n.name for n in tree.body if isinstance(n, ast.ClassDef)]

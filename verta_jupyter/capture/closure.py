@@ -1,0 +1,283 @@
+"""Resolve everything a class needs, transitively, and classify each piece.
+
+Starting from the class statement, every free name is looked up where the class was defined
+(the notebook's namespace) and becomes one of: builtin (nothing to do), module import,
+library object import, notebook definition (its source, analysed in turn), literal (source),
+or value (pickled). Problems are collected, not raised one by one, so the user sees them all.
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+import inspect
+import sys
+import types
+from dataclasses import dataclass, field
+
+from ..catalog import problem
+from ..errors import CaptureError, Problem
+from . import cells, names, requirements, values
+from .bundle import LocalModules
+
+# Names IPython injects into builtins or the user namespace; absent where the model is deployed.
+IPYTHON_ONLY = {"display", "get_ipython", "__IPYTHON__", "In", "Out", "_ih", "_oh", "_dh", "exit", "quit"}
+_IPYTHON_MODULES = ("IPython", "ipykernel", "ipywidgets", "google.colab")
+
+
+@dataclass
+class Dependency:
+    """One thing the model needs, for people: what, what kind, where defined, who uses it."""
+
+    name: str
+    kind: str  # module | library | notebook | literal | value | local-module
+    detail: str  # the import line, the value's type, ...
+    defined_in: str  # "cell line 3", "numpy==2.4.6", "helpers.py"
+    used_by: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Item:
+    """A piece of model.py: an import, a definition, a literal or a pickled value."""
+
+    name: str
+    kind: str  # import | definition | alias | literal | value
+    code: str  # the source line(s) for model.py
+    comment: str = ""
+    pickled: bytes | None = None
+    depends_on: list[str] = field(default_factory=list)  # names of other items
+
+
+class Closure:
+    """Walks the closure of one class. Use `Closure.of(cls, namespace, ...)`."""
+
+    def __init__(self, namespace: dict, root_module: str, cell_source: str | None):
+        self.namespace = namespace
+        self.root_module = root_module
+        self.cell_source = cell_source
+        self.history = list(namespace.get("_ih") or namespace.get("In") or [])
+        self.items: dict[str, Item] = {}
+        self.imports: dict[str, str] = {}  # import line -> the name it binds
+        self.dependencies: dict[str, Dependency] = {}
+        self.definitions: list[cells.Definition] = []
+        self.values: dict[str, object] = {}
+        self.modules_used: set[str] = set()
+        self.local = LocalModules()
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    @classmethod
+    def of(cls, target: type, namespace: dict, root_module: str, cell_source: str | None) -> "Closure":
+        closure = cls(namespace, root_module, cell_source)
+        closure.add_definition(target.__name__, target, used_by=None, cell_source=cell_source)
+        if closure.problems:
+            raise CaptureError(problems=closure.problems)
+        return closure
+
+    # -- definitions (notebook classes and functions, captured as source)
+    def add_definition(self, name: str, obj, used_by: str | None, cell_source: str | None = None):
+        if obj.__name__ in self.items:
+            return
+        try:
+            definition = cells.locate(obj, cell_source=cell_source, history=self.history)
+        except CaptureError as exc:
+            self.problems.extend(exc.problems)
+            return
+        # Reserve the slot first: mutually recursive helpers find it and stop.
+        item = self.items[obj.__name__] = Item(obj.__name__, "definition", definition.source,
+                                               comment=f"from {definition.origin}")
+        self.definitions.append(definition)
+        self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.where(), used_by)
+        analysis = names.analyse(definition.source, definition.node)
+        self._warn_dynamic(definition, analysis)
+        for free, use in analysis.uses.items():
+            line, scope = use.first
+            where = f"{definition.where(line)}, in {scope or definition.name}"
+            if self.resolve(free, use, where, user=scope or definition.name):
+                item.depends_on.append(free)
+        for free, use in analysis.mutated.items():
+            line, scope = use.first
+            self.warnings.append(problem(
+                "VJ207", f"'{scope}' assigns the notebook global '{free}' with a `global` statement",
+                name=free, where=definition.where(line)))
+        if name != obj.__name__:
+            self.items[name] = Item(name, "alias", f"{name} = {obj.__name__}", depends_on=[obj.__name__])
+
+    def _warn_dynamic(self, definition: cells.Definition, analysis: names.NameAnalysis):
+        for call, line, scope in analysis.dynamic:
+            self.warnings.append(problem(
+                "VJ206", f"'{scope}' calls {call}(): names it looks up at run time are not captured",
+                name=scope, where=definition.where(line)))
+
+    # -- one free name
+    def resolve(self, name: str, use: names.NameUse, where: str, user: str) -> bool:
+        """Classify `name`; return True if model.py gets an item for it."""
+        if name in self.items:
+            self._used_by(name, user)
+            return True
+        if name in self.imports.values():
+            self._used_by(name, user)
+            return False
+        if name not in self.namespace:
+            return self._builtin_or_unresolved(name, where, user)
+        value = self.namespace[name]
+        if self._is_ipython_object(value):
+            self.problems.append(problem(
+                "VJ204", f"'{user}' uses '{name}', which comes from IPython", name=name, where=where))
+            return False
+        if isinstance(value, types.ModuleType):
+            self._add_module(name, value, use, user)
+            return False
+        try:
+            is_definition = self.definition_name(value) is not None
+        except _StaleDefinition as exc:
+            self.problems.append(problem("VJ205", f"'{name}' is {exc}", name=name, where=where))
+            return False
+        if is_definition:
+            self.add_definition(name, value, used_by=user)
+            return True
+        if self._add_library_object(name, value, user):
+            return False
+        return self._add_value(name, value, where, user)
+
+    def _builtin_or_unresolved(self, name: str, where: str, user: str) -> bool:
+        if name in IPYTHON_ONLY:
+            self.problems.append(problem(
+                "VJ204", f"'{user}' uses '{name}', which only exists inside IPython", name=name, where=where))
+        elif not hasattr(builtins, name) or name in IPYTHON_ONLY:
+            self.problems.append(problem(
+                "VJ201", f"'{user}' uses '{name}', which is not defined in the notebook", name=name, where=where))
+        return False
+
+    def _is_ipython_object(self, value) -> bool:
+        module = getattr(value, "__module__", None) or getattr(value, "__name__", None)
+        if not isinstance(module, str) or isinstance(value, types.ModuleType):
+            return False
+        return module.startswith(_IPYTHON_MODULES) and callable(value)
+
+    # -- modules and library objects (imports + pinned requirements)
+    def _add_module(self, name: str, module: types.ModuleType, use: names.NameUse, user: str):
+        full = module.__name__
+        line = f"import {full}" if full == name else f"import {full} as {name}"
+        self.imports[line] = name
+        for chain in sorted(use.attribute_chains):  # `import sklearn.linear_model` used as sklearn.linear_model.X
+            sub = self._longest_submodule(full, chain.split(".")[1:])
+            if sub and full == name:
+                self.imports[f"import {sub}"] = name
+        self._require_module(module)
+        self._note(name, "module", line, self._origin(full), user)
+
+    def _longest_submodule(self, base: str, attrs: list[str]) -> str | None:
+        found = None
+        for i in range(1, len(attrs) + 1):
+            candidate = ".".join([base, *attrs[:i]])
+            if candidate in sys.modules:
+                found = candidate
+        return found
+
+    def _add_library_object(self, name: str, value, user: str) -> bool:
+        module_name = getattr(value, "__module__", None)
+        qualname = getattr(value, "__qualname__", None)
+        if not (isinstance(module_name, str) and isinstance(qualname, str)) or "<" in qualname:
+            return False
+        if module_name in (self.root_module, "__main__") or "." in qualname:
+            return False
+        if not isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)) and not callable(value):
+            return False
+        public = self._public_module(module_name, qualname, value)
+        if public is None:
+            return False
+        line = f"from {public} import {qualname}" + (f" as {name}" if name != qualname else "")
+        self.imports[line] = name
+        self._require_module(sys.modules[public])
+        self._note(name, "library", line, self._origin(public), user)
+        return True
+
+    @staticmethod
+    def _public_module(module_name: str, qualname: str, value) -> str | None:
+        """The shortest already-imported module path that exposes `value` under `qualname`."""
+        parts = module_name.split(".")
+        for i in range(1, len(parts) + 1):
+            candidate = ".".join(parts[:i])
+            module = sys.modules.get(candidate)
+            if module is not None and getattr(module, qualname, None) is value:
+                return candidate
+        return None
+
+    def _require_module(self, module: types.ModuleType):
+        if requirements.is_local_module(module):
+            self.local.add(module)
+        else:
+            self.modules_used.add(module.__name__)
+
+    def _origin(self, module_name: str) -> str:
+        if requirements.is_stdlib(module_name):
+            return "standard library"
+        module = sys.modules.get(module_name)
+        if module is not None and requirements.is_local_module(module):
+            return f"local module {module_name} (bundled)"
+        return requirements.requirement_for(module_name) or module_name
+
+    # -- values (literals as source, the rest pickled)
+    def _add_value(self, name: str, value, where: str, user: str) -> bool:
+        literal = values.literal_source(value)
+        self.values[name] = value
+        if literal is not None:
+            self.items[name] = Item(name, "literal", f"{name} = {literal}")
+            self._note(name, "literal", values.describe(value), where, user)
+            return True
+        try:
+            data, references = values.dump_value(value, self.definition_name)
+            self.modules_used |= values.modules_needed(data, self._live_reference)
+        except Exception as exc:  # pickling raises many types; each is the same user problem
+            self.problems.append(self._unpicklable(name, value, exc, where, user))
+            return False
+        item = self.items[name] = Item(name, "value", f'{name} = _vj_value("{name}")',
+                                       comment=f"{values.describe(value)}, frozen at capture", pickled=data)
+        for ref_name, obj in references.items():
+            self.add_definition(ref_name, obj, used_by=name)
+            item.depends_on.append(ref_name)
+        self._note(name, "value", values.describe(value), where, user)
+        self.warnings.append(problem(
+            "VJ208", f"'{name}' ({values.describe(value)}) is captured by value", name=name, where=where))
+        return True
+
+    def _live_reference(self, pid: str):
+        return self.namespace[pid]
+
+    def _unpicklable(self, name, value, exc, where, user) -> Problem:
+        if isinstance(exc, _StaleDefinition):
+            return problem("VJ205", f"'{name}' refers to {exc}", name=name, where=where)
+        return problem("VJ202", f"'{user}' uses '{name}' ({values.describe(value)}), which cannot be "
+                       f"saved: {type(exc).__name__}: {exc}", name=name, where=where)
+
+    def definition_name(self, obj) -> str | None:
+        """The model.py name of a notebook function/class; None if `obj` is not one."""
+        if not (isinstance(obj, (type, types.FunctionType)) or _is_cache_wrapper(obj)):
+            return None
+        if getattr(obj, "__module__", None) not in (self.root_module, "__main__"):
+            return None
+        if "<" in obj.__qualname__ or "." in obj.__qualname__:
+            return None  # lambdas and nested functions are pickled by value (cloudpickle)
+        if self.namespace.get(obj.__name__) is not obj:
+            raise _StaleDefinition(f"an earlier definition of '{obj.__name__}' (it was redefined "
+                                   "or deleted after this value was made)")
+        return obj.__name__
+
+    # -- bookkeeping for the summary
+    def _note(self, name, kind, detail, defined_in, used_by):
+        dep = self.dependencies.setdefault(name, Dependency(name, kind, detail, defined_in))
+        if used_by and used_by not in dep.used_by:
+            dep.used_by.append(used_by)
+
+    def _used_by(self, name, user):
+        if name in self.dependencies and user not in self.dependencies[name].used_by:
+            self.dependencies[name].used_by.append(user)
+
+
+class _StaleDefinition(Exception):
+    pass
+
+
+def _is_cache_wrapper(obj) -> bool:
+    return isinstance(obj, functools._lru_cache_wrapper) and inspect.isfunction(getattr(obj, "__wrapped__", None))
+

@@ -1,0 +1,88 @@
+"""Write model.py: a standalone, readable module that rebuilds the class.
+
+Order: imports, then every captured definition and value in dependency order (what a piece
+uses comes before it where possible; mutual recursion between function bodies needs no order),
+then the class. Pickled values are loaded by a few lines of plain `pickle` at their place.
+"""
+from __future__ import annotations
+
+from .closure import Item
+
+HEADER = '''"""{class_name}, captured by verta_jupyter {version} as a standalone model.
+
+Generated from the notebook: review it freely, but do not edit it (verta_model.json pins the
+sha256 of every file in this package, and loading refuses a modified one).
+"""
+'''
+
+LIB_PATH = '''
+# Local modules the notebook imported are bundled in lib/ beside this file.
+import sys as _vj_sys
+from pathlib import Path as _vj_Path
+
+_vj_sys.path.insert(0, str(_vj_Path(__file__).with_name("lib")))
+'''
+
+VALUE_LOADER = '''
+# Values captured from the notebook (fitted objects, arrays, ...) are pickled in globals.pkl.
+# They refer to this module's own classes and functions by name, never by pickled code.
+import io as _vj_io
+import pickle as _vj_pickle
+from pathlib import Path as _vj_Path
+
+with open(_vj_Path(__file__).with_name("globals.pkl"), "rb") as _vj_file:
+    _vj_pickled = _vj_pickle.load(_vj_file)
+
+
+class _VjUnpickler(_vj_pickle.Unpickler):
+    def persistent_load(self, name):
+        return globals()[name]
+
+
+def _vj_value(name):
+    return _VjUnpickler(_vj_io.BytesIO(_vj_pickled[name])).load()
+'''
+
+
+def dependency_order(items: dict[str, Item], root: str) -> list[Item]:
+    """Items reachable from `root`, each after what it depends on (DFS post-order)."""
+    ordered: list[Item] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str):
+        if state.get(name) or name not in items:
+            return  # done, or on the current path (a cycle: body references need no order)
+        state[name] = "visiting"
+        for dep in items[name].depends_on:
+            visit(dep)
+        state[name] = "done"
+        ordered.append(items[name])
+
+    visit(root)
+    leftovers = [item for name, item in items.items() if name not in state]
+    return leftovers + ordered
+
+
+def render(class_name: str, version: str, imports: list[str], items: list[Item], bundled: bool) -> str:
+    parts = [HEADER.format(class_name=class_name, version=version)]
+    if bundled:
+        parts.append(LIB_PATH)
+    if imports:
+        parts.append("\n".join(sorted(imports, key=_import_sort_key)) + "\n")
+    if any(item.kind == "value" for item in items):
+        parts.append(VALUE_LOADER)
+    for item in items:
+        parts.append(_render_item(item))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _render_item(item: Item) -> str:
+    if item.kind == "definition":
+        comment = f"# {item.comment}\n" if item.comment else ""
+        return f"\n{comment}{item.code.rstrip()}\n"
+    comment = f"  # {item.comment}" if item.comment else ""
+    return f"{item.code}{comment}"
+
+
+def _import_sort_key(line: str):
+    return (line.startswith("from "), line)
