@@ -122,7 +122,7 @@ class Closure:
         value = self.namespace[name]
         if self._is_ipython_object(value):
             self.problems.append(problem(
-                "VJ204", f"'{user}' uses '{name}', which comes from IPython", name=name, where=where))
+                "VJ204", f"'{name}' comes from IPython, which is not there when the model is deployed", name=name, where=where))
             return False
         if isinstance(value, types.ModuleType):
             self._add_module(name, value, use, user)
@@ -142,10 +142,10 @@ class Closure:
     def _builtin_or_unresolved(self, name: str, where: str, user: str) -> bool:
         if name in IPYTHON_ONLY:
             self.problems.append(problem(
-                "VJ204", f"'{user}' uses '{name}', which only exists inside IPython", name=name, where=where))
+                "VJ204", f"'{name}' only exists inside IPython", name=name, where=where))
         elif not hasattr(builtins, name) or name in IPYTHON_ONLY:
             self.problems.append(problem(
-                "VJ201", f"'{user}' uses '{name}', which is not defined in the notebook", name=name, where=where))
+                "VJ201", f"name '{name}' is not defined in the notebook", name=name, where=where))
         return False
 
     def _is_ipython_object(self, value) -> bool:
@@ -247,8 +247,8 @@ class Closure:
     def _unpicklable(self, name, value, exc, where, user) -> Problem:
         if isinstance(exc, _StaleDefinition):
             return problem("VJ205", f"'{name}' refers to {exc}", name=name, where=where)
-        return problem("VJ202", f"'{user}' uses '{name}' ({values.describe(value)}), which cannot be "
-                       f"saved: {type(exc).__name__}: {exc}", name=name, where=where)
+        return problem("VJ202", f"'{name}' ({values.describe(value)}) cannot be saved with "
+                       f"the model: {type(exc).__name__}: {exc}", name=name, where=where)
 
     def definition_name(self, obj) -> str | None:
         """The model.py name of a notebook function/class; None if `obj` is not one."""

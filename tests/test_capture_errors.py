@@ -1,0 +1,113 @@
+"""Capture-time problems: each names the user's identifier, where it is used, and one remedy."""
+from __future__ import annotations
+
+import pytest
+
+from verta_jupyter import capture_model
+from verta_jupyter.errors import CaptureError, VertaError
+
+USES = """class MyModel:
+    def __init__(self, artifacts):
+        pass
+
+    def predict(self, data):
+        return {expr}
+"""
+
+UNPICKLABLE = {
+    "lock": "import threading\nresource = threading.Lock()",
+    "rlock": "import threading\nresource = threading.RLock()",
+    "thread": "import threading\nresource = threading.Thread(target=print)",
+    "socket": "import socket\nresource = socket.socket()",
+    "generator": "resource = (i for i in range(3))",
+    "sqlite-connection": "import sqlite3\nresource = sqlite3.connect(':memory:')",
+    "file-open-for-writing": "import tempfile\nresource = tempfile.TemporaryFile('w')",
+    "object-holding-a-lock": "import threading\nclass Holder:\n    def __init__(self):\n"
+                             "        self.lock = threading.Lock()\nresource = Holder()",
+}
+
+
+def capture_error(shell, *cells) -> CaptureError:
+    for cell in cells:
+        shell.run(cell)
+    with pytest.raises(CaptureError) as info:
+        capture_model(shell.ns["MyModel"], shell.ns)
+    return info.value
+
+
+def test_unresolved_name_names_it_with_cell_line_and_method(shell):
+    error = capture_error(shell, USES.format(expr="scaler.transform(data)"))
+    assert error.codes == ["VJ201"]
+    message = str(error)
+    assert "'scaler'" in message and "MyModel.predict" in message and "cell line 6" in message
+    assert "earlier cell" in message  # the remedy
+
+
+def test_every_unresolved_name_is_reported_at_once(shell):
+    error = capture_error(shell, USES.format(expr="first(data) + second"))
+    assert sorted(p.name for p in error.problems) == ["first", "second"]
+
+
+@pytest.mark.parametrize("case", sorted(UNPICKLABLE))
+def test_unpicklable_value_names_the_global(shell, case):
+    error = capture_error(shell, UNPICKLABLE[case], USES.format(expr="str(resource) and data"))
+    assert error.codes == ["VJ202"]
+    assert "'resource'" in str(error) and "__init__" in str(error)
+
+
+@pytest.mark.parametrize("name", ["display", "get_ipython"])
+def test_ipython_only_names_are_refused(shell, name):
+    error = capture_error(shell, USES.format(expr=f"{name} and data"))
+    assert error.codes == ["VJ204"]
+    assert f"'{name}'" in str(error) and "IPython" in str(error)
+
+
+def test_ipython_object_imported_by_name_is_refused(shell):
+    error = capture_error(shell, "from IPython.display import HTML", USES.format(expr="HTML(data)"))
+    assert error.codes == ["VJ204"] and "'HTML'" in str(error)
+
+
+def test_value_of_a_redefined_class_refers_back_to_the_notebook(shell):
+    error = capture_error(
+        shell, "class Rule:\n    pass", "rule = Rule()", "class Rule:\n    pass",
+        USES.format(expr="rule"))
+    assert error.codes == ["VJ205"]
+    assert "'rule'" in str(error) and "'Rule'" in str(error)
+
+
+def test_instance_instead_of_class(shell):
+    shell.run(USES.format(expr="data"))
+    with pytest.raises(CaptureError) as info:
+        capture_model(shell.ns["MyModel"](artifacts={}), shell.ns)
+    assert info.value.codes == ["VJ103"] and "'MyModel'" in str(info.value)
+
+
+@pytest.mark.parametrize("call", ["eval('data')", "globals()['data']", "exec('x = 1') or data"])
+def test_dynamic_lookups_warn(shell, call):
+    shell.run(USES.format(expr=call))
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert [w.code for w in captured.warnings] == ["VJ206"]
+    assert "MyModel.predict" in str(captured.warnings[0])
+
+
+def test_global_statement_warns_about_mutated_state(shell):
+    shell.run("calls = 0")
+    shell.run("class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+              "    def predict(self, data):\n        global calls\n        calls += 1\n        return calls")
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert "VJ207" in [w.code for w in captured.warnings]
+    assert any(w.name == "calls" for w in captured.warnings if w.code == "VJ207")
+
+
+def test_pickled_values_are_reported_as_captured_by_value(shell):
+    shell.run("import collections\ncounts = collections.Counter('aab')")
+    shell.run(USES.format(expr="counts[data]"))
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert [(w.code, w.name) for w in captured.warnings] == [("VJ208", "counts")]
+
+
+def test_errors_render_without_internal_frames(shell):
+    error = capture_error(shell, USES.format(expr="missing_thing"))
+    assert isinstance(error, VertaError)
+    rendered = error._render_traceback_()
+    assert rendered == [f"CaptureError: {error}"]
