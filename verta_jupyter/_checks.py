@@ -262,10 +262,11 @@ def secret_problems(captured: Any, namespace: dict) -> list[Problem]:
                 users = ", ".join(dep.used_by) or "the model"
                 found[label] = problem("VJ203", f"'{label}' (used by {users}) {reason}", name=dep.name,
                                        where=dep.defined_in or None)
-    captured_names = {p.name for p in found.values()}
+    flagged_text = {leaf for name in {p.name for p in found.values()}
+                    for _, _, leaf in _walk(name, name, values[name])}
     for label, value, line in _source_strings(captured.source):
         reason = secret_reason(label, value)
-        if reason and label not in found and label.split("[")[0] not in captured_names:
+        if reason and label not in found and value not in flagged_text:
             found[label] = problem("VJ203", f"'{label}' {reason}", name=label, where=f"model.py line {line}")
     return list(found.values())
 

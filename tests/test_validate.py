@@ -1,0 +1,342 @@
+"""validate(): each check of the catalog against classes defined in a real IPython shell."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from verta_jupyter._checks import credential_kind, secret_reason
+from verta_jupyter.errors import ValidationError
+from verta_jupyter.validate import observe_reports, prepare_model, validate
+
+SEED = '''
+class MyModel(object):
+    def __init__(self, artifacts):
+        pass
+
+    def predict(self, data):
+        return {"echo": data}
+'''
+
+
+def define(shell, code: str, name: str = "MyModel"):
+    shell.run(code)
+    return shell.ns[name]
+
+
+def check(shell, code: str, name: str = "MyModel", **kwargs):
+    cls = define(shell, code, name)
+    return validate(cls, namespace=shell.ns, **kwargs)
+
+
+def codes(report) -> list[str]:
+    return [p.code for p in report.problems]
+
+
+def status(report) -> dict[str, str]:
+    return {c.name: c.status for c in report.checks}
+
+
+# -- a model that passes ---------------------------------------------------------------------
+
+def test_seed_model_passes_every_check_and_rebuilds_identically(shell):
+    report = check(shell, SEED, sample_input={"text": "hi"})
+    assert report.ok and report.problems == []
+    assert set(status(report).values()) == {"ok"}
+    assert report.sample_output == {"echo": {"text": "hi"}}
+    assert report.rebuilt_output == report.sample_output
+    assert (report.package_dir / "model.py").is_file()
+    assert json.loads((report.package_dir / "input_example.json").read_text()) == {"text": "hi"}
+    assert report.timings["total"] >= report.timings["rebuild"] > 0
+
+
+def test_no_sample_is_a_warning_and_rebuild_checks_construction_only(shell):
+    report = check(shell, SEED)
+    assert report.ok and codes(report) == ["VJ304"]
+    assert status(report)["predict"] == "skipped" and status(report)["rebuild"] == "ok"
+    assert "construct only" in next(c.detail for c in report.checks if c.name == "rebuild")
+
+
+def test_check_rebuild_false_still_writes_the_package(shell):
+    report = check(shell, SEED, sample_input=1, check_rebuild=False)
+    assert report.ok and status(report)["rebuild"] == "skipped"
+    assert (report.package_dir / "verta_model.json").is_file()
+
+
+def test_prepare_model_returns_package_and_report(shell):
+    cls = define(shell, SEED)
+    prepared = prepare_model(cls, namespace=shell.ns, sample_input=[1, 2])
+    assert prepared.package_dir == prepared.report.package_dir
+    assert prepared.captured.class_name == "MyModel"
+
+
+def test_prepare_model_raises_with_the_report_and_codes(shell):
+    cls = define(shell, "class MyModel:\n    def __init__(self, artifacts): pass\n")
+    with pytest.raises(ValidationError) as info:
+        prepare_model(cls, namespace=shell.ns)
+    assert info.value.codes == ["VJ111"]
+    assert info.value.report.class_name == "MyModel"
+    assert "MyModel" in str(info.value) and "VJ111" in str(info.value)
+
+
+def test_observe_reports_sees_nested_validations(shell):
+    cls = define(shell, SEED)
+    with observe_reports() as seen:
+        validate(cls, namespace=shell.ns, check_rebuild=False)
+    assert [r.class_name for r in seen] == ["MyModel"]
+
+
+# -- the class and its interface ---------------------------------------------------------------
+
+def test_instance_instead_of_class(shell):
+    shell.run(SEED + "model = MyModel(artifacts={})\n")
+    report = validate(shell.ns["model"], namespace=shell.ns)
+    assert codes(report) == ["VJ103"] and "MyModel" in report.errors[0].message
+
+
+def test_function_instead_of_class(shell):
+    shell.run("def predict(data):\n    return data\n")
+    report = validate(shell.ns["predict"], namespace=shell.ns)
+    assert codes(report) == ["VJ101"] and "'predict'" in report.errors[0].message
+
+
+@pytest.mark.parametrize("body, code", [
+    ("    def __init__(self, artifacts): pass\n", "VJ111"),
+    ("    def __init__(self, artifacts): pass\n    @staticmethod\n    def predict(data): return data\n", "VJ112"),
+    ("    def __init__(self, artifacts): pass\n    @classmethod\n    def predict(cls, data): return data\n", "VJ112"),
+    ("    def __init__(self, artifacts): pass\n    @property\n    def predict(self): return 1\n", "VJ112"),
+    ("    def __init__(self, artifacts): pass\n    predict = 3\n", "VJ112"),
+    ("    def __init__(self, artifacts): pass\n    def predict(self): return 1\n", "VJ113"),
+    ("    def __init__(self, artifacts): pass\n    def predict(self, a, b): return 1\n", "VJ113"),
+    ("    def __init__(self, artifacts): pass\n    def predict(self, *, data): return 1\n", "VJ113"),
+    ("    def predict(self, data): return 1\n", "VJ114"),
+    ("    def __init__(self): pass\n    def predict(self, data): return 1\n", "VJ114"),
+    ("    def __init__(self, artifacts, size): pass\n    def predict(self, data): return 1\n", "VJ114"),
+    ("    def __init__(self, *args): pass\n    def predict(self, data): return 1\n", "VJ114"),
+])
+def test_interface_problems(shell, body, code):
+    report = check(shell, "class MyModel:\n" + body, sample_input=1)
+    assert code in codes(report)
+    error = next(p for p in report.errors if p.code == code)
+    assert "MyModel" in error.message
+    assert error.where and error.where.startswith("cell line")
+    assert status(report)["predict"] == "skipped"  # nothing expensive after an error
+
+
+@pytest.mark.parametrize("body", [
+    "    def __init__(self, artifacts=None): pass\n    def predict(self, data, threshold=0.5): return 1\n",
+    "    def __init__(self, **kwargs): pass\n    def predict(self, *rows): return 1\n",
+    "    def __init__(self, *, artifacts): pass\n    def predict(self, data, /): return 1\n",
+])
+def test_interface_variants_that_work(shell, body):
+    report = check(shell, "class MyModel:\n" + body, sample_input=1)
+    assert report.ok, report.error_message()
+
+
+def test_interface_where_points_at_the_cell_line(shell):
+    report = check(shell, "x = 1\n\nclass MyModel:\n    def __init__(self, artifacts): pass\n"
+                          "    def predict(self): return 1\n")
+    assert report.errors[0].where == "cell line 5, in MyModel.predict"
+
+
+def test_static_checks_all_report_at_once(shell):
+    report = check(shell, "class MyModel:\n    def __init__(self): pass\n    def predict(self): pass\n",
+                   sample_input={"x": float("nan")}, artifacts={"model.pkl": None})
+    assert {"VJ113", "VJ114", "VJ302", "VJ303"} <= set(codes(report))
+
+
+# -- artifacts -------------------------------------------------------------------------------
+
+def test_artifact_paths_reach_init(shell, tmp_path):
+    (tmp_path / "vocab.txt").write_text("a b c")
+    code = ('class MyModel:\n    def __init__(self, artifacts):\n'
+            '        self.words = open(artifacts["vocab"]).read().split()\n'
+            '    def predict(self, data):\n        return [w for w in data if w in self.words]\n')
+    report = check(shell, code, artifacts={"vocab": tmp_path / "vocab.txt"}, sample_input=["a", "z"])
+    assert report.ok and report.sample_output == ["a"] and report.rebuilt_output == ["a"]
+
+
+@pytest.mark.parametrize("artifacts, code", [
+    ({"vocab": None}, "VJ301"),
+    (["vocab"], "VJ301"),
+    ({"vocab": "/nonexistent/vocab"}, "VJ301"),
+    ({"requirements.txt": "/tmp"}, "VJ302"),
+    (["custom_modules"], "VJ302"),
+])
+def test_artifact_problems(shell, artifacts, code):
+    report = check(shell, SEED, artifacts=artifacts)
+    assert codes(report)[0] == code
+    key = list(artifacts)[0]
+    assert report.errors[0].name == key and f"'{key}'" in report.errors[0].message
+
+
+# -- samples ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sample, where", [
+    (float("nan"), "sample"),
+    ({"x": [1, math.inf]}, 'sample["x"][1]'),
+    ({1: "a"}, "sample[1]"),
+    ({"when": object()}, 'sample["when"]'),
+    ({"s": {1, 2}}, 'sample["s"]'),
+])
+def test_sample_not_json(shell, sample, where):
+    report = check(shell, SEED, sample_input=sample)
+    assert codes(report) == ["VJ303"]
+    assert report.errors[0].name == where and where in report.errors[0].message
+
+
+def test_predict_receives_what_deployment_sends(shell):
+    code = ('class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        return type(data).__name__\n')
+    report = check(shell, code, sample_input=(1, 2))
+    assert report.sample_output == "list" and report.rebuilt_output == "list"
+
+
+# -- names and values (from capture) and secrets --------------------------------------------
+
+def test_capture_problems_are_reported_not_duplicated(shell):
+    code = ('import threading\nlock = threading.Lock()\n'
+            'class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        with lock:\n            return undefined_thing(data)\n')
+    report = check(shell, code, sample_input=1)
+    assert sorted(codes(report)) == ["VJ201", "VJ202"]
+    assert {p.name for p in report.errors} == {"undefined_thing", "lock"}
+    assert status(report)["capture"] == "error" and status(report)["secrets"] == "skipped"
+
+
+def test_ipython_only_name(shell):
+    code = ('class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        display(data)\n        return data\n')
+    report = check(shell, code)
+    assert "VJ204" in codes(report) and report.errors[0].name == "display"
+
+
+def test_dynamic_lookup_is_a_warning(shell):
+    code = ('class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        return eval("data")\n')
+    report = check(shell, code, sample_input=2)
+    assert report.ok and codes(report) == ["VJ206"]
+    assert report.warnings[0].where == "cell line 4"
+
+
+def test_mutated_global_is_a_warning(shell):
+    code = ('COUNT = 0\nclass MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        global COUNT\n        COUNT += 1\n        return data\n')
+    report = check(shell, code, sample_input=2)
+    warning = next(p for p in report.problems if p.code == "VJ207")
+    assert not warning.is_error and warning.name == "COUNT"
+
+
+SECRET_CELLS = [
+    ('API_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"\n', "API_KEY"),
+    ('db_password = "hunter2"\n', "db_password"),
+    ('aws = "AKIAIOSFODNN7EXAMPLE"\n', "aws"),
+    ('auth = {"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}\n', "auth"),
+    ('DSN = "postgresql://admin:s3cr3t@db.internal:5432/prod"\n', "DSN"),
+    ('jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"\n', "jwt"),
+    ('blob = "Zx9Qw3Ertyu7IopAsd5FghJkL2ZxcVbnM1qwErTy8u"\n', "blob"),
+    ('class Settings:\n    pass\nsettings = {"openai": {"apiKey": "abc123def456ghi789"}}\n', "settings"),
+]
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return [value]
+
+
+@pytest.mark.parametrize("globals_code, name", SECRET_CELLS)
+def test_secret_looking_globals_are_refused(shell, globals_code, name):
+    code = globals_code + ('class MyModel:\n    def __init__(self, artifacts):\n'
+                           f'        self.s = {name}\n    def predict(self, data):\n        return 1\n')
+    report = check(shell, code, sample_input=1)
+    assert codes(report) == ["VJ203"], report.problems
+    assert report.errors[0].name == name
+    for secret in _strings(shell.ns[name]):
+        assert secret[3:] not in str(report.errors[0])  # never echo the secret
+    assert check(shell, code, sample_input=1, allow_secrets=True).ok
+
+
+def test_secret_literal_inside_the_class_is_refused(shell):
+    code = ('class MyModel:\n    def __init__(self, artifacts):\n'
+            '        self.headers = {"Authorization": "Bearer sk-abcdefghijklmnopqrstuvwx1234"}\n'
+            '    def predict(self, data):\n        return 1\n')
+    report = check(shell, code)
+    assert report.errors[0].code == "VJ203" and "model.py line" in report.errors[0].where
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SORT_KEY", "score"), ("TOKEN_PATTERN", r"(?u)\b\w\w+\b"), ("text_key", "review_text"),
+    ("MODEL_SHA", "3f786850e387550fdab836ed7e6dc881de23001b"), ("label", "positive"),
+    ("max_tokens", 100), ("key_columns", "user_id,item_id"),
+])
+def test_ordinary_values_are_not_secrets(name, value):
+    assert secret_reason(name, value) is None
+
+
+def test_credential_kinds_are_named_without_the_value():
+    assert credential_kind("AKIAIOSFODNN7EXAMPLE") == "an AWS access key id"
+    assert credential_kind("-----BEGIN RSA PRIVATE KEY-----\nMIIE") == "a private key"
+    assert credential_kind("hello world") is None
+
+
+# -- running the model -----------------------------------------------------------------------
+
+def test_predict_raising_gives_trimmed_traceback_with_cell_lines(shell):
+    code = ('def helper(x):\n    return x["missing"]\n\n'
+            'class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        return helper(data)\n')
+    report = check(shell, code, sample_input={"a": 1})
+    assert codes(report) == ["VJ402"]
+    error = report.errors[0]
+    assert error.where == "cell line 2, in helper" and "KeyError" in error.message
+    details = report.details["VJ402"]
+    assert "cell line 7, in MyModel.predict" in details and "verta_jupyter" not in details
+    assert status(report)["rebuild"] == "skipped"
+
+
+def test_construct_raising(shell):
+    code = ('class MyModel:\n    def __init__(self, artifacts):\n        raise RuntimeError("no weights")\n'
+            '    def predict(self, data):\n        return 1\n')
+    report = check(shell, code, sample_input=1)
+    assert codes(report) == ["VJ401"] and report.errors[0].where == "cell line 3, in MyModel.__init__"
+
+
+def test_output_not_json_compatible(shell):
+    code = ('class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        return {"scores": [1, object()]}\n')
+    report = check(shell, code, sample_input=1)
+    assert codes(report) == ["VJ403"]
+    assert 'result["scores"][1]' in report.errors[0].message
+
+
+def test_known_types_in_the_output_are_converted(shell):
+    code = ('import numpy as np\nclass MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        return np.array(data) * 2\n')
+    report = check(shell, code, sample_input=[1, 2])
+    assert report.ok and report.sample_output == [2, 4] and report.rebuilt_output == [2, 4]
+
+
+def test_rebuild_failing_in_a_fresh_process(shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.txt").write_text("yes\n")
+    code = ('from pathlib import Path\nclass MyModel:\n    def __init__(self, artifacts):\n'
+            '        self.labels = Path("labels.txt").read_text().split()\n'
+            '    def predict(self, data):\n        return self.labels\n')
+    report = check(shell, code, sample_input=1)
+    assert codes(report) == ["VJ501"]
+    assert "FileNotFoundError" in report.errors[0].message and "labels.txt" in report.details["VJ501"]
+
+
+def test_rebuilt_output_differs_from_the_notebook(shell):
+    code = ('import json\njson.vj_patched = 5\n'
+            'class MyModel:\n    def __init__(self, artifacts): pass\n'
+            '    def predict(self, data):\n        return getattr(json, "vj_patched", 0)\n')
+    try:
+        report = check(shell, code, sample_input=1)
+    finally:
+        import json as json_module
+        del json_module.vj_patched
+    assert codes(report) == ["VJ502"]
+    assert "5" in report.errors[0].message and "0" in report.errors[0].message
