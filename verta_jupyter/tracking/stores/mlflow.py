@@ -1,0 +1,427 @@
+"""`MlflowStore`: the `Store` protocol on an MLflow tracking server, over its REST API.
+
+No `mlflow` import: one `requests.Session` (see `mlflow_rest`). Mapping (docs/mlflow.md):
+
+- project "P"            -> MLflow experiment "P" tagged `verta_jupyter.kind=project`
+- experiment "E" in P    -> MLflow experiment "P/E" (a "/" in P is written "%2F")
+- run                    -> MLflow run (name, start/end time; status FINISHED: a Verta run is a
+                            record, not a process)
+- registered model       -> MLflow registered model (its name is its id)
+- model version          -> MLflow model version whose source is a backing run in the
+                            experiment "verta_jupyter-registry"; the version's fields and
+                            artifacts live on that run. Id: "<model name>/<version>".
+- fields                 -> params/metrics/tags (see `mlflow_fields`)
+- artifacts, model       -> run artifacts through the proxied `mlflow-artifacts` endpoints,
+                            published by one tag after every byte is stored (`mlflow_artifacts`)
+
+Non-idempotent creates are safe to retry: experiments and registered models are get-or-create
+by name; runs carry a client-generated id tag that a retry looks up before creating again;
+two processes racing to create the same named run both settle on the oldest.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ...errors import AlreadyExistsError, NotFoundError, StoreError
+from . import mlflow_artifacts as arts
+from . import mlflow_fields as fields_codec
+from .base import (ARTIFACT_TYPES, FIELDS, KINDS, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
+                   CheckResult, Entity, Progress)
+from .mlflow_fields import PREFIX
+from .mlflow_rest import MlflowHttp, RetryPolicy, TransientError
+
+KIND_TAG = PREFIX + "kind"
+PROJECT_TAG = PREFIX + "project_id"
+CLIENT_ID_TAG = PREFIX + "client_id"
+VERSION_NAME_TAG = PREFIX + "version_name"
+REGISTRY_EXPERIMENT = "verta_jupyter-registry"
+PAGE = 1000
+
+
+class MlflowStore:
+    """A store on the MLflow tracking server at `url` ("http://host:5000").
+
+    Credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD (basic) or MLFLOW_TRACKING_TOKEN
+    (bearer). `timeout` is (connect, read) seconds for every request.
+    """
+
+    def __init__(self, url: str, *, timeout: tuple[float, float] = (5.0, 60.0),
+                 retry_policy: RetryPolicy | None = None, env=None):
+        self.http = MlflowHttp(url, timeout=timeout, retry_policy=retry_policy, env=env)
+        self.location = self.http.url
+        self._roots: dict[str, str] = {}  # run id -> artifact root (never changes)
+
+    def __repr__(self) -> str:
+        return f"MlflowStore({self.location!r})"
+
+    def __reduce__(self):
+        raise TypeError(f"{self!r} is a connection to a tracking server and cannot be pickled; "
+                        "a model must not depend on the tracking client.")
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- entities ---------------------------------------------------------------------------
+    def get_or_create(self, kind: str, name: str | None, parent_id: str | None = None) -> Entity:
+        _check_kind(kind)
+        if PARENT_KIND[kind] and not parent_id:
+            raise StoreError(f"a {kind} needs a parent {PARENT_KIND[kind]}")
+        if parent_id:
+            self.get(PARENT_KIND[kind], parent_id)
+        if kind == "project":
+            return self._experiment_entity("project", self._get_or_create_experiment(
+                _escape(name), {KIND_TAG: "project"}))
+        if kind == "experiment":
+            project = self.get("project", parent_id)
+            exp_name = f"{_escape(project.name)}/{name if name is not None else _generated(kind)}"
+            return self._experiment_entity("experiment", self._get_or_create_experiment(
+                exp_name, {KIND_TAG: "experiment", PROJECT_TAG: parent_id}))
+        if kind == "run":
+            return self._run_entity(self._get_or_create_run(parent_id, name))
+        if kind == "registered_model":
+            return self._registered_model(name if name is not None else _generated(kind))
+        return self._create_version(parent_id, name)
+
+    def get(self, kind: str, id: str) -> Entity:
+        _check_kind(kind)
+        id = str(id)
+        if kind in ("project", "experiment"):
+            if not id.isdigit():
+                raise self._not_found(kind, id)
+            exp = self._call_nf(kind, id, "GET", "experiments/get", {"experiment_id": id})["experiment"]
+            if _tags(exp).get(KIND_TAG) != kind or exp.get("lifecycle_stage") != "active":
+                raise self._not_found(kind, id)
+            return self._experiment_entity(kind, exp)
+        if kind == "run":
+            run = self._get_run(id)
+            if run["info"].get("lifecycle_stage") != "active":
+                raise self._not_found(kind, id)
+            return self._run_entity(run)
+        if kind == "registered_model":
+            model = self._call_nf(kind, id, "GET", "registered-models/get", {"name": id})
+            return _model_entity(model["registered_model"])
+        name, _, version = id.rpartition("/")
+        if not name or not version.isdigit():
+            raise self._not_found(kind, id)
+        mv = self._call_nf(kind, id, "GET", "model-versions/get", {"name": name, "version": version})
+        return _version_entity(mv["model_version"])
+
+    def find(self, kind: str, *, parent_id: str | None = None, ancestor_id: str | None = None,
+             name: str | None = None, tag: str | None = None) -> list[Entity]:
+        _check_kind(kind)
+        if kind in ("project", "experiment"):
+            found = [self._experiment_entity(kind, e) for e in self._experiments(kind)]
+            found = [e for e in found if (parent_id is None or e.parent_id == parent_id)
+                     and (ancestor_id is None) and (name is None or e.name == name)]
+        elif kind == "run":
+            found = self._find_runs(parent_id, ancestor_id, name, tag)
+        elif kind == "registered_model":
+            found = [_model_entity(m) for m in self._paged(
+                "GET", "registered-models/search", {}, "registered_models")]
+            found = [e for e in found if (name is None or e.name == name)
+                     and parent_id is None and ancestor_id is None]
+        else:
+            found = self._find_versions(parent_id, name, tag, ancestor_id)
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    # -- key-value fields -------------------------------------------------------------------
+    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
+        _check_field(field)
+        run_id = self._owner_run(kind, id)
+        if not values:
+            return
+        payload = fields_codec.encode(field, values, _run_data(self._get_run(run_id)))
+        for batch in fields_codec.batches(payload):
+            # Safe to repeat: params are re-sent with the same value, tags are set, metrics
+            # carry an explicit timestamp (the server ignores an identical row).
+            self.http.call("POST", "runs/log-batch", {"run_id": run_id, **batch})
+
+    def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
+        _check_field(field)
+        run_id = self._owner_run(kind, id)
+        return fields_codec.decode(field, _run_data(self._get_run(run_id)))
+
+    # -- artifacts --------------------------------------------------------------------------
+    def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
+                     meta: Mapping[str, Any] | None = None,
+                     progress: Progress | None = None) -> ArtifactInfo:
+        if type not in ARTIFACT_TYPES:
+            raise StoreError(f"unknown artifact type {type!r}; use one of {ARTIFACT_TYPES}")
+        run_id = self._owner_run(kind, id)
+        root = self._root(run_id)
+        old = _run_data(self._get_run(run_id))["tags"].get(arts.INFO_TAG + key)
+        info, tag = arts.upload(self.http, root, key, Path(path), type=type, meta=meta,
+                                progress=progress)
+        # The single step that publishes the artifact: every byte above is already stored.
+        self.http.call("POST", "runs/set-tag", {"run_id": run_id, **tag})
+        if old:
+            arts.delete_generation(self.http, root, key, json.loads(old)["gen"])
+        return info
+
+    def artifact_info(self, kind: str, id: str, key: str) -> ArtifactInfo:
+        return self._artifact(kind, id, key)[0]
+
+    def list_artifacts(self, kind: str, id: str) -> list[ArtifactInfo]:
+        run_id = self._owner_run(kind, id)
+        tags = _run_data(self._get_run(run_id))["tags"]
+        root = self._root(run_id)
+        return [arts.parse_info(self.http, root, k[len(arts.INFO_TAG):], v)[0]
+                for k, v in sorted(tags.items()) if k.startswith(arts.INFO_TAG)]
+
+    def fetch_artifact(self, kind: str, id: str, key: str, dest: Path, *,
+                       progress: Progress | None = None) -> Path:
+        info, gen, run_id = self._artifact(kind, id, key)
+        return arts.fetch(self.http, self._root(run_id), info, gen, Path(dest), progress)
+
+    def _artifact(self, kind: str, id: str, key: str) -> tuple[ArtifactInfo, str, str]:
+        run_id = self._owner_run(kind, id)
+        text = _run_data(self._get_run(run_id))["tags"].get(arts.INFO_TAG + key)
+        if text is None:
+            raise NotFoundError(f"no artifact {key!r} in {kind} {id} on {self.location}; log it "
+                                f"first with log_artifact({key!r}, ...)")
+        info, gen = arts.parse_info(self.http, self._root(run_id), key, text)
+        return info, gen, run_id
+
+    # -- maintenance ------------------------------------------------------------------------
+    def check(self) -> CheckResult:
+        """Every published artifact's files are on the server with the recorded total size."""
+        from .mlflow_check import check_store
+
+        return check_store(self)
+
+    # -- experiments ------------------------------------------------------------------------
+    def _get_or_create_experiment(self, name: str, tags: dict[str, str]) -> dict:
+        def find():
+            try:
+                return self.http.call("GET", "experiments/get-by-name",
+                                      {"experiment_name": name})["experiment"]
+            except NotFoundError:
+                return None
+
+        def create():
+            self.http.call("POST", "experiments/create", {"name": name, "tags": _taglist(tags)},
+                           retry=False)
+            return find()
+
+        exp = self._create_safely(find, create)
+        if exp.get("lifecycle_stage") != "active":
+            raise StoreError(f"MLflow experiment {name!r} on {self.location} is deleted; restore it "
+                             "in the MLflow UI (or `mlflow experiments restore`) or use another name")
+        missing = {k: v for k, v in tags.items() if _tags(exp).get(k) != v}
+        for key, value in missing.items():  # adopt an experiment made outside verta_jupyter
+            self.http.call("POST", "experiments/set-experiment-tag",
+                           {"experiment_id": exp["experiment_id"], "key": key, "value": value})
+            exp.setdefault("tags", []).append({"key": key, "value": value})
+        return exp
+
+    def _experiment_entity(self, kind: str, exp: dict) -> Entity:
+        tags = _tags(exp)
+        name = _unescape(exp["name"]) if kind == "project" else exp["name"].split("/", 1)[-1]
+        return Entity(kind=kind, id=exp["experiment_id"], name=name,
+                      parent_id=tags.get(PROJECT_TAG) if kind == "experiment" else None,
+                      created_at=int(exp.get("creation_time", 0)) / 1000)
+
+    def _experiments(self, kind: str) -> list[dict]:
+        return self._paged("POST", "experiments/search",
+                           {"filter": f"tags.`{KIND_TAG}` = '{kind}'"}, "experiments")
+
+    # -- runs -------------------------------------------------------------------------------
+    def _get_or_create_run(self, experiment_id: str, name: str | None) -> dict:
+        client_id = uuid.uuid4().hex
+        if name is not None:
+            existing = self._search_runs([experiment_id], _name_filter(name))
+            if existing:
+                return existing[0]
+
+        def find():
+            found = self._search_runs([experiment_id], f"tags.`{CLIENT_ID_TAG}` = '{client_id}'")
+            return found[0] if found else None
+
+        def create():
+            body = {"experiment_id": experiment_id, "start_time": fields_codec.now_ms(),
+                    "tags": _taglist({CLIENT_ID_TAG: client_id})}
+            if name is not None:
+                body["run_name"] = name
+            return self.http.call("POST", "runs/create", body, retry=False)["run"]
+
+        run = self._create_safely(find, create)
+        info = run["info"]
+        self.http.call("POST", "runs/update", {"run_id": info["run_id"], "status": "FINISHED",
+                                               "end_time": info["start_time"]})
+        if name is None:
+            return run
+        # Two processes may have created the same name at once: everyone keeps the oldest.
+        same = self._search_runs([experiment_id], _name_filter(name))
+        winner = same[0] if same else run
+        if winner["info"]["run_id"] != info["run_id"]:
+            self.http.call("POST", "runs/delete", {"run_id": info["run_id"]})
+        return winner
+
+    def _search_runs(self, experiment_ids: list[str], filter: str | None = None) -> list[dict]:
+        if not experiment_ids:
+            return []
+        body: dict[str, Any] = {"experiment_ids": experiment_ids,
+                                "order_by": ["attributes.start_time ASC"]}
+        if filter:
+            body["filter"] = filter
+        runs = self._paged("POST", "runs/search", body, "runs")
+        return sorted(runs, key=lambda r: (int(r["info"]["start_time"]), r["info"]["run_id"]))
+
+    def _find_runs(self, parent_id, ancestor_id, name, tag) -> list[Entity]:
+        if parent_id is not None:
+            exp_ids = [parent_id]
+        else:
+            exps = [self._experiment_entity("experiment", e) for e in self._experiments("experiment")]
+            exp_ids = [e.id for e in exps if ancestor_id is None or e.parent_id == ancestor_id]
+        filters = [_name_filter(name)] if name is not None else []
+        if tag is not None:
+            filters.append(f"tags.`{tag}` LIKE '%'")
+        runs = self._search_runs(exp_ids, " and ".join(filters) or None)
+        return [self._run_entity(r) for r in runs]
+
+    def _get_run(self, run_id: str) -> dict:
+        return self._call_nf("run", run_id, "GET", "runs/get", {"run_id": run_id})["run"]
+
+    def _run_entity(self, run: dict) -> Entity:
+        info = run["info"]
+        self._roots.setdefault(info["run_id"], arts.artifact_root(info["artifact_uri"], self.location))
+        return Entity(kind="run", id=info["run_id"], name=info.get("run_name", ""),
+                      parent_id=info["experiment_id"], created_at=int(info["start_time"]) / 1000)
+
+    def _root(self, run_id: str) -> str:
+        if run_id not in self._roots:
+            self._run_entity(self._get_run(run_id))
+        return self._roots[run_id]
+
+    def _owner_run(self, kind: str, id: str) -> str:
+        """The MLflow run holding an owner's fields and artifacts (a version's backing run)."""
+        if kind not in OWNER_KINDS:
+            raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
+        if kind == "run":
+            self.get("run", id)
+            return id
+        from .mlflow_registry import backing_run_id
+
+        return backing_run_id(self, id)
+
+    # -- registry (see mlflow_registry) -----------------------------------------------------
+    def _registered_model(self, name: str) -> Entity:
+        from .mlflow_registry import get_or_create_model
+
+        return get_or_create_model(self, name)
+
+    def _create_version(self, model_name: str, name: str | None) -> Entity:
+        from .mlflow_registry import get_or_create_version
+
+        return get_or_create_version(self, model_name, name)
+
+    def _find_versions(self, parent_id, name, tag, ancestor_id) -> list[Entity]:
+        from .mlflow_registry import find_versions
+
+        return [] if ancestor_id is not None else find_versions(self, parent_id, name, tag)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _create_safely(self, find: Callable[[], Any], create: Callable[[], Any]) -> Any:
+        """Find, else create once; after an ambiguous failure, find again before retrying."""
+        delays = self.http.retry_policy.delays()
+        while True:
+            found = find()
+            if found is not None:
+                return found
+            try:
+                made = create()
+                if made is not None:
+                    return made
+            except AlreadyExistsError:
+                continue  # someone else made it: the next find() returns it
+            except TransientError:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    def _paged(self, method: str, endpoint: str, body: dict, key: str) -> list[dict]:
+        out, token = [], None
+        while True:
+            page = {**body, "max_results": PAGE, **({"page_token": token} if token else {})}
+            data = self.http.call(method, endpoint, page)
+            out.extend(data.get(key, []))
+            token = data.get("next_page_token")
+            if not token:
+                return out
+
+    def _call_nf(self, kind: str, id: str, method: str, endpoint: str, body: dict) -> dict:
+        try:
+            return self.http.call(method, endpoint, body)
+        except NotFoundError:
+            raise self._not_found(kind, id) from None
+        except StoreError as exc:
+            if "INVALID_PARAMETER_VALUE" in str(exc):
+                raise self._not_found(kind, id) from None
+            raise
+
+    def _not_found(self, kind: str, id: str) -> NotFoundError:
+        return NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} on MLflow server "
+                             f"{self.location}; check the id (list them with the client's find "
+                             "methods or the MLflow UI)")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise StoreError(f"unknown entity kind {kind!r}; use one of {KINDS}")
+
+
+def _check_field(field: str) -> None:
+    if field not in FIELDS:
+        raise StoreError(f"unknown field {field!r}; use one of {FIELDS}")
+
+
+def _escape(name: str) -> str:
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
+def _unescape(name: str) -> str:
+    return name.replace("%2F", "/").replace("%25", "%")
+
+
+def _generated(kind: str) -> str:
+    return f"{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+
+
+def _tags(obj: dict) -> dict[str, str]:
+    tags = obj.get("tags", [])
+    return {t["key"]: t.get("value", "") for t in tags} if isinstance(tags, list) else dict(tags)
+
+
+def _taglist(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in tags.items()]
+
+
+def _run_data(run: dict) -> dict:
+    data = run.get("data", {})
+    return {"params": data.get("params", []), "metrics": data.get("metrics", []),
+            "tags": _tags(data)}
+
+
+def _name_filter(name: str) -> str:
+    if "'" not in name:
+        return f"attributes.run_name = '{name}'"
+    if '"' not in name:
+        return f'attributes.run_name = "{name}"'
+    raise StoreError(f"run name {name!r} contains both quote characters, which MLflow's search "
+                     "cannot express; choose a name without one of them")
+
+
+def _model_entity(model: dict) -> Entity:
+    return Entity(kind="registered_model", id=model["name"], name=model["name"],
+                  created_at=int(model.get("creation_timestamp", 0)) / 1000)
+
+
+def _version_entity(mv: dict) -> Entity:
+    name = _tags(mv).get(VERSION_NAME_TAG) or mv["version"]
+    return Entity(kind="model_version", id=f"{mv['name']}/{mv['version']}", name=name,
+                  parent_id=mv["name"], created_at=int(mv.get("creation_timestamp", 0)) / 1000)
