@@ -1,0 +1,205 @@
+"""`Client`: opens a store and finds or creates projects, experiments, runs and registered models.
+
+`Client()` uses $VERTA_JUPYTER_STORE or else the folder `verta_store/` in the working directory
+(like MLflow's `./mlruns`); `Client(store=PATH)` a folder; `Client(store="http://host:5000")` an
+MLflow tracking server. `set_project`, `set_experiment` and `set_experiment_run` are
+get-or-create, create missing parents under the name "default", and remember what they
+returned, as Verta's client does.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotFoundError, StoreError
+from .run import ExperimentRun
+from .stores.base import Entity, Store
+
+DEFAULT_STORE = "verta_store"
+DEFAULT_NAME = "default"
+
+_current_run: ExperimentRun | None = None
+
+
+def current_run() -> ExperimentRun | None:
+    """The run most recently returned by any `Client.set_experiment_run` in this process."""
+    return _current_run
+
+
+def open_store(store: Any = None) -> Store:
+    """A store from a path, an http(s) URL, an existing store object, or the default."""
+    if store is None:
+        store = os.environ.get("VERTA_JUPYTER_STORE") or DEFAULT_STORE
+    if not isinstance(store, (str, os.PathLike)):
+        if all(hasattr(store, m) for m in ("get_or_create", "put_artifact", "fetch_artifact")):
+            return store
+        raise StoreError(f"store={store!r} is neither a path, a URL nor a store; pass a folder "
+                         "path or an http:// URL of an MLflow tracking server")
+    text = os.fspath(store)
+    if text.startswith(("http://", "https://")):
+        from .stores.mlflow import MlflowStore
+
+        return MlflowStore(text)
+    from .stores.local import LocalStore
+
+    return LocalStore(Path(text))
+
+
+class _Named:
+    def __init__(self, store: Store, entity: Entity):
+        self._store = store
+        self._entity = entity
+
+    @property
+    def id(self) -> str:
+        return self._entity.id
+
+    @property
+    def name(self) -> str:
+        return self._entity.name
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, id={self.id!r})"
+
+
+class Project(_Named):
+    """A project: a group of experiments."""
+
+    def find_runs(self, *, name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
+        """Runs of every experiment of this project, oldest first."""
+        return _runs(self._store, ancestor_id=self.id, name=name, tag=tag)
+
+    @property
+    def experiments(self) -> list[Experiment]:
+        return [Experiment(self._store, e) for e in self._store.find("experiment", parent_id=self.id)]
+
+
+class Experiment(_Named):
+    """An experiment: a group of runs inside a project."""
+
+    @property
+    def project(self) -> Project:
+        return Project(self._store, self._store.get("project", self._entity.parent_id))
+
+    def find_runs(self, *, name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
+        """Runs of this experiment, oldest first."""
+        return _runs(self._store, parent_id=self.id, name=name, tag=tag)
+
+
+def _runs(store: Store, **filters: Any) -> list[ExperimentRun]:
+    return [ExperimentRun(store, e) for e in store.find("run", **filters)]
+
+
+class Client:
+    """Entry point of the tracking API (Verta's names)."""
+
+    def __init__(self, store: Any = None):
+        self._store = open_store(store)
+        self.proj: Project | None = None
+        self.expt: Experiment | None = None
+        self.expt_run: ExperimentRun | None = None
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"Client(store={self._store.location!r})"
+
+    # -- get-or-create ---------------------------------------------------------------------
+    def set_project(self, name: str | None = None) -> Project:
+        """Get or create the project `name` (a new project with a generated name if None)."""
+        self.proj = Project(self._store, self._store.get_or_create("project", _name(name)))
+        self.expt = self.expt_run = None
+        return self.proj
+
+    def set_experiment(self, name: str | None = None) -> Experiment:
+        """Get or create experiment `name` in the current project (project "default" if none)."""
+        if self.proj is None:
+            self.set_project(DEFAULT_NAME)
+        entity = self._store.get_or_create("experiment", _name(name), self.proj.id)
+        self.expt = Experiment(self._store, entity)
+        self.expt_run = None
+        return self.expt
+
+    def set_experiment_run(self, name: str | None = None) -> ExperimentRun:
+        """Get or create run `name` in the current experiment (experiment "default" if none);
+        it becomes the run `%%verta_model` logs to when `--run` is not given."""
+        global _current_run
+        if self.expt is None:
+            self.set_experiment(DEFAULT_NAME)
+        entity = self._store.get_or_create("run", _name(name), self.expt.id)
+        self.expt_run = _current_run = ExperimentRun(self._store, entity)
+        return self.expt_run
+
+    # -- get -------------------------------------------------------------------------------
+    def get_project(self, name: str | None = None, id: str | None = None) -> Project:
+        """An existing project, by name or id (NotFoundError if absent)."""
+        return Project(self._store, self._get("project", name, id))
+
+    def get_experiment(self, name: str | None = None, id: str | None = None) -> Experiment:
+        """An existing experiment, by id, or by name within the current project."""
+        parent = None if id is not None else (self.proj or self.set_project(DEFAULT_NAME)).id
+        return Experiment(self._store, self._get("experiment", name, id, parent))
+
+    def get_experiment_run(self, name: str | None = None, id: str | None = None) -> ExperimentRun:
+        """An existing run, by id (from any process), or by name within the current experiment."""
+        parent = None if id is not None else (self.expt or self.set_experiment(DEFAULT_NAME)).id
+        return ExperimentRun(self._store, self._get("run", name, id, parent))
+
+    def _get(self, kind: str, name: str | None, id: str | None, parent: str | None = None) -> Entity:
+        if id is not None:
+            return self._store.get(kind, id)
+        if name is None:
+            raise StoreError(f"get_{kind}: pass name= or id=")
+        found = self._store.find(kind, parent_id=parent, name=name)
+        if not found:
+            raise NotFoundError(f"no {kind.replace('_', ' ')} named {name!r} in "
+                                f"{self._store.location}; create it with set_{kind}({name!r})")
+        return found[0]
+
+    # -- find ------------------------------------------------------------------------------
+    def find_runs(self, *, project: str | None = None, experiment: str | None = None,
+                  name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
+        """Runs matching every given filter (project/experiment by name), oldest first."""
+        filters: dict[str, Any] = {"name": name, "tag": tag}
+        if project is not None:
+            proj = self.get_project(project)
+            if experiment is not None:
+                expt = Experiment(self._store, self._get("experiment", experiment, None, proj.id))
+                filters["parent_id"] = expt.id
+            else:
+                filters["ancestor_id"] = proj.id
+        elif experiment is not None:
+            ids = [e.id for e in self._store.find("experiment", name=experiment)]
+            return [r for i in ids for r in _runs(self._store, parent_id=i, **filters)]
+        return _runs(self._store, **filters)
+
+    # -- registry --------------------------------------------------------------------------
+    def get_or_create_registered_model(self, name: str | None = None):
+        """Get or create the registered model `name`."""
+        from .registry import RegisteredModel
+
+        return RegisteredModel(self._store, self._store.get_or_create("registered_model", _name(name)))
+
+    def get_registered_model(self, name: str | None = None, id: str | None = None):
+        """An existing registered model, by name or id."""
+        from .registry import RegisteredModel
+
+        return RegisteredModel(self._store, self._get("registered_model", name, id))
+
+
+def _name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip() or len(name) > 256 or "\n" in name:
+        raise StoreError(f"name {name!r} is not usable; give a non-empty, one-line string of at "
+                         "most 256 characters")
+    return name

@@ -1,0 +1,92 @@
+"""The model registry: `RegisteredModel` and its numbered `RegisteredModelVersion`s.
+
+A version carries its own copy of a model and artifacts (in the local store identical blobs are
+stored once, so the copy costs only metadata), so deleting or changing a run never changes a
+registered version.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .owner import Loggable
+from .run import ExperimentRun
+from .stores.base import Entity, Store
+
+
+class RegisteredModelVersion(Loggable):
+    """One version of a registered model: `log_model`, `get_model`, `load_model`, artifacts and
+    fields work as on a run."""
+
+    _kind = "model_version"
+
+    @property
+    def version(self) -> str:
+        return self.name
+
+    @property
+    def registered_model(self) -> RegisteredModel:
+        return RegisteredModel(self._store, self._store.get("registered_model", self._entity.parent_id))
+
+    def _context(self) -> list[tuple[str, str]]:
+        try:
+            return [("registered model", self.registered_model.name)]
+        except LookupError:
+            return []
+
+
+class RegisteredModel:
+    """A named model in the registry; versions are numbered "1", "2", ... unless named."""
+
+    def __init__(self, store: Store, entity: Entity):
+        self._store = store
+        self._entity = entity
+
+    @property
+    def id(self) -> str:
+        return self._entity.id
+
+    @property
+    def name(self) -> str:
+        return self._entity.name
+
+    def __repr__(self) -> str:
+        return f"RegisteredModel({self.name!r}, id={self.id!r}, versions={len(self.versions)})"
+
+    @property
+    def versions(self) -> list[RegisteredModelVersion]:
+        """Every version, oldest first."""
+        return [RegisteredModelVersion(self._store, e)
+                for e in self._store.find("model_version", parent_id=self.id)]
+
+    def create_version(self, name: str | None = None) -> RegisteredModelVersion:
+        """Get or create version `name` (the next number if None)."""
+        entity = self._store.get_or_create("model_version", name, self.id)
+        return RegisteredModelVersion(self._store, entity)
+
+    def get_version(self, name: str | None = None, id: str | None = None) -> RegisteredModelVersion:
+        """An existing version by name ("1") or id."""
+        from ..errors import NotFoundError
+
+        if id is not None:
+            return RegisteredModelVersion(self._store, self._store.get("model_version", id))
+        found = self._store.find("model_version", parent_id=self.id, name=str(name))
+        if not found:
+            raise NotFoundError(f"registered model {self.name!r} has no version {name!r}; "
+                                f"it has {[v.name for v in self.versions]}")
+        return RegisteredModelVersion(self._store, found[0])
+
+    def create_version_from_run(self, run: ExperimentRun, name: str | None = None
+                                ) -> RegisteredModelVersion:
+        """A new version holding a copy of the run's model, artifacts and requirements."""
+        run.model_info()  # refuse before creating anything: the run must have a model
+        version = self.create_version(name)
+        source = run._store
+        for info in source.list_artifacts(run._kind, run.id):
+            with tempfile.TemporaryDirectory(prefix="vj-copy-") as tmp:
+                path = source.fetch_artifact(run._kind, run.id, info.key,
+                                             Path(tmp) / (Path(info.filename).name or "a"))
+                meta = dict(info.meta, source_run_id=run.id)
+                version._store.put_artifact(version._kind, version.id, info.key, path,
+                                            type=info.type, meta=meta)
+        return version
