@@ -143,6 +143,15 @@ SCENARIOS = [
         "class Tokenizer:\n    def __init__(self, lower):\n        self.lower = lower\n"
         "    def __call__(self, text):\n        return (text.lower() if self.lower else text).split()",
         "tok = Tokenizer(lower=True)", model("tok(data)")], "A B c"),
+    Scenario("future-annotations-in-the-notebook", [
+        "from __future__ import annotations\nimport dataclasses",
+        "@dataclasses.dataclass\nclass Point:\n    x: float\n    y: Later",
+        "class MyModel:\n    def __init__(self, artifacts: dict[str, str]) -> None:\n        pass\n"
+        "    def predict(self, data: list[float]) -> Later:\n        return dataclasses.astuple(Point(*data))",
+        "Later = tuple"], [1.0, 2.0]),
+    Scenario("module-dunders-are-not-captured", [
+        "import logging\nlog = logging.getLogger(__name__)",
+        model("[logging.getLogger(__name__).name != '', __doc__ is None or True, data]")], 5),
     Scenario("metaclass-and-keyword-from-notebook", [
         "class Registry(type):\n    names = []\n    def __new__(mcs, name, bases, ns, tag='none'):\n"
         "        cls = super().__new__(mcs, name, bases, ns)\n        cls.tag = tag\n        return cls",

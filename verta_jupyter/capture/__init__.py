@@ -57,7 +57,8 @@ def capture_model(cls, namespace: dict | None = None, cell_source: str | None = 
         return _captured_by_import(cls, module)
     closure = Closure.of(cls, namespace, cls.__module__, cell_source)
     items = emit.dependency_order(closure.items, cls.__name__)
-    source = emit.render(cls.__name__, _version(), list(closure.imports), items, bool(closure.local.files))
+    source = emit.render(cls.__name__, _version(), list(closure.imports), items, bool(closure.local.files),
+                         closure.future_annotations)
     pinned = _pins(closure.modules_used | closure.local.third_party)
     return CapturedModel(
         cls=cls, class_name=cls.__name__, source=source, requirements=pinned,

@@ -66,7 +66,7 @@ def locate(obj, *, cell_source: str | None = None, history: list[str] | None = N
 
 def _candidate_sources(obj, cell_source, history):
     """(filename, lines, line hint) pairs to search, most precise first."""
-    for code in _code_objects(obj):
+    for code in code_objects(obj):
         lines = linecache.getlines(code.co_filename)
         if lines:
             yield code.co_filename, lines, code.co_firstlineno
@@ -83,8 +83,10 @@ def _candidate_sources(obj, cell_source, history):
         yield "<cell>", cell.splitlines(keepends=True), None
 
 
-def _code_objects(obj):
+def code_objects(obj):
     """Code objects that belong to `obj` (a function, or a class's own methods)."""
+    if not isinstance(obj, type):
+        obj = inspect.unwrap(obj)
     if isinstance(obj, types.FunctionType):
         yield obj.__code__
         return

@@ -7,6 +7,7 @@ or value (pickled). Problems are collected, not raised one by one, so the user s
 """
 from __future__ import annotations
 
+import __future__
 import builtins
 import functools
 import inspect
@@ -21,6 +22,8 @@ from .bundle import LocalModules
 
 # Names IPython injects into builtins or the user namespace; absent where the model is deployed.
 IPYTHON_ONLY = {"display", "get_ipython", "__IPYTHON__", "In", "Out", "_ih", "_oh", "_dh", "exit", "quit"}
+MODULE_DUNDERS = {"__name__", "__doc__", "__file__", "__spec__", "__loader__", "__package__",
+                  "__builtins__", "__annotations__", "__cached__"}
 _IPYTHON_MODULES = ("IPython", "ipykernel", "ipywidgets", "google.colab")
 
 
@@ -64,6 +67,7 @@ class Closure:
         self.local = LocalModules()
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
+        self.future_annotations = False  # a cell ran `from __future__ import annotations`
 
     @classmethod
     def of(cls, target: type, namespace: dict, root_module: str, cell_source: str | None) -> "Closure":
@@ -86,6 +90,7 @@ class Closure:
         item = self.items[obj.__name__] = Item(obj.__name__, "definition", definition.source,
                                                comment=f"from {definition.origin}")
         self.definitions.append(definition)
+        self.future_annotations |= _compiled_with_future_annotations(obj)
         self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.where(), used_by)
         analysis = names.analyse(definition.source, definition.node)
         self._warn_dynamic(definition, analysis)
@@ -117,6 +122,8 @@ class Closure:
         if name in self.imports.values():
             self._used_by(name, user)
             return False
+        if name in MODULE_DUNDERS:
+            return False  # the generated module has its own __name__, __file__, ...
         if name not in self.namespace:
             return self._builtin_or_unresolved(name, where, user)
         value = self.namespace[name]
@@ -276,6 +283,11 @@ class Closure:
 
 class _StaleDefinition(Exception):
     pass
+
+
+def _compiled_with_future_annotations(obj) -> bool:
+    flag = __future__.annotations.compiler_flag
+    return any(code.co_flags & flag for code in cells.code_objects(obj))
 
 
 def _is_cache_wrapper(obj) -> bool:

@@ -63,8 +63,11 @@ def dependency_order(items: dict[str, Item], root: str) -> list[Item]:
     return leftovers + ordered
 
 
-def render(class_name: str, version: str, imports: list[str], items: list[Item], bundled: bool) -> str:
+def render(class_name: str, version: str, imports: list[str], items: list[Item], bundled: bool,
+           future_annotations: bool = False) -> str:
     parts = [HEADER.format(class_name=class_name, version=version)]
+    if future_annotations:  # the notebook's annotations were strings; keep them so
+        parts.append("from __future__ import annotations\n")
     if bundled:
         parts.append(LIB_PATH)
     if imports:
