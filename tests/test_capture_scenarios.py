@@ -97,6 +97,8 @@ SCENARIOS = [
     Scenario("local-helper-module", [
         "from vj_local_helpers import normalise\nimport vj_local_helpers as helpers",
         model("[normalise(data), helpers.VERSION]")], " MiXeD "),
+    Scenario("value-of-a-local-module-class", [
+        "import vj_local_helpers\ntriple = vj_local_helpers.Scaler(3)", model("triple(data)")], 7),
     Scenario("class-with-no-methods-as-config", [
         "class Config:\n    threshold = 0.25\n    labels = ['low', 'high']",
         model("Config.labels[data > Config.threshold]")], 0.3),
@@ -165,7 +167,9 @@ SCENARIOS = [
 def local_helpers(tmp_path, monkeypatch):
     """A helpers module beside the 'notebook', importable but not an installed distribution."""
     (tmp_path / "vj_local_helpers.py").write_text(
-        "VERSION = '1.2'\n\ndef normalise(text):\n    return text.strip().lower()\n")
+        "VERSION = '1.2'\n\ndef normalise(text):\n    return text.strip().lower()\n\n"
+        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n\n"
+        "    def __call__(self, x):\n        return x * self.k\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
     import sys

@@ -216,6 +216,13 @@ class Closure:
         else:
             self.modules_used.add(module.__name__)
 
+    def _require_module_named(self, module_name: str):
+        module = sys.modules.get(module_name)
+        if module is not None:
+            self._require_module(module)
+        else:
+            self.modules_used.add(module_name)
+
     def _origin(self, module_name: str) -> str:
         if requirements.is_stdlib(module_name):
             return "standard library"
@@ -234,7 +241,8 @@ class Closure:
             return True
         try:
             data, references = values.dump_value(value, self.definition_name)
-            self.modules_used |= values.modules_needed(data, self._live_reference)
+            for module_name in values.modules_needed(data, self._live_reference):
+                self._require_module_named(module_name)
         except Exception as exc:  # pickling raises many types; each is the same user problem
             self.problems.append(self._unpicklable(name, value, exc, where, user))
             return False
