@@ -1,0 +1,171 @@
+"""LocalStore: the store contract, plus what only an on-disk store has (folders, formats,
+permissions, deduplication, corruption found by the integrity check)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from store_contract import StoreContract
+from verta_jupyter import Client
+from verta_jupyter.errors import StoreError
+from verta_jupyter.tracking import client as client_module
+from verta_jupyter.tracking.stores.local import DB_NAME, FORMAT_VERSION, MARKER, LocalStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LocalStore(tmp_path / "store")
+    yield s
+    s.close()
+
+
+class TestLocalStoreContract(StoreContract):
+    pass
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+def test_new_folder_gets_the_documented_layout(tmp_path):
+    LocalStore(tmp_path / "s").close()
+    marker = json.loads((tmp_path / "s" / MARKER).read_text())
+    assert marker == {"format": "verta_jupyter.store", "version": FORMAT_VERSION}
+    assert {p.name for p in (tmp_path / "s").iterdir()} >= {MARKER, DB_NAME, "blobs", "tmp"}
+    version = sqlite3.connect(tmp_path / "s" / DB_NAME).execute("PRAGMA user_version").fetchone()
+    assert version == (FORMAT_VERSION,)
+
+
+def test_a_folder_that_is_not_a_store_is_refused_and_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(StoreError, match="not a verta_jupyter store"):
+        LocalStore(tmp_path)
+    with pytest.raises(StoreError, match="is a file"):
+        LocalStore(tmp_path / "notes.txt")
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_newer_format_is_refused(tmp_path):
+    LocalStore(tmp_path / "s").close()
+    db = sqlite3.connect(tmp_path / "s" / DB_NAME)
+    db.execute(f"PRAGMA user_version = {FORMAT_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        LocalStore(tmp_path / "s")
+
+
+def test_identical_blobs_are_stored_once(store, tmp_path):
+    run = Client(store=store).set_experiment_run()
+    (tmp_path / "a.bin").write_bytes(b"same bytes" * 1000)
+    (tmp_path / "b.bin").write_bytes(b"same bytes" * 1000)
+    run.log_artifact("a", str(tmp_path / "a.bin"))
+    run.log_artifact("b", str(tmp_path / "b.bin"))
+    assert len(list(store.blobs.all())) == 1
+    assert store.check().ok
+
+
+def test_check_finds_a_corrupt_and_a_missing_blob(store, tmp_path):
+    run = Client(store=store).set_experiment_run()
+    (tmp_path / "a").write_bytes(b"a" * 100)
+    (tmp_path / "b").write_bytes(b"b" * 100)
+    run.log_artifact("a", str(tmp_path / "a"))
+    run.log_artifact("b", str(tmp_path / "b"))
+    blob_a = store.artifact_info("run", run.id, "a").digest.split(":")[1]
+    blob_b = store.artifact_info("run", run.id, "b").digest.split(":")[1]
+    store.blobs.path(blob_a).write_bytes(b"A" * 100)  # same size, other bytes
+    store.blobs.path(blob_b).unlink()
+    problems = store.check().problems
+    assert any(blob_a in p and "does not match" in p for p in problems)
+    assert any(blob_b in p and "missing" in p for p in problems)
+    with pytest.raises(StoreError, match="corrupt"):
+        run.fetch_artifacts(["a"])
+
+
+def test_stray_temp_files_are_notes_not_problems(store):
+    (store.root / "tmp" / "put-leftover").write_bytes(b"half")
+    result = store.check()
+    assert result.ok and any("temporary" in n for n in result.notes)
+
+
+def test_default_store_is_verta_store_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VERTA_JUPYTER_STORE", raising=False)
+    assert Client().store.location == str(tmp_path / "verta_store")
+    monkeypatch.setenv("VERTA_JUPYTER_STORE", str(tmp_path / "elsewhere"))
+    assert Client().store.location == str(tmp_path / "elsewhere")
+
+
+def test_current_run_follows_set_experiment_run(store):
+    client = Client(store=store)
+    first = client.set_experiment_run("one")
+    assert client_module.current_run() == first
+    second = Client(store=store).set_experiment_run("two")
+    assert client_module.current_run() == second
+
+
+def test_reprs_are_readable(store, tmp_path):
+    run = Client(store=store).set_experiment_run("shown")
+    run.log_metric("acc", 0.5)
+    (tmp_path / "f").write_text("x")
+    run.log_artifact("f", str(tmp_path / "f"))
+    text, html = repr(run), run._repr_html_()
+    assert "ExperimentRun 'shown'" in text and "acc=0.5" in text and "f (file" in text
+    assert "<table>" in html and "acc=0.5" in html and run.id in html
+
+
+def test_read_only_store_reads_but_refuses_writes(tmp_path):
+    """Non-root: the folder is chmod'ed read-only. Root ignores permissions, so there the child
+    runs in its own mount namespace with the store bind-mounted read-only (a real EROFS)."""
+    client = Client(store=tmp_path / "store")
+    run = client.set_experiment_run("kept")
+    run.log_metric("acc", 0.5)
+    client.store.close()
+    before = snapshot(tmp_path / "store")
+    script = textwrap.dedent(f"""
+        from verta_jupyter import Client
+        from verta_jupyter.errors import StoreError
+        run = Client(store={str(tmp_path / 'store')!r}).get_experiment_run(id={run.id!r})
+        assert run.get_metric("acc") == 0.5
+        try:
+            run.log_metric("loss", 1.0)
+        except StoreError as exc:
+            print("REFUSED:", exc)
+    """)
+    env = {**os.environ, "VERTA_JUPYTER_CACHE": str(tmp_path / "cache")}
+    with _read_only(tmp_path / "store") as wrap:
+        proc = subprocess.run(wrap([sys.executable, "-c", script]), capture_output=True,
+                              text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "REFUSED:" in proc.stdout and "read-only" in proc.stdout
+    assert snapshot(tmp_path / "store") == before
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    if os.geteuid() != 0:
+        paths = [folder, *folder.rglob("*")]
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield lambda argv: argv
+        finally:
+            for path in paths:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        return
+    if not shutil.which("unshare"):
+        pytest.fail("running as root without `unshare`: cannot make a read-only folder")
+    mount = f"mount --bind -o ro {shlex.quote(str(folder))} {shlex.quote(str(folder))}"
+    yield lambda argv: ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *argv]
