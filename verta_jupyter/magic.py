@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .catalog import problem
-from .errors import ValidationError
+from .errors import AlreadyExistsError, ValidationError
 from .package import MISSING
 
 __all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
@@ -211,7 +211,11 @@ class ModelCell:
         if o.sample is MISSING:
             accepted.pop("sample_input", None)
         with observe_reports() as seen:
-            result = run.log_model(cls, **accepted)
+            try:
+                result = run.log_model(cls, **accepted)
+            except AlreadyExistsError as exc:
+                raise AlreadyExistsError(f"{exc} (here: add --overwrite to the %%verta_model line)",
+                                         exc.problems) from None
         report = seen[-1] if seen else getattr(result, "report", report)
         return report, _describe_run(run)
 
