@@ -1,0 +1,285 @@
+"""PredictPanel logic in plain Python: set values, click, read the widgets — for every state.
+
+The model behind the panel is a real package captured from a real IPython shell, served by a
+real worker process (or in-process when asked); sources include a real run in a LocalStore.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from test_worker import FAULTY, TABLE, _dead, make_package  # noqa: F401 - the same real models
+from verta_jupyter.capture import capture_model
+from verta_jupyter.widget import InvalidJsonError, PredictPanel, parse_json
+
+pytestmark = pytest.mark.timeout(120)
+_NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+@pytest.fixture
+def faulty_package(shell, tmp_path):
+    shell.run(FAULTY)
+    return capture_model(shell.ns["Faulty"], shell.ns).save(tmp_path / "faulty", sample_input={"x": 1})
+
+
+@pytest.fixture
+def panel(faulty_package):
+    made = PredictPanel(faulty_package, timeout=5.0)
+    yield made
+    made.close()
+
+
+def _set_and_click(panel: PredictPanel, text: str) -> None:
+    panel.input.value = text
+    panel.predict_button.click()
+
+
+def test_every_part_has_its_css_class(panel):
+    parts = {"vj-input": panel.input, "vj-predict": panel.predict_button, "vj-result": panel.result,
+             "vj-error": panel.error, "vj-status": panel.status, "vj-history": panel.history_box,
+             "vj-reset": panel.reset_button, "vj-raw-toggle": panel.raw_toggle,
+             "vj-snippets": panel.snippets, "vj-model-info": panel.model_info,
+             "vj-csv": panel.csv_upload}
+    for css, widget in parts.items():
+        assert css in widget._dom_classes, css
+    assert "vj-panel" in panel._dom_classes and panel.children
+
+
+def test_prefilled_with_the_logged_example_and_reset(panel):
+    assert json.loads(panel.input.value) == {"x": 1}
+    panel.input.value = '{"x": 99}'
+    panel.reset_button.click()
+    assert json.loads(panel.input.value) == {"x": 1} and not panel.reset_button.disabled
+
+
+def test_sample_input_overrides_the_example(faulty_package):
+    panel = PredictPanel(faulty_package, sample_input={"x": 5})
+    try:
+        assert json.loads(panel.input.value) == {"x": 5}
+    finally:
+        panel.close()
+
+
+def test_predict_shows_pretty_json_latency_load_time_and_identity(panel, faulty_package):
+    panel.predict_button.click()
+    assert panel.error.value == "" and panel.error_kind is None
+    assert "&quot;y&quot;: 2" in panel.result.value and "vj-pretty" in panel.result.value
+    assert "ms round trip" in panel.status.value and "model loaded in" in panel.status.value
+    assert "isolated worker" in panel.status.value
+    assert "Faulty" in panel.model_info.value
+    assert panel.model.digest[:12] in panel.model_info.value
+    assert str(faulty_package) in panel.model_info.value
+
+
+def test_predict_json_is_the_button_path(panel):
+    text = panel.predict_json('{"x": 4}')
+    assert text == '{"y": 8}'
+    panel.raw_toggle.value = True
+    _set_and_click(panel, '{"x": 4}')
+    assert panel.last_output_text == text and text.replace('"', "&quot;") in panel.result.value
+    panel.raw_toggle.value = False
+    assert "vj-pretty" in panel.result.value and "vj-raw" not in panel.result.value
+
+
+def test_invalid_json_reports_line_and_column_and_disables_predict(panel):
+    panel.input.value = '{\n  "x": 1,\n  "y": \n}'
+    assert panel.predict_button.disabled and panel.error_kind == "invalid-json"
+    assert "line 4, column 1" in panel.error.value and "Invalid JSON" in panel.error.value
+    panel.predict_button.click()  # disabled: nothing happens
+    assert not panel.history
+    panel.input.value = '{"x": NaN}'
+    assert panel.predict_button.disabled and "NaN is not JSON; use null" in panel.error.value
+    assert "line 1, column 7" in panel.error.value
+    panel.input.value = '{"x": 3}'
+    assert not panel.predict_button.disabled and panel.error.value == ""
+    panel.predict_button.click()
+    assert "&quot;y&quot;: 6" in panel.result.value
+
+
+def test_parse_json_positions():
+    with pytest.raises(InvalidJsonError) as info:
+        parse_json("[1,\n 2,,]")
+    assert (info.value.line, info.value.column) == (2, 4)
+
+
+def test_model_exception_is_shown_with_a_collapsible_trimmed_traceback(panel):
+    _set_and_click(panel, '{"do": "raise"}')
+    assert panel.error_kind == "model" and "vj-error-model" in panel.error.value
+    assert "KeyError" in panel.error.value and "<details" in panel.error.value
+    assert "in _lookup" in panel.error.value and "worker.py" not in panel.error.value
+    assert panel.result.value == "" and not panel.predict_button.disabled
+    _set_and_click(panel, '{"x": 2}')
+    assert panel.error.value == "" and "&quot;y&quot;: 4" in panel.result.value
+
+
+def test_output_not_json_compatible_is_its_own_error(panel):
+    _set_and_click(panel, '{"do": "object"}')
+    assert panel.error_kind == "output" and "Output is not JSON-compatible" in panel.error.value
+    assert "result[&quot;bad&quot;]" in panel.error.value
+    _set_and_click(panel, '{"x": 1}')
+    assert panel.error_kind is None
+
+
+def test_worker_crash_is_reported_and_the_next_call_works(panel):
+    _set_and_click(panel, '{"do": "abort"}')
+    assert panel.error_kind == "crash" and "SIGABRT" in panel.error.value
+    assert "Failed: The worker crashed" in panel.status.value
+    _set_and_click(panel, '{"x": 1}')
+    assert panel.error_kind is None and panel.predictor.starts == 2
+
+
+def test_timeout_is_reported_and_the_next_call_works(faulty_package, tmp_path):
+    panel = PredictPanel(faulty_package, timeout=1.5)
+    try:
+        _set_and_click(panel, json.dumps({"do": "hang", "pidfile": str(tmp_path / "pid")}))
+        assert panel.error_kind == "timeout" and "did not answer within 1.5 s" in panel.error.value
+        _set_and_click(panel, '{"x": 1}')
+        assert panel.error_kind is None and "&quot;y&quot;: 2" in panel.result.value
+    finally:
+        panel.close()
+
+
+def test_megabytes_of_prints_do_not_disturb_the_panel(panel):
+    _set_and_click(panel, '{"do": "shout", "megabytes": 8, "x": 5}')
+    assert panel.error_kind is None and "&quot;y&quot;: 10" in panel.result.value
+
+
+def test_busy_state_blocks_double_submits(panel):
+    seen = []
+
+    def during(change):
+        seen.append(change["new"])
+        if change["new"]:  # a second click while the first call runs
+            panel.predict_button.click()
+            panel.click_predict()
+            seen.append(panel.status.value)
+
+    panel.predict_button.observe(during, names="disabled")
+    panel.predict_button.click()
+    assert seen[0] is True and "Predicting..." in seen[1] and seen[-1] is False
+    assert len(panel.history) == 1 and panel.predict_button.description == "Predict"
+
+
+def test_history_keeps_calls_and_click_restores(panel):
+    _set_and_click(panel, '{"x": 1}')
+    _set_and_click(panel, '{"do": "raise"}')
+    _set_and_click(panel, '{"x": 7}')
+    items = panel.history_box.children
+    assert len(items) == 3 and all("vj-history-item" in b._dom_classes for b in items)
+    assert "ok" in items[0].description and "raised" in items[1].description
+    items[2].click()  # the oldest
+    assert panel.input.value == '{"x": 1}' and "&quot;y&quot;: 2" in panel.result.value
+    items = panel.history_box.children
+    items[1].click()
+    assert panel.error_kind == "model" and panel.input.value == '{"do": "raise"}'
+
+
+def test_history_is_capped(faulty_package):
+    panel = PredictPanel(faulty_package, history_size=2)
+    try:
+        for x in range(4):
+            _set_and_click(panel, json.dumps({"x": x}))
+        assert len(panel.history_box.children) == 2
+        assert '{"x": 3}' in panel.history_box.children[0].description
+    finally:
+        panel.close()
+
+
+def test_python_snippet_runs_and_gives_the_panel_output(panel):
+    _set_and_click(panel, '{"x": 12}')
+    assert "vj-snippet-python" in panel.snippets.value and "curl" in panel.snippets.value
+    python, curl = panel.model.snippets(panel.input.value)
+    done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "{'y': 24}" and json.loads(panel.last_output_text) == {"y": 24}
+    body = curl.split("<<'JSON'\n", 1)[1].rsplit("\nJSON", 1)[0]
+    assert json.loads(body) == {"x": 12} and "Content-Type: application/json" in curl
+
+
+def test_records_output_is_an_html_table_and_csv_upload_feeds_it(make_package, tmp_path):
+    scale = tmp_path / "scale.txt"
+    scale.write_text("2")
+    package = make_package(TABLE, "Table", artifact_keys=["scale"])
+    panel = PredictPanel(package, artifacts={"scale": scale}, csv_row_limit=3)
+    try:
+        csv = b"a,b\n1,2\n3,\n5,6\n7,8\n9,10\n"
+        panel.csv_upload.value = ({"name": "rows.csv", "type": "text/csv", "size": len(csv),
+                                   "content": memoryview(csv), "last_modified": _NOW},)
+        assert json.loads(panel.input.value) == [{"a": 1, "b": 2.0}, {"a": 3, "b": None},
+                                                 {"a": 5, "b": 6.0}]
+        assert "rows.csv" in panel.csv_preview.value and "row cap 3" in panel.csv_preview.value
+        assert "<table" in panel.csv_preview.value and panel.csv_upload.value == ()
+        panel.predict_button.click()
+        assert panel.error_kind is None and '<table class="vj-table">' in panel.result.value
+        assert "<th>total</th>" in panel.result.value and "<td>6.0</td>" in panel.result.value
+        _set_and_click(panel, '"not a table"')
+        assert panel.error_kind == "input" and "Input does not fit" in panel.error.value
+    finally:
+        panel.close()
+
+
+def test_bad_csv_is_shown_not_raised(panel):
+    bad = b'a,b\n"unterminated\n'
+    panel.csv_upload.value = ({"name": "bad.csv", "type": "text/csv", "size": len(bad),
+                               "content": memoryview(bad), "last_modified": _NOW},)
+    assert panel.error_kind == "csv" and "CSV could not be read" in panel.error.value
+
+
+def test_load_failure_is_shown_and_the_panel_stays_usable(make_package, tmp_path):
+    package = make_package(TABLE, "Table", artifact_keys=["scale"])
+    panel = PredictPanel(package, artifacts={"scale": tmp_path / "absent"})
+    try:
+        _set_and_click(panel, '[{"a": 1, "b": 2}]')
+        assert panel.error_kind == "load" and "in __init__" in panel.error.value
+        assert not panel.predict_button.disabled and not panel.busy
+    finally:
+        panel.close()
+
+
+def test_close_stops_the_worker(faulty_package):
+    panel = PredictPanel(faulty_package)
+    panel.predict_button.click()
+    pid = panel.predictor.pid
+    panel.close()
+    assert _dead(pid)
+
+
+def test_a_class_is_captured_on_the_fly_and_in_process_mode_works(shell):
+    shell.run(textwrap.dedent('''
+        class Doubler:
+            def __init__(self, artifacts):
+                pass
+            def predict(self, data):
+                return [v * 2 for v in data]
+    '''))
+    panel = PredictPanel(shell.ns["Doubler"], sample_input=[1, 2], in_process=True)
+    try:
+        panel.predict_button.click()
+        assert panel.last_output_text == "[2, 4]" and "in this kernel" in panel.status.value
+        assert "Doubler" in panel.model_info.value
+    finally:
+        panel.close()
+
+
+def test_a_real_run_is_a_source(shell, tmp_path):
+    from verta_jupyter import Client
+
+    (tmp_path / "scale.txt").write_text("3")
+    run = Client(store=tmp_path / "store").set_experiment_run("panel-run")
+    run.log_artifact("scale", tmp_path / "scale.txt")
+    shell.run(TABLE)
+    run.log_model(shell.ns["Table"], artifacts=["scale"], sample_input=[{"a": 1, "b": 1}],
+                  namespace=shell.ns)
+    panel = PredictPanel(run)
+    try:
+        assert json.loads(panel.input.value) == [{"a": 1, "b": 1}]
+        assert "panel-run" in panel.model_info.value and run.id in panel.model_info.value
+        panel.predict_button.click()
+        assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
+    finally:
+        panel.close()
