@@ -3,6 +3,7 @@ logging to a run, the summary, and the engine on its own."""
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 from IPython.core.error import UsageError
@@ -268,3 +269,65 @@ def test_summary_of_a_failed_report_says_not_logged(shell):
     report = validate(shell.ns["MyModel"], namespace=shell.ns)
     text = repr(ModelSummary(report))
     assert "NOT logged" in text and "[VJ111]" in text and report.sample_input is MISSING
+
+
+# -- logging to a real LocalStore ------------------------------------------------------------
+
+@pytest.fixture
+def store_ip(ip, tmp_path):
+    ip.run(f"from verta_jupyter import Client\nclient = Client(store=r'{tmp_path / 'store'}')\n"
+           "run = client.set_experiment_run('baseline')\n")
+    return ip
+
+
+def test_logs_to_the_current_run_and_the_store_rebuilds_it(store_ip):
+    outputs = run_magic(store_ip, "--no-panel --sample '{\"text\": \"hi\"}'", SEED_BODY)
+    assert "logged to ExperimentRun 'baseline'" in outputs[0].data["text/plain"]
+    store_ip.run("rebuilt = run.get_model()\nanswer = run.load_model().predict({'text': 'yo'})")
+    assert store_ip.ns["rebuilt"] is not store_ip.ns["MyModel"]
+    assert store_ip.ns["answer"] == {"echo": {"text": "yo"}}
+
+
+def test_run_flag_and_overwrite(store_ip):
+    store_ip.run("other = client.set_experiment_run('other')")  # now the current run
+    run_magic(store_ip, "--run run --no-panel", SEED_BODY)
+    store_ip.run("run.model_info()")
+    with pytest.raises(Exception):
+        store_ip.run("other.model_info()")
+    error = store_ip.run_failing(magic("--run run --no-panel", SEED_BODY))
+    assert "--overwrite" in str(error)
+    run_magic(store_ip, "--run run --no-panel --overwrite --sample 5", SEED_BODY)
+    assert store_ip.run("run.load_model().predict(5)") == {"echo": 5}
+
+
+def test_custom_model_with_dependencies(store_ip, tmp_path):
+    """The seed's pattern: an artifact logged with log_artifact, read in __init__."""
+    (tmp_path / "vocab.txt").write_text("good\ngreat\n")
+    store_ip.run(f"run.log_artifact('vocab', r'{tmp_path / 'vocab.txt'}')")
+    body = ("class Sentiment:\n    def __init__(self, artifacts):\n"
+            "        self.words = set(open(artifacts['vocab']).read().split())\n"
+            "    def predict(self, data):\n        return sum(w in self.words for w in data.split())\n")
+    run_magic(store_ip, "--artifacts vocab --no-panel --sample '\"good day great\"'", body)
+    assert store_ip.run("run.load_model().predict('great great meh')") == 2
+
+
+def test_without_a_run_the_error_says_how_to_make_one(ip, monkeypatch):
+    from verta_jupyter.tracking import client
+
+    monkeypatch.setattr(client, "_current_run", None)
+    error = ip.run_failing(magic("--no-panel", SEED_BODY))
+    assert type(error) is UsageError
+    assert "set_experiment_run" in str(error) and "--no-log" in str(error)
+
+
+def test_panel_follows_the_summary(store_ip):
+    outputs = run_magic(store_ip, "--sample '{\"text\": \"hi\"}'", SEED_BODY)
+    assert len(outputs) == 2
+    assert "application/vnd.jupyter.widget-view+json" in outputs[1].data
+    panel = store_ip.ip.magics_manager.registry["VertaMagics"].last_panel
+    try:
+        model_id = outputs[1].data["application/vnd.jupyter.widget-view+json"]["model_id"]
+        assert panel.model_id == model_id
+        assert json.loads(panel.predict_json('{"text": "yo"}')) == {"echo": {"text": "yo"}}
+    finally:
+        panel.close()

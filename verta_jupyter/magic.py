@@ -58,6 +58,7 @@ class Outcome:
     logged_to: str = ""
     seconds: float = 0.0
     cell_seconds: float = 0.0
+    artifacts: dict = field(default_factory=dict)  # key -> local path (for the panel)
 
 
 def parse_sample(text: str, namespace: dict) -> Any:
@@ -121,12 +122,14 @@ class ModelCell:
         cls = self.pick_class(source)
         o = self.options
         run = self.find_run(required=o.log) if (o.log or o.run or o.artifacts) else None
+        paths: dict = {}
         if self.options.log:
             report, logged_to = self.log(cls, run, source)
         else:
-            report, logged_to = self.validate_only(cls, run, source), ""
+            paths = self.artifact_paths(run)
+            report, logged_to = self.validate_only(cls, paths, source), ""
         return Outcome(cls, report, run if self.options.log else None, logged_to,
-                       time.perf_counter() - started - cell_seconds, cell_seconds)
+                       time.perf_counter() - started - cell_seconds, cell_seconds, paths)
 
     # -- which class
     def pick_class(self, cell: str) -> type:
@@ -171,11 +174,11 @@ class ModelCell:
         return run
 
     # -- validate and log
-    def validate_only(self, cls: type, run, cell: str):
+    def validate_only(self, cls: type, paths: dict, cell: str):
         from .validate import prepare_model
 
         return prepare_model(cls, namespace=self.ns, cell_source=cell,
-                             artifacts=self.artifact_paths(run), sample_input=self.options.sample,
+                             artifacts=paths, sample_input=self.options.sample,
                              allow_secrets=self.options.allow_secrets).report
 
     def artifact_paths(self, run) -> dict[str, Any]:
@@ -246,6 +249,8 @@ def _describe_run(run) -> str:
 @magics_class
 class VertaMagics(Magics):
     """The `%%verta_model` cell magic."""
+
+    last_panel = None  # the PredictPanel shown by the latest successful cell
 
     @magic_arguments()
     @argument("--run", metavar="NAME", help="variable holding the run (or model version) to log to; "
@@ -326,9 +331,14 @@ class VertaMagics(Magics):
         if options.panel:
             from .widget import PredictPanel
 
-            source = outcome.run if outcome.run is not None else outcome.report.package_dir
             sample = None if options.sample is MISSING else options.sample
-            display(PredictPanel(source, sample_input=sample))
+            if outcome.run is not None and hasattr(outcome.run, "model_package_dir"):
+                panel = PredictPanel(outcome.run, sample_input=sample)
+            else:  # --no-log, or a foreign run: the package just validated
+                panel = PredictPanel(outcome.report.package_dir, sample_input=sample,
+                                     artifacts=outcome.artifacts or None)
+            self.last_panel = panel  # for code that drives the panel (tests, scripts)
+            display(panel)
 
 
 def register(ipython) -> None:
