@@ -90,10 +90,28 @@ def answer(model: Any, request: dict, roots: list[Path]) -> dict:
                 "traceback": model_traceback(exc, roots)}
     seconds = time.perf_counter() - started
     try:
-        return {"ok": True, "output": to_json_compatible(output), "seconds": seconds}
+        return {"ok": True, "output_json": _encode_output(output), "seconds": seconds}
     except JsonConversionError as exc:
         return {"ok": False, "kind": "output", "error": str(exc), "path": exc.path,
                 "type_name": exc.type_name, "seconds": seconds}
+
+
+def _encode_output(output: Any) -> str:
+    """Strict JSON text of `output`: the C encoder when the output is plain JSON already (it
+    refuses NaN and unknown types, and then the known-types conversion takes over)."""
+    try:
+        return json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(to_json_compatible(output), allow_nan=False)
+
+
+def _encode_reply(message: dict) -> bytes:
+    """The reply as JSON bytes; an already-encoded output is spliced in, not re-encoded."""
+    if "output_json" not in message:
+        return json.dumps(message, allow_nan=False).encode()
+    rest = {k: v for k, v in message.items() if k != "output_json"}
+    return (json.dumps(rest, allow_nan=False)[:-1] + ', "output": ' + message["output_json"]
+            + "}").encode()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -136,7 +154,7 @@ class _FramedChannel(_Channel):
         self.read_fd, self.write_fd = read_fd, write_fd
 
     def send(self, message: dict) -> None:
-        body = json.dumps(message, allow_nan=False).encode()
+        body = _encode_reply(message)
         _write_all(self.write_fd, _HEADER.pack(len(body)) + body)
 
     def receive(self) -> dict | None:
@@ -155,7 +173,7 @@ class _LineChannel(_Channel):
         self.write_fd = write_fd
 
     def send(self, message: dict) -> None:
-        _write_all(self.write_fd, json.dumps(message, allow_nan=False).encode() + b"\n")
+        _write_all(self.write_fd, _encode_reply(message) + b"\n")
 
     def receive(self) -> dict | None:
         while line := self.reader.readline():
@@ -531,6 +549,8 @@ class InProcessPredictor:
         started = time.perf_counter()
         request = json.loads(_encode_request(data)[_HEADER.size:])
         reply = answer(self._model, request, self._roots)
+        if "output_json" in reply:
+            reply["output"] = json.loads(reply.pop("output_json"))
         self.last_seconds = time.perf_counter() - started
         self.last_model_seconds = reply.get("seconds")
         return _result(reply, self.class_name)
