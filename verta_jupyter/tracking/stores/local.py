@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -329,25 +330,39 @@ def _open_folder(root: Path) -> bool:
     marker = root / MARKER
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} is a file, not a store folder; pass a folder path as store=")
-    if root.is_dir() and not marker.is_file():
-        if any(root.iterdir()):
+    if not marker.is_file():
+        if root.is_dir() and any(root.iterdir()):
             raise StoreError(f"{root} is not a verta_jupyter store (it has files but no {MARKER}); "
                              "pass an empty or new folder, or the folder of an existing store")
-    if marker.is_file():
-        _read_marker(marker)
-        read_only = not os.access(root, os.W_OK) or not os.access(root / DB_NAME, os.W_OK)
-        if not read_only:
-            for sub in ("blobs", "tmp"):
-                (root / sub).mkdir(exist_ok=True)
-        return read_only
+        _create_folder(root)
+    _read_marker(marker)
+    db = root / DB_NAME
+    read_only = not os.access(root, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+    if not read_only:
+        for sub in ("blobs", "tmp"):
+            (root / sub).mkdir(exist_ok=True)
+    return read_only
+
+
+def _create_folder(root: Path) -> None:
+    """Make a store folder in one rename, so processes racing to create the same store all
+    see either nothing or a complete folder (and exactly one of them wins)."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-creating-", dir=root.parent))
+    except PermissionError as exc:
+        raise StoreError(f"cannot create a store in {root}: the folder is read-only; choose a "
+                         "writable folder with store=PATH") from exc
     try:
         for sub in ("blobs", "tmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        _write_marker(marker)  # the marker appears last: a half-made folder is still "empty"
-    except PermissionError as exc:
-        raise StoreError(f"cannot create a store in {root}: it is read-only; choose a writable "
-                         "folder with store=PATH") from exc
-    return False
+            (staging / sub).mkdir()
+        _write_marker(staging / MARKER)
+        os.rename(staging, root)  # replaces an empty folder; fails if another process won
+    except OSError:
+        if not (root / MARKER).is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_marker(marker: Path) -> dict:
@@ -362,8 +377,9 @@ def _read_marker(marker: Path) -> dict:
 
 
 def _write_marker(marker: Path) -> None:
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION}) + "\n")
+    fd, tmp = tempfile.mkstemp(prefix=".marker-", dir=marker.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"format": FORMAT, "version": FORMAT_VERSION}) + "\n")
     os.replace(tmp, marker)
 
 
