@@ -21,7 +21,10 @@ two processes racing to create the same named run both settle on the oldest.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -37,6 +40,8 @@ from .mlflow_rest import MlflowHttp, RetryPolicy, TransientError
 KIND_TAG = PREFIX + "kind"
 PROJECT_TAG = PREFIX + "project_id"
 CLIENT_ID_TAG = PREFIX + "client_id"
+NAMESPACE_TAG = PREFIX + "namespace"
+NAMESPACE_ENV = "VERTA_JUPYTER_MLFLOW_NAMESPACE"
 VERSION_NAME_TAG = PREFIX + "version_name"
 REGISTRY_EXPERIMENT = "verta_jupyter-registry"
 PAGE = 1000
@@ -47,12 +52,25 @@ class MlflowStore:
 
     Credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD (basic) or MLFLOW_TRACKING_TOKEN
     (bearer). `timeout` is (connect, read) seconds for every request.
+
+    `namespace` (or `?namespace=NAME` in the URL, or env VERTA_JUPYTER_MLFLOW_NAMESPACE) keeps
+    several independent stores on one server: experiment names get the prefix "NAME/",
+    registered model names "NAME.", and each store sees only its own.
     """
 
-    def __init__(self, url: str, *, timeout: tuple[float, float] = (5.0, 60.0),
+    def __init__(self, url: str, *, namespace: str | None = None,
+                 timeout: tuple[float, float] = (5.0, 60.0),
                  retry_policy: RetryPolicy | None = None, env=None):
+        env = os.environ if env is None else env
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        ns = namespace if namespace is not None else query.get("namespace", env.get(NAMESPACE_ENV, ""))
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", ns):
+            raise StoreError(f"MLflow namespace {ns!r} may hold only letters, digits, '_' and '-'")
+        self.namespace = ns
         self.http = MlflowHttp(url, timeout=timeout, retry_policy=retry_policy, env=env)
-        self.location = self.http.url
+        self.location = self.http.url + (f"?namespace={ns}" if ns else "")
+        self._exp_prefix = f"{ns}/" if ns else ""
+        self._model_prefix = f"{ns}." if ns else ""
         self._roots: dict[str, str] = {}  # run id -> artifact root (never changes)
 
     def __repr__(self) -> str:
@@ -73,13 +91,14 @@ class MlflowStore:
         if parent_id:
             self.get(PARENT_KIND[kind], parent_id)
         if kind == "project":
+            name = name if name is not None else _generated(kind)
             return self._experiment_entity("project", self._get_or_create_experiment(
-                _escape(name), {KIND_TAG: "project"}))
+                self._exp_prefix + _escape(name), self._kind_tags("project")))
         if kind == "experiment":
             project = self.get("project", parent_id)
             exp_name = f"{_escape(project.name)}/{name if name is not None else _generated(kind)}"
             return self._experiment_entity("experiment", self._get_or_create_experiment(
-                exp_name, {KIND_TAG: "experiment", PROJECT_TAG: parent_id}))
+                self._exp_prefix + exp_name, {**self._kind_tags("experiment"), PROJECT_TAG: parent_id}))
         if kind == "run":
             return self._run_entity(self._get_or_create_run(parent_id, name))
         if kind == "registered_model":
@@ -93,7 +112,7 @@ class MlflowStore:
             if not id.isdigit():
                 raise self._not_found(kind, id)
             exp = self._call_nf(kind, id, "GET", "experiments/get", {"experiment_id": id})["experiment"]
-            if _tags(exp).get(KIND_TAG) != kind or exp.get("lifecycle_stage") != "active":
+            if not self._mine(exp, kind) or exp.get("lifecycle_stage") != "active":
                 raise self._not_found(kind, id)
             return self._experiment_entity(kind, exp)
         if kind == "run":
@@ -103,10 +122,13 @@ class MlflowStore:
             return self._run_entity(run)
         if kind == "registered_model":
             model = self._call_nf(kind, id, "GET", "registered-models/get", {"name": id})
-            return _model_entity(model["registered_model"])
+            if not self._mine(model["registered_model"]):
+                raise self._not_found(kind, id)
+            return self._model_entity(model["registered_model"])
         name, _, version = id.rpartition("/")
         if not name or not version.isdigit():
             raise self._not_found(kind, id)
+        self.get("registered_model", name)
         mv = self._call_nf(kind, id, "GET", "model-versions/get", {"name": name, "version": version})
         return _version_entity(mv["model_version"])
 
@@ -120,8 +142,8 @@ class MlflowStore:
         elif kind == "run":
             found = self._find_runs(parent_id, ancestor_id, name, tag)
         elif kind == "registered_model":
-            found = [_model_entity(m) for m in self._paged(
-                "GET", "registered-models/search", {}, "registered_models")]
+            found = [self._model_entity(m) for m in self._paged(
+                "GET", "registered-models/search", {}, "registered_models") if self._mine(m)]
             found = [e for e in found if (name is None or e.name == name)
                      and parent_id is None and ancestor_id is None]
         else:
@@ -218,16 +240,31 @@ class MlflowStore:
             exp.setdefault("tags", []).append({"key": key, "value": value})
         return exp
 
+    def _kind_tags(self, kind: str) -> dict[str, str]:
+        return {KIND_TAG: kind, **({NAMESPACE_TAG: self.namespace} if self.namespace else {})}
+
+    def _mine(self, obj: dict, kind: str | None = None) -> bool:
+        """In this store's namespace (and of this kind, for an experiment)?"""
+        tags = _tags(obj)
+        return (kind is None or tags.get(KIND_TAG) == kind) and tags.get(NAMESPACE_TAG, "") == self.namespace
+
+    def _model_entity(self, model: dict) -> Entity:
+        return Entity(kind="registered_model", id=model["name"],
+                      name=model["name"][len(self._model_prefix):],
+                      created_at=int(model.get("creation_timestamp", 0)) / 1000)
+
     def _experiment_entity(self, kind: str, exp: dict) -> Entity:
         tags = _tags(exp)
-        name = _unescape(exp["name"]) if kind == "project" else exp["name"].split("/", 1)[-1]
+        bare = exp["name"][len(self._exp_prefix):]
+        name = _unescape(bare) if kind == "project" else bare.split("/", 1)[-1]
         return Entity(kind=kind, id=exp["experiment_id"], name=name,
                       parent_id=tags.get(PROJECT_TAG) if kind == "experiment" else None,
                       created_at=int(exp.get("creation_time", 0)) / 1000)
 
     def _experiments(self, kind: str) -> list[dict]:
-        return self._paged("POST", "experiments/search",
-                           {"filter": f"tags.`{KIND_TAG}` = '{kind}'"}, "experiments")
+        found = self._paged("POST", "experiments/search",
+                            {"filter": f"tags.`{KIND_TAG}` = '{kind}'"}, "experiments")
+        return [e for e in found if self._mine(e, kind)]
 
     # -- runs -------------------------------------------------------------------------------
     def _get_or_create_run(self, experiment_id: str, name: str | None) -> dict:
@@ -312,7 +349,7 @@ class MlflowStore:
     def _registered_model(self, name: str) -> Entity:
         from .mlflow_registry import get_or_create_model
 
-        return get_or_create_model(self, name)
+        return get_or_create_model(self, self._model_prefix + name)
 
     def _create_version(self, model_name: str, name: str | None) -> Entity:
         from .mlflow_registry import get_or_create_version
@@ -414,11 +451,6 @@ def _name_filter(name: str) -> str:
         return f'attributes.run_name = "{name}"'
     raise StoreError(f"run name {name!r} contains both quote characters, which MLflow's search "
                      "cannot express; choose a name without one of them")
-
-
-def _model_entity(model: dict) -> Entity:
-    return Entity(kind="registered_model", id=model["name"], name=model["name"],
-                  created_at=int(model.get("creation_timestamp", 0)) / 1000)
 
 
 def _version_entity(mv: dict) -> Entity:

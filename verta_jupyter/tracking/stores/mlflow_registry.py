@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ...errors import NotFoundError, StoreError
 from .base import Entity
-from .mlflow import (KIND_TAG, REGISTRY_EXPERIMENT, VERSION_NAME_TAG, MlflowStore, _model_entity,
-                     _tags, _version_entity)
+from .mlflow import (NAMESPACE_TAG, REGISTRY_EXPERIMENT, VERSION_NAME_TAG, MlflowStore,
+                     _version_entity)
 
 
 def get_or_create_model(store: MlflowStore, name: str) -> Entity:
@@ -21,10 +21,12 @@ def get_or_create_model(store: MlflowStore, name: str) -> Entity:
             return None
 
     def create():
-        store.http.call("POST", "registered-models/create", {"name": name}, retry=False)
+        tags = [{"key": NAMESPACE_TAG, "value": store.namespace}] if store.namespace else []
+        store.http.call("POST", "registered-models/create", {"name": name, "tags": tags},
+                        retry=False)
         return find()
 
-    return _model_entity(store._create_safely(find, create))
+    return store._model_entity(store._create_safely(find, create))
 
 
 def get_or_create_version(store: MlflowStore, model_name: str, name: str | None) -> Entity:
@@ -32,7 +34,8 @@ def get_or_create_version(store: MlflowStore, model_name: str, name: str | None)
         for mv in _versions(store, model_name):
             if _version_entity(mv).name == name:
                 return _version_entity(mv)
-    registry = store._get_or_create_experiment(REGISTRY_EXPERIMENT, {KIND_TAG: "registry"})
+    registry = store._get_or_create_experiment(store._exp_prefix + REGISTRY_EXPERIMENT,
+                                               store._kind_tags("registry"))
     run = store._get_or_create_run(registry["experiment_id"], None)
     run_id = run["info"]["run_id"]
 
