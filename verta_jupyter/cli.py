@@ -1,0 +1,206 @@
+"""The `verta-jupyter` command: look into a store from a terminal.
+
+    verta-jupyter runs list [--project P] [--experiment E] [--tag T] [--name N] [--json]
+    verta-jupyter runs show RUN_ID [--json]
+    verta-jupyter model manifest (RUN_ID | --registered-model NAME --version V)
+    verta-jupyter model source   (RUN_ID | --registered-model NAME --version V)
+    verta-jupyter model download (RUN_ID | --registered-model NAME --version V) DEST
+    verta-jupyter store check [--quick]
+
+Every command takes `--store PATH_OR_URL` (default: $VERTA_JUPYTER_STORE, else ./verta_store)
+and `--help`. Errors print one line to stderr and exit with status 1; `store check` exits 1 when
+it finds damage.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import VertaError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `verta-jupyter` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    try:
+        return args.handler(args) or 0
+    except VertaError as exc:
+        print(f"verta-jupyter: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `verta-jupyter runs list | head`
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="verta-jupyter", description=__doc__.split("\n\n")[0])
+    groups = parser.add_subparsers(title="commands", metavar="{runs,model,store}")
+    runs = _group(groups, "runs", "list and show experiment runs")
+    _command(runs, "list", "list runs, oldest first", _runs_list, _add_run_filters)
+    _command(runs, "show", "show one run", _runs_show,
+             lambda p: (p.add_argument("run_id", help="the run's id"), _add_json(p)))
+    model = _group(groups, "model", "look at or download a logged model")
+    _command(model, "manifest", "print the model package's manifest (JSON)", _model_manifest,
+             _add_model_target)
+    _command(model, "source", "print the model package's model.py", _model_source,
+             _add_model_target)
+    _command(model, "download", "write the model package to a new folder", _model_download,
+             lambda p: (_add_model_target(p), p.add_argument("dest", help="a new or empty folder")))
+    store = _group(groups, "store", "maintain a store")
+    _command(store, "check", "verify the store's integrity (exit 1 on damage)", _store_check,
+             lambda p: p.add_argument("--quick", action="store_true",
+                                      help="skip re-hashing every blob"))
+    return parser
+
+
+def _group(groups, name: str, help: str):
+    parser = groups.add_parser(name, help=help, description=help)
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
+    return parser.add_subparsers(title="commands")
+
+
+def _command(sub, name: str, help: str, handler: Callable, add_arguments: Callable) -> None:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.add_argument("--store", default=None,
+                        help="store folder or MLflow URL (default: $VERTA_JUPYTER_STORE, "
+                             "else ./verta_store)")
+    add_arguments(parser)
+    parser.set_defaults(handler=handler)
+
+
+def _add_json(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _add_run_filters(parser) -> None:
+    parser.add_argument("--project", help="only runs of this project (name)")
+    parser.add_argument("--experiment", help="only runs of this experiment (name)")
+    parser.add_argument("--tag", help="only runs with this tag")
+    parser.add_argument("--name", help="only runs with this name")
+    _add_json(parser)
+
+
+def _add_model_target(parser) -> None:
+    parser.add_argument("run_id", nargs="?", help="the run the model was logged to")
+    parser.add_argument("--registered-model", metavar="NAME", help="a registered model instead")
+    parser.add_argument("--version", help="its version (with --registered-model)")
+
+
+def _store_spec(args) -> str:
+    """The store to open; a path must already be a store (reading never creates one)."""
+    import os
+
+    from .tracking.client import DEFAULT_STORE
+    from .tracking.stores.local import MARKER
+
+    spec = args.store or os.environ.get("VERTA_JUPYTER_STORE") or DEFAULT_STORE
+    if not spec.startswith(("http://", "https://")) and not (Path(spec) / MARKER).is_file():
+        raise VertaError(f"no verta_jupyter store at {Path(spec).resolve()}; pass --store PATH "
+                         "(or set VERTA_JUPYTER_STORE)")
+    return spec
+
+
+def _client(args):
+    from .tracking.client import Client
+
+    return Client(store=_store_spec(args))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# -- runs ------------------------------------------------------------------------------------
+def _runs_list(args) -> int:
+    client = _client(args)
+    runs = client.find_runs(project=args.project, experiment=args.experiment, name=args.name,
+                            tag=args.tag)
+    if args.json:
+        _print_json([{"id": r.id, "name": r.name} for r in runs])
+        return 0
+    if not runs:
+        print(f"no runs in {client.store.location}")
+    for run in runs:
+        print(f"{run.id}  {run.name}")
+    return 0
+
+
+def _runs_show(args) -> int:
+    run = _client(args).get_experiment_run(id=args.run_id)
+    if not args.json:
+        print(repr(run))
+        return 0
+    store = run._store
+    artifacts = store.list_artifacts("run", run.id)
+    _print_json({"id": run.id, "name": run.name,
+                 **{f: store.get_fields("run", run.id, f) for f in
+                    ("hyperparameters", "metrics", "attributes")},
+                 "tags": run.get_tags(),
+                 "artifacts": [{"key": a.key, "type": a.type, "size": a.size, "digest": a.digest}
+                               for a in artifacts]})
+    return 0
+
+
+# -- model -----------------------------------------------------------------------------------
+def _owner(args):
+    client = _client(args)
+    if args.registered_model:
+        if args.run_id or not args.version:
+            raise _usage("give --registered-model NAME with --version V, and no run id")
+        return client.get_registered_model(args.registered_model).get_version(args.version)
+    if not args.run_id:
+        raise _usage("give a run id, or --registered-model NAME --version V")
+    return client.get_experiment_run(id=args.run_id)
+
+
+def _usage(message: str) -> VertaError:
+    return VertaError(message)
+
+
+def _model_manifest(args) -> int:
+    from .package import read_manifest
+
+    _print_json(read_manifest(_owner(args).model_package_dir()))
+    return 0
+
+
+def _model_source(args) -> int:
+    sys.stdout.write((_owner(args).model_package_dir() / "model.py").read_text())
+    return 0
+
+
+def _model_download(args) -> int:
+    path = _owner(args).download_model(args.dest)
+    print(Path(path).resolve())
+    return 0
+
+
+# -- store -----------------------------------------------------------------------------------
+def _store_check(args) -> int:
+    from .tracking.client import open_store
+
+    store = open_store(_store_spec(args))
+    try:
+        quick = args.quick and "verify_blobs" in inspect.signature(store.check).parameters
+        result = store.check(verify_blobs=False) if quick else store.check()
+    finally:
+        store.close()
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))
+    print(f"store {store.location}: {counts or 'empty'}")
+    for note in result.notes:
+        print(f"note: {note}")
+    for problem in result.problems:
+        print(f"PROBLEM: {problem}")
+    print("ok" if result.ok else f"{len(result.problems)} problem(s) found")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
