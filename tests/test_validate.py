@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +81,17 @@ def test_prepare_model_raises_with_the_report_and_codes(shell):
     assert info.value.codes == ["VJ111"]
     assert info.value.report.class_name == "MyModel"
     assert "MyModel" in str(info.value) and "VJ111" in str(info.value)
+
+
+def test_public_validate_is_callable_however_it_is_imported(shell):
+    import verta_jupyter
+    import verta_jupyter.validate as module
+
+    cls = define(shell, SEED)
+    from verta_jupyter import validate as public
+
+    for fn in (public, module, verta_jupyter.validate):
+        assert fn(cls, namespace=shell.ns, check_rebuild=False).ok
 
 
 def test_observe_reports_sees_nested_validations(shell):
@@ -308,7 +322,7 @@ def test_output_not_json_compatible(shell):
             '    def predict(self, data):\n        return {"scores": [1, object()]}\n')
     report = check(shell, code, sample_input=1)
     assert codes(report) == ["VJ403"]
-    assert 'result["scores"][1]' in report.errors[0].message
+    assert 'result["scores"][1]' in str(report.errors[0]) and "object" in report.errors[0].message
 
 
 def test_known_types_in_the_output_are_converted(shell):
@@ -340,3 +354,160 @@ def test_rebuilt_output_differs_from_the_notebook(shell):
         del json_module.vj_patched
     assert codes(report) == ["VJ502"]
     assert "5" in report.errors[0].message and "0" in report.errors[0].message
+
+
+# -- docs/validation-catalog.md: every code, an example that really produces it ---------------
+# Regenerate the page after changing a message: `python tests/test_validate.py --write-doc`.
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "validation-catalog.md"
+EXAMPLES = {  # code -> cells run in order; the last one shows the problem
+"VJ101": ["%%verta_model --no-log\nthreshold = 0.5\n"],
+"VJ102": ["%%verta_model --no-log\nclass Small:\n    def __init__(self, artifacts): pass\n    def predict(self, data): return 1\n\nclass Large(Small):\n    def predict(self, data): return 2\n"],
+"VJ103": ["from verta_jupyter import validate\n\nclass MyModel:\n    def __init__(self, artifacts): pass\n    def predict(self, data): return data\n\nprint(validate(MyModel(artifacts={})).errors[0])\n"],
+"VJ104": ["from verta_jupyter import validate\n\nexec('class Generated:\\n    def __init__(self, artifacts): pass\\n    def predict(self, data): return data\\n')\nprint(validate(Generated).errors[0])\n"],
+"VJ111": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def score(self, data):\n        return 1\n"],
+"VJ112": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    @staticmethod\n    def predict(data):\n        return 1\n"],
+"VJ113": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, features, labels):\n        return 1\n"],
+"VJ114": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, path):\n        self.path = path\n\n    def predict(self, data):\n        return 1\n"],
+"VJ201": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return scaler.transform(data)\n"],
+"VJ202": ["import threading\nlock = threading.Lock()\n",
+          "%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        with lock:\n            return data\n"],
+"VJ203": ['OPENAI_API_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"\n',
+          "%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        self.key = OPENAI_API_KEY\n\n    def predict(self, data):\n        return data\n"],
+"VJ204": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        display(data)\n        return data\n"],
+"VJ205": ["class Tokenizer:\n    def split(self, text): return text.split()\n\ntokenizer = Tokenizer()\n",
+          "class Tokenizer:  # redefined after `tokenizer` was made\n    def split(self, text): return text.lower().split()\n",
+          "%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return tokenizer.split(data)\n"],
+"VJ206": ["%%verta_model --no-log --no-panel --sample 2\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return eval(\"data * 2\")\n"],
+"VJ207": ["calls = 0\n",
+          "%%verta_model --no-log --no-panel\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        global calls\n        calls += 1\n        return data\n"],
+"VJ208": ["import numpy as np\nweights = np.array([0.2, 0.8])\n",
+          "%%verta_model --no-log --no-panel --sample '[1, 2]'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return float(np.dot(weights, data))\n"],
+"VJ301": ["%%verta_model --no-log --artifacts vocab\nclass MyModel:\n    def __init__(self, artifacts):\n        self.vocab = open(artifacts[\"vocab\"]).read().split()\n\n    def predict(self, data):\n        return data\n"],
+"VJ302": ["%%verta_model --no-log --artifacts model.pkl\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
+"VJ303": ["%%verta_model --no-log --sample '{\"x\": NaN}'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
+"VJ304": ["%%verta_model --no-log --no-panel\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
+"VJ401": ["%%verta_model --no-log --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        self.weights = artifacts[\"weights\"]\n\n    def predict(self, data):\n        return data\n"],
+"VJ402": ["%%verta_model --no-log --sample '{\"text\": \"hi\"}'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return len(data[\"txt\"])\n"],
+"VJ403": ["%%verta_model --no-log --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return {\"scores\": [0.5, object()]}\n"],
+"VJ501": ["from pathlib import Path\nPath(\"labels.txt\").write_text(\"spam ham\")\n",
+          "%%verta_model --no-log --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        self.labels = Path(\"labels.txt\").read_text().split()\n\n    def predict(self, data):\n        return self.labels[data]\n"],
+"VJ502": ["import math\nmath.SCALE = 3  # notebook state the package cannot see\n",
+          "%%verta_model --no-log --sample 2\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data * getattr(math, \"SCALE\", 1)\n"],
+"VJ503": ["%%verta_model --no-log --no-panel --sample 1\nimport threading\n\nclass MyModel:\n    guard = threading.Lock()\n\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
+}
+
+
+def run_example(ip, cells: list[str]) -> str:
+    """The text a user sees: the failing cell's message, or printed and displayed text."""
+    from IPython.utils.capture import capture_output
+
+    seen = []
+    for cell in cells:
+        with capture_output() as captured:
+            result = ip.run_cell(cell, store_history=True)
+        error = result.error_in_exec or result.error_before_exec
+        if error is not None:
+            return str(error)
+        seen.append(captured.stdout)
+        seen += [o.data.get("text/plain", "") for o in captured.outputs]
+    return "\n".join(seen)
+
+
+def example_message(ip, code: str) -> str:
+    text = run_example(ip, EXAMPLES[code])
+    lines = [line.strip() for line in text.splitlines() if f"[{code}]" in line]
+    assert lines, f"the example for {code} did not produce it:\n{text}"
+    return lines[0]
+
+
+def doc_sections(text: str) -> dict[str, tuple[list[str], str]]:
+    """code -> (example cells, message) as written in the page."""
+    sections = {}
+    for chunk in text.split("\n## ")[1:]:
+        code = chunk.split()[0]
+        cells = re.findall(r"```python\n(.*?)```", chunk, flags=re.S)
+        message = re.findall(r"```text\n(.*?)\n```", chunk, flags=re.S)
+        sections[code] = (cells, message[0] if message else "")
+    return sections
+
+
+def render_doc(messages: dict[str, str]) -> str:
+    from verta_jupyter.catalog import CATALOG
+
+    out = [DOC_INTRO]
+    for code, check in CATALOG.items():
+        out.append(f"## {code} · {check.title} ({check.severity})\n")
+        out.append(f"Remedy: {check.remedy}\n")
+        for cell in EXAMPLES[code]:
+            out.append(f"```python\n{cell}```\n")
+        out.append(f"Message:\n\n```text\n{messages[code]}\n```\n")
+    return "\n".join(out)
+
+
+DOC_INTRO = """# Validation catalog
+
+Every problem `%%verta_model` (and `run.log_model`, and `verta_jupyter.validate`) can find has a
+stable code. Errors stop the log: the cell fails, `str(exc)` names your identifier, the cell line
+and the code, and the store is left unchanged. Warnings are shown in the summary and the model is
+logged. Checks run cheap first: every static check (class, interface, artifacts, sample,
+capture, secrets) always runs, so you see all of those at once; the checks that run your code
+(construct, predict, rebuild in a fresh process) are skipped once an error is known.
+
+A bad flag (unknown flag, a `--sample` that is neither JSON nor a Python expression that
+evaluates, `--run` naming nothing usable, no run at all without `--no-log`) is IPython's own
+`UsageError` and has no code. An exception or syntax error in the cell body fails the cell as it
+would without the magic.
+
+Each example below is a notebook cell (or cells, run in order); the message is what it printed
+when this page was generated, and the test suite (`tests/test_validate.py`) re-runs every example
+and checks that it still prints exactly that.
+"""
+
+
+@pytest.fixture
+def doc_shell(shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shell.run("%load_ext verta_jupyter")
+    shell.ip.colors = "nocolor"
+    yield shell.ip
+    if hasattr(math, "SCALE"):
+        del math.SCALE
+
+
+def test_every_catalog_code_has_an_example():
+    from verta_jupyter.catalog import CATALOG
+
+    assert set(EXAMPLES) == set(CATALOG)
+
+
+@pytest.mark.parametrize("code", sorted(EXAMPLES))
+def test_catalog_page_example_gives_its_documented_message(doc_shell, code):
+    cells, message = doc_sections(DOC.read_text()).get(code, ([], ""))
+    assert cells == EXAMPLES[code], f"docs/validation-catalog.md is behind for {code}; regenerate it"
+    assert example_message(doc_shell, code) == message
+
+
+if __name__ == "__main__" and "--write-doc" in sys.argv:
+    import os
+    import tempfile
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.colors = "nocolor"
+    ip.run_cell("%load_ext verta_jupyter")
+    messages = {}
+    home = os.getcwd()
+    for code in EXAMPLES:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chdir(tmp)
+            ip.reset(new_session=False)
+            try:
+                messages[code] = example_message(ip, code)
+            finally:
+                os.chdir(home)
+        if hasattr(math, "SCALE"):
+            del math.SCALE
+    DOC.write_text(render_doc(messages))
+    print(f"wrote {DOC}")

@@ -204,7 +204,11 @@ class _Validation:
             self.skip("secrets", reason="nothing captured")
             return
         self.report.captured = captured
-        self.record("capture", list(captured.warnings), started,
+        found = list(captured.warnings)
+        if getattr(captured, "class_pickle", b"") is None:
+            found.append(problem("VJ503", f"cloudpickle cannot dump {self.report.class_name}, so the "
+                                 "package has no class.pkl", name=self.report.class_name))
+        self.record("capture", found, started,
                     f"{len(captured.dependencies)} dependencies, {len(captured.requirements)} requirements")
         started = time.perf_counter()
         found = [] if self.allow_secrets else _checks.secret_problems(captured, self._namespace())
@@ -253,7 +257,8 @@ class _Validation:
         try:
             self.report.sample_output = to_json_compatible(output)
         except JsonConversionError as exc:
-            found = [problem("VJ403", f"{name}.predict returned {exc}", name=name, where=exc.path)]
+            found = [problem("VJ403", f"{name}.predict returned a value of type {exc.type_name}, which "
+                             "has no JSON form", name=name, where=exc.path)]
             self.record("predict", found, started, "output has no JSON form")
             return False
         self.record("predict", [], started, "output is JSON-compatible")
@@ -350,3 +355,15 @@ def _package_root() -> str:
         _ROOT.append(tempfile.mkdtemp(prefix="vj-packages-"))
         atexit.register(shutil.rmtree, _ROOT[0], True)
     return _ROOT[0]
+
+
+class _CallableModule(type(sys)):
+    """`verta_jupyter.validate` is both this module and the public function: once the module is
+    imported, Python binds the package attribute to the module, so `from verta_jupyter import
+    validate` may return either. Calling the module calls the function, so both spellings work."""
+
+    def __call__(self, cls, **kwargs) -> ValidationReport:
+        return validate(cls, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
