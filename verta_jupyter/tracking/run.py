@@ -7,7 +7,6 @@ and comes back rebuilt from the store (`get_model`), never from the live noteboo
 from __future__ import annotations
 
 from .owner import Loggable
-from .stores.base import Entity, Store
 
 
 class ExperimentRun(Loggable):
@@ -15,9 +14,6 @@ class ExperimentRun(Loggable):
     anywhere with `Client(store=...).get_experiment_run(id=run.id)`."""
 
     _kind = "run"
-
-    def __init__(self, store: Store, entity: Entity):
-        super().__init__(store, entity)
 
     @property
     def experiment(self):

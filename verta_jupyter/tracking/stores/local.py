@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS entities (
     created_at REAL NOT NULL,
     UNIQUE (kind, parent_id, name)
 );
+CREATE INDEX IF NOT EXISTS entities_listing ON entities (kind, parent_id, seq);
 CREATE TABLE IF NOT EXISTS fields (
     owner_id TEXT NOT NULL, field TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (owner_id, field, key)
@@ -203,8 +204,8 @@ class LocalStore:
     def find(self, kind: str, *, parent_id: str | None = None, ancestor_id: str | None = None,
              name: str | None = None, tag: str | None = None) -> list[Entity]:
         _check_kind(kind)
-        sql = "SELECT id, name, parent_id, created_at FROM entities e WHERE kind=?"
-        args: list = [kind]
+        sql = "SELECT ?, id, name, NULLIF(parent_id, ''), created_at FROM entities e WHERE kind=?"
+        args: list = [kind, kind]
         if parent_id is not None:
             sql += " AND parent_id=?"
             args.append(parent_id)
@@ -218,7 +219,7 @@ class LocalStore:
             sql += (" AND EXISTS (SELECT 1 FROM fields f WHERE f.owner_id=e.id "
                     "AND f.field='tags' AND f.key=?)")
             args.append(tag)
-        return [_entity(kind, row) for row in self._read(sql + " ORDER BY seq", tuple(args))]
+        return list(map(Entity._make, self._read(sql + " ORDER BY seq", tuple(args))))
 
     # -- fields ----------------------------------------------------------------------------
     def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
@@ -392,7 +393,7 @@ def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")  # a returned log_* survives power loss too
+    conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
 
