@@ -20,6 +20,7 @@ import enum
 import json
 import math
 import uuid
+import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
@@ -328,7 +329,7 @@ def _from_root(data: Any, annotation: Any, root: str) -> Any:
         raise error from None
 
 
-_ANNOTATION_CACHE: dict[Any, Any] = {}
+_ANNOTATION_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _data_annotation(method: Callable[..., Any]) -> Any:
@@ -357,6 +358,7 @@ def _data_annotation(method: Callable[..., Any]) -> Any:
     return annotation
 
 
+_WRAPPERS = {"Optional", "typing.Optional", "Union", "typing.Union", "None"}
 _TEXT_TYPES = {"DataFrame": ("pandas", "DataFrame"), "Series": ("pandas", "Series"),
                "ndarray": ("numpy", "ndarray"), "NDArray": ("numpy", "ndarray")}
 
@@ -375,8 +377,8 @@ def _resolve_annotation(annotation: Any, namespace: dict) -> Any:
     import importlib
     import re
 
-    head = re.split(r"[\[|]", annotation.replace("Optional[", ""), maxsplit=1)[0].strip()
-    found = _TEXT_TYPES.get(head.rsplit(".", 1)[-1])
+    names = [n for n in re.findall(r"[A-Za-z_][\w.]*", annotation) if n not in _WRAPPERS]
+    found = _TEXT_TYPES.get(names[0].rsplit(".", 1)[-1]) if names else None
     if found is None:
         return None
     return getattr(importlib.import_module(found[0]), found[1])

@@ -13,6 +13,7 @@ faulthandler is on, so a segfault or abort still leaves the model's Python stack
 from __future__ import annotations
 
 import argparse
+import atexit
 import faulthandler
 import json
 import os
@@ -20,6 +21,7 @@ import struct
 import sys
 import time
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +421,7 @@ class WorkerClient:
             started = time.perf_counter()
             self._process = _Process(self.python, self.package_dir, self.artifacts)
             self.starts += 1
+            _LIVE.add(self)
             hello = self._exchange(None, self.load_timeout, "while loading the model")
             if not hello.get("ok"):
                 self._stop_process()
@@ -498,7 +501,20 @@ class WorkerClient:
     def __del__(self) -> None:
         process = getattr(self, "_process", None)
         if process is not None:
-            process.stop()
+            try:
+                process.stop()
+            except Exception:  # noqa: BLE001 - interpreter shutdown: best effort only
+                pass
+
+
+def _stop_all_workers() -> None:
+    # A kernel that exits normally takes its workers with it (a hung one would not see EOF).
+    for client in list(_LIVE):
+        client.close()
+
+
+_LIVE: weakref.WeakSet[WorkerClient] = weakref.WeakSet()
+atexit.register(_stop_all_workers)
 
 
 class InProcessPredictor:
