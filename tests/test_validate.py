@@ -485,7 +485,7 @@ def test_every_catalog_code_has_an_example():
 def test_catalog_page_example_gives_its_documented_message(doc_shell, code):
     cells, message = doc_sections(DOC.read_text()).get(code, ([], ""))
     assert cells == EXAMPLES[code], f"docs/validation-catalog.md is behind for {code}; regenerate it"
-    assert example_message(doc_shell, code) == message
+    assert example_message(doc_shell, code) == message, "regenerate: python tests/test_validate.py --write-doc"
 
 
 if __name__ == "__main__" and "--write-doc" in sys.argv:
