@@ -122,7 +122,7 @@ def judge(row_: dict) -> bool | None:
     limit = float(number)
     uses_ratio = kind == "ratio" or unit in ("x", "×") or rest.startswith(("x", "×"))
     actual = row_.get("ratio") if uses_ratio else _convert(row_.get("value"), row_.get("unit", ""), unit)
-    if not isinstance(actual, (int, float)):
+    if not isinstance(actual, (int, float)) or math.isnan(actual):
         return None
     return {"<": actual < limit, "<=": actual <= limit, "≤": actual <= limit,
             ">": actual > limit, ">=": actual >= limit, "≥": actual >= limit}[op]
@@ -149,8 +149,8 @@ def fit_exponent(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / den if den else float("nan")
 
 
-def profile_top(fn, *, limit: int = 12, sort: str = "cumulative") -> str:
-    """cProfile of one `fn()` call: the top `limit` entries, trimmed to readable width."""
+def profile_top(fn, *, limit: int = 12, sort: str = "cumulative", callers_of: str = "") -> str:
+    """cProfile of one `fn()` call: the top `limit` entries (and who calls `callers_of`)."""
     profiler = cProfile.Profile()
     profiler.enable()
     try:
@@ -161,17 +161,35 @@ def profile_top(fn, *, limit: int = 12, sort: str = "cumulative") -> str:
     pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(limit)
     lines = [ln.rstrip() for ln in out.getvalue().splitlines()]
     start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
-    return "\n".join(ln for ln in lines[start:] if ln.strip())
+    text = "\n".join(ln for ln in lines[start:] if ln.strip())
+    if callers_of:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_callers(callers_of)
+        found = [ln.rstrip() for ln in out.getvalue().splitlines() if "<-" in ln or ln.startswith(" " * 20)]
+        text += "\n\ncalled from:\n" + "\n".join(ln for ln in found if ln.strip())
+    return text
+
+
+# VmHWM is this process's own high-water mark; ru_maxrss is not enough on Linux: a child
+# forked from a big parent starts with the parent's pages counted and keeps that maximum.
+_PEAK_PROBE = """
+import sys as _s
+try:
+    _peak = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]
+except (OSError, IndexError):
+    import resource as _r
+    _peak = _r.getrusage(_r.RUSAGE_SELF).ru_maxrss * 1024
+_s.stderr.write('\\n@@peak %d\\n' % _peak)
+"""
 
 
 def run_measured(code: str, *, python: str | None = None, cwd: str | None = None,
                  timeout: float = 300.0, isolated: bool = True) -> dict:
     """Run `code` in a fresh interpreter; return {seconds (wall), peak_rss (bytes), stdout, ok, stderr}.
 
-    Peak RSS is the child's own `ru_maxrss`, read in the child after `code` ran.
+    Peak RSS is the child's own high-water mark (VmHWM), read in the child after `code` ran.
     """
-    wrapper = (code + "\nimport resource as _r, sys as _s\n"
-               "_s.stderr.write('\\n@@peak ' + str(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss * 1024) + '\\n')\n")
+    wrapper = code + _PEAK_PROBE
     args = [python or sys.executable] + (["-I"] if isolated else []) + ["-c", wrapper]
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd,
