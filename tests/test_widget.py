@@ -266,15 +266,23 @@ def test_a_class_is_captured_on_the_fly_and_in_process_mode_works(shell):
         panel.close()
 
 
-def test_a_real_run_is_a_source(shell, tmp_path):
+@pytest.fixture
+def logged_run(shell, tmp_path):
+    """A real run in a real LocalStore, with an artifact and the Table model logged."""
     from verta_jupyter import Client
 
     (tmp_path / "scale.txt").write_text("3")
-    run = Client(store=tmp_path / "store").set_experiment_run("panel-run")
+    client = Client(store=tmp_path / "store")
+    run = client.set_experiment_run("panel-run")
     run.log_artifact("scale", tmp_path / "scale.txt")
     shell.run(TABLE)
     run.log_model(shell.ns["Table"], artifacts=["scale"], sample_input=[{"a": 1, "b": 1}],
                   namespace=shell.ns)
+    return client, run
+
+
+def test_a_real_run_is_a_source(logged_run):
+    client, run = logged_run
     panel = PredictPanel(run)
     try:
         assert json.loads(panel.input.value) == [{"a": 1, "b": 1}]
@@ -283,3 +291,44 @@ def test_a_real_run_is_a_source(shell, tmp_path):
         assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
     finally:
         panel.close()
+
+
+def test_a_registered_model_version_is_a_source(logged_run):
+    client, run = logged_run
+    version = client.get_or_create_registered_model("pricing").create_version_from_run(run)
+    panel = PredictPanel(version)
+    try:
+        assert "model pricing" in panel.model_info.value and "version 1" in panel.model_info.value
+        panel.predict_button.click()
+        assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
+    finally:
+        panel.close()
+
+
+class _DownloadOnly:
+    """The duck-typed source protocol: `download_model(path)` + `fetch_artifacts(keys)`
+    (what the Verta client's runs offer), delegating to a real run."""
+
+    def __init__(self, run):
+        self.name, self.id, self._run = "duck", "d-1", run
+
+    def download_model(self, path):
+        return self._run.download_model(path)
+
+    def fetch_artifacts(self, keys):
+        return self._run.fetch_artifacts(keys)
+
+
+def test_anything_with_download_model_and_fetch_artifacts_is_a_source(logged_run):
+    panel = PredictPanel(_DownloadOnly(logged_run[1]))
+    try:
+        assert "run duck" in panel.model_info.value
+        panel.predict_button.click()
+        assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
+    finally:
+        panel.close()
+
+
+def test_an_unusable_source_says_what_is_accepted():
+    with pytest.raises(TypeError, match="pass a run, a model version, a model package directory"):
+        PredictPanel(42)

@@ -67,8 +67,13 @@ class PredictPanel(widgets.VBox):
     def __init__(self, source: Any, sample_input: Any = None, *, artifacts: dict | None = None,
                  timeout: float = 30.0, in_process: bool = False, csv_row_limit: int = 1000,
                  history_size: int = 10, namespace: dict | None = None):
-        self._tmp = tempfile.TemporaryDirectory(prefix="vj-panel-")
-        self.model = _resolve_source(source, Path(self._tmp.name), artifacts, sample_input, namespace)
+        tmp = tempfile.TemporaryDirectory(prefix="vj-panel-")
+        try:
+            self.model = _resolve_source(source, Path(tmp.name), artifacts, sample_input, namespace)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        self._tmp = tmp
         if in_process:
             from .worker import InProcessPredictor
             self.predictor = InProcessPredictor(self.model.package_dir, self.model.artifacts, timeout)
@@ -176,8 +181,11 @@ class PredictPanel(widgets.VBox):
 
     def close(self) -> None:
         """Stop the model's worker process, then close the widget."""
-        self.predictor.close()
-        self._tmp.cleanup()
+        predictor, tmp = getattr(self, "predictor", None), getattr(self, "_tmp", None)
+        if predictor is not None:
+            predictor.close()
+        if tmp is not None:
+            tmp.cleanup()
         super().close()
 
     # -- callbacks --------------------------------------------------------------------------------
