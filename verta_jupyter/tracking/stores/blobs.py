@@ -3,11 +3,12 @@
 A blob is written to tmp/ while it is hashed, fsynced, then renamed into place and its folder
 fsynced, so a blob file that exists is always complete (a crash leaves at most a stray temp
 file, which `check()` reports as a harmless note). Identical content is stored once. Bytes are
-streamed in chunks; the hash runs in a second thread on the chunk being written, because
-sha256 is the bottleneck and hashlib releases the GIL.
+streamed in chunks by the kernel; the hash runs in a second thread on the chunks already
+written, because sha256 is the bottleneck and hashlib releases the GIL.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -18,7 +19,7 @@ from typing import Iterator
 from ...errors import StoreError
 from .base import Progress
 
-CHUNK = 4 << 20  # two of these in flight: 8 MiB of memory whatever the file size
+CHUNK = 8 << 20  # one read-back buffer of this size: memory stays flat whatever the file size
 
 
 class BlobFiles:
@@ -61,7 +62,7 @@ class BlobFiles:
         if not src.is_file():
             raise StoreError(f"blob {hexdigest[:12]} is missing from {self.dir}; "
                              "run `verta-jupyter store check` on the store")
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to verify
         try:
             got, _ = _copy_hashing(src, fd, progress)
         finally:
@@ -96,28 +97,52 @@ class BlobFiles:
 
 
 def _copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[str, int]:
-    """Copy `src` to `out_fd` and sha256 the very bytes written (not a second read of `src`,
-    which could change in between). Double-buffered: the thread hashes chunk i while the
-    caller writes it, then chunk i+1 is read into the other buffer."""
+    """Copy `src` to `out_fd` and sha256 the bytes as written to `out_fd` (so a source that
+    changes meanwhile cannot give a blob a wrong name). The kernel copies (sendfile, as
+    shutil.copyfile does) while a second thread hashes the chunks already copied, reading them
+    back from the page cache: sha256 is the slowest part and hashlib releases the GIL."""
     h = hashlib.sha256()
-    buffers = (bytearray(CHUNK), bytearray(CHUNK))
-    size = 0
-    with open(src, "rb", buffering=0) as f, ThreadPoolExecutor(1) as pool:
-        pending = None
-        for i in range(1 << 62):
-            view = memoryview(buffers[i & 1])
-            n = f.readinto(view)
-            if pending is not None:
-                pending.result()
-            if not n:
-                break
-            chunk = view[:n]
-            pending = pool.submit(h.update, chunk)
-            _write_all(out_fd, chunk)
-            size += n
-            if progress:
-                progress(n)
+    buffer = bytearray(CHUNK)
+
+    def hash_range(offset: int, n: int) -> None:
+        view = memoryview(buffer)[:n]
+        got = os.preadv(out_fd, [view], offset)
+        if got != n:
+            raise StoreError(f"short read-back while storing {src} ({got} of {n} bytes)")
+        h.update(view)
+
+    src_fd = os.open(src, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = []
+            size = 0
+            while True:
+                n = _copy_chunk(src_fd, out_fd, size)
+                if not n:
+                    break
+                pending.append(pool.submit(hash_range, size, n))
+                size += n
+                if progress:
+                    progress(n)
+            for future in pending:
+                future.result()
+    finally:
+        os.close(src_fd)
     return h.hexdigest(), size
+
+
+def _copy_chunk(src_fd: int, out_fd: int, offset: int) -> int:
+    """Copy up to CHUNK bytes at `offset` in the kernel; fall back to read+write where
+    sendfile is not supported."""
+    try:
+        return os.sendfile(out_fd, src_fd, offset, CHUNK)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    data = os.pread(src_fd, CHUNK, offset)
+    os.lseek(out_fd, offset, os.SEEK_SET)
+    _write_all(out_fd, memoryview(data))
+    return len(data)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
