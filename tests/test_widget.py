@@ -69,11 +69,12 @@ def test_predict_shows_pretty_json_latency_load_time_and_identity(panel, faulty_
     panel.predict_button.click()
     assert panel.error.value == "" and panel.error_kind is None
     assert "&quot;y&quot;: 2" in panel.result.value and "vj-pretty" in panel.result.value
-    assert "ms round trip" in panel.status.value and "model loaded in" in panel.status.value
+    assert " round trip" in panel.status.value and "model loaded in" in panel.status.value
     assert "isolated worker" in panel.status.value
     assert "Faulty" in panel.model_info.value
     assert panel.model.digest[:12] in panel.model_info.value
     assert str(faulty_package) in panel.model_info.value
+    assert repr(panel).startswith("PredictPanel(Faulty, package ")
 
 
 def test_predict_json_is_the_button_path(panel):

@@ -92,6 +92,12 @@ class PredictPanel(widgets.VBox):
         self.input.value = self.model.example_text
         self._render_snippets(self.input.value)
 
+    def __repr__(self) -> str:
+        # the text form (terminals, logs); front ends render the widget itself
+        where = "isolated worker" if self.predictor.isolated else "in process"
+        return (f"PredictPanel({self.model.class_name}, package {self.model.digest[:12]}, "
+                f"{where}: open in Jupyter to use, or call .predict_json(text))")
+
     # -- the one predict path ---------------------------------------------------------------------
 
     def predict_json(self, text: str) -> str:
@@ -265,7 +271,7 @@ class PredictPanel(widgets.VBox):
                              "error": exc, "at": at})
         buttons = []
         for index, entry in enumerate(reversed(self.history)):
-            timing = f"{entry['seconds'] * 1000:.1f} ms" if entry["seconds"] is not None else "-"
+            timing = _duration(entry["seconds"]) if entry["seconds"] is not None else "-"
             outcome = "ok" if entry["kind"] is None else _KIND_TITLES[entry["kind"]]
             summary = " ".join(entry["input"].split())[:40]
             button = widgets.Button(description=f"{entry['at']} {timing} {outcome}: {summary}",
@@ -288,9 +294,9 @@ class PredictPanel(widgets.VBox):
 
     def _timing_text(self) -> str:
         p = self.predictor
-        parts = [f"{p.last_seconds * 1000:.1f} ms round trip"]
+        parts = [f"{_duration(p.last_seconds)} round trip"]
         if p.last_model_seconds is not None:
-            parts.append(f"predict {p.last_model_seconds * 1000:.2f} ms")
+            parts.append(f"predict {_duration(p.last_model_seconds)}")
         if p.load_seconds is not None:
             parts.append(f"model loaded in {p.load_seconds:.2f} s")
         parts.append("isolated worker" if p.isolated else "in this kernel")
@@ -321,6 +327,14 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, PredictError):
         return "load" if getattr(exc, "kind", "") == "load" else "model"
     return "error"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
 
 
 def _is_records(value: Any) -> bool:
