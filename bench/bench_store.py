@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 

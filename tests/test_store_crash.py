@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 import uuid
@@ -32,11 +31,8 @@ from .base import (ARTIFACT_TYPES, FIELDS, KINDS, OWNER_KINDS, PARENT_KIND, Arti
                    CheckResult, Entity, Progress, iter_tree, tree_digest)
 from .blobs import BlobFiles
 from .local_check import check_store
+from .local_folder import DB_NAME, FORMAT_VERSION, MARKER, open_folder, write_marker
 
-FORMAT = "verta_jupyter.store"
-FORMAT_VERSION = 1
-MARKER = "VERTA_STORE.json"
-DB_NAME = "metadata.sqlite3"
 _LOCK_WAIT_SECONDS = 120.0  # total patience for "database is locked" before telling the user
 
 _SCHEMA_V1 = """
@@ -80,7 +76,7 @@ class LocalStore:
     def __init__(self, path: str | os.PathLike):
         self.root = Path(path).expanduser().resolve()
         self.location = str(self.root)
-        self.read_only = _open_folder(self.root)
+        self.read_only = open_folder(self.root)
         self.blobs = BlobFiles(self.root)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -145,20 +141,19 @@ class LocalStore:
             raise StoreError(f"the store {self.location} has format {version} and needs migrating "
                              f"to {FORMAT_VERSION}; open it once from a writable location")
         self._write(self._create_or_migrate)
-        _write_marker(self.root / MARKER)
+        write_marker(self.root / MARKER)
 
     def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
         current = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
-        if current == 0:
+        if current == 0:  # a new store starts at version 1 and takes the migration path up
             for statement in _SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-            return
+            current = 1
         while current < FORMAT_VERSION:
             _MIGRATIONS[current](conn, self.root)
             current += 1
-            conn.execute(f"PRAGMA user_version = {current}")
+        conn.execute(f"PRAGMA user_version = {current}")
 
     def close(self) -> None:
         with self._lock:
@@ -324,64 +319,6 @@ class LocalStore:
             raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
         if not conn.execute("SELECT 1 FROM entities WHERE id=? AND kind=?", (id, kind)).fetchone():
             raise NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} in {self.location}")
-
-
-def _open_folder(root: Path) -> bool:
-    """Create or recognise the store folder; return True if it is read-only."""
-    marker = root / MARKER
-    if root.exists() and not root.is_dir():
-        raise StoreError(f"{root} is a file, not a store folder; pass a folder path as store=")
-    if not marker.is_file():
-        if root.is_dir() and any(root.iterdir()):
-            raise StoreError(f"{root} is not a verta_jupyter store (it has files but no {MARKER}); "
-                             "pass an empty or new folder, or the folder of an existing store")
-        _create_folder(root)
-    _read_marker(marker)
-    db = root / DB_NAME
-    read_only = not os.access(root, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
-    if not read_only:
-        for sub in ("blobs", "tmp"):
-            (root / sub).mkdir(exist_ok=True)
-    return read_only
-
-
-def _create_folder(root: Path) -> None:
-    """Make a store folder in one rename, so processes racing to create the same store all
-    see either nothing or a complete folder (and exactly one of them wins)."""
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-creating-", dir=root.parent))
-    except PermissionError as exc:
-        raise StoreError(f"cannot create a store in {root}: the folder is read-only; choose a "
-                         "writable folder with store=PATH") from exc
-    try:
-        for sub in ("blobs", "tmp"):
-            (staging / sub).mkdir()
-        _write_marker(staging / MARKER)
-        os.rename(staging, root)  # replaces an empty folder; fails if another process won
-    except OSError:
-        if not (root / MARKER).is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _read_marker(marker: Path) -> dict:
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{marker} is unreadable or not JSON; restore it from a backup") from exc
-    if data.get("format") != FORMAT or not isinstance(data.get("version"), int):
-        raise StoreError(f"{marker.parent} is not a verta_jupyter store ({marker.name} says "
-                         f"{data!r}); pass the folder of a verta_jupyter store")
-    return data
-
-
-def _write_marker(marker: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".marker-", dir=marker.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps({"format": FORMAT, "version": FORMAT_VERSION}) + "\n")
-    os.replace(tmp, marker)
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:

@@ -1,0 +1,77 @@
+"""The store folder of a `LocalStore`: recognise it, create it atomically, read its marker.
+
+See docs/store-format.md. The marker file names the format and its version; the database's
+`PRAGMA user_version` holds the same number.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ...errors import StoreError
+
+FORMAT = "verta_jupyter.store"
+FORMAT_VERSION = 1
+MARKER = "VERTA_STORE.json"
+DB_NAME = "metadata.sqlite3"
+
+
+def open_folder(root: Path) -> bool:
+    """Create or recognise the store folder; return True if it is read-only."""
+    marker = root / MARKER
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root} is a file, not a store folder; pass a folder path as store=")
+    if not marker.is_file():
+        if root.is_dir() and any(root.iterdir()):
+            raise StoreError(f"{root} is not a verta_jupyter store (it has files but no {MARKER}); "
+                             "pass an empty or new folder, or the folder of an existing store")
+        _create_folder(root)
+    _read_marker(marker)
+    db = root / DB_NAME
+    read_only = not os.access(root, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+    if not read_only:
+        for sub in ("blobs", "tmp"):
+            (root / sub).mkdir(exist_ok=True)
+    return read_only
+
+
+def _create_folder(root: Path) -> None:
+    """Make a store folder in one rename, so processes racing to create the same store all
+    see either nothing or a complete folder (and exactly one of them wins)."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-creating-", dir=root.parent))
+    except PermissionError as exc:
+        raise StoreError(f"cannot create a store in {root}: the folder is read-only; choose a "
+                         "writable folder with store=PATH") from exc
+    try:
+        for sub in ("blobs", "tmp"):
+            (staging / sub).mkdir()
+        write_marker(staging / MARKER)
+        os.rename(staging, root)  # replaces an empty folder; fails if another process won
+    except OSError:
+        if not (root / MARKER).is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _read_marker(marker: Path) -> dict:
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{marker} is unreadable or not JSON; restore it from a backup") from exc
+    if data.get("format") != FORMAT or not isinstance(data.get("version"), int):
+        raise StoreError(f"{marker.parent} is not a verta_jupyter store ({marker.name} says "
+                         f"{data!r}); pass the folder of a verta_jupyter store")
+    return data
+
+
+def write_marker(marker: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".marker-", dir=marker.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"format": FORMAT, "version": FORMAT_VERSION}) + "\n")
+    os.replace(tmp, marker)
