@@ -212,7 +212,8 @@ class _Validation:
                     f"{len(captured.dependencies)} dependencies, {len(captured.requirements)} requirements")
         started = time.perf_counter()
         found = [] if self.allow_secrets else _checks.secret_problems(captured, self._namespace())
-        self.record("secrets", found, started, "allowed by the caller" if self.allow_secrets else "")
+        self.record("secrets", found, started, "allowed by the caller" if self.allow_secrets
+                    else f"{len(found)} found" if found else "none found")
 
     def _namespace(self) -> dict:
         if self.namespace is not None:
