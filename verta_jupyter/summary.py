@@ -123,8 +123,8 @@ class ModelSummary:
     def _checks_html(self) -> str:
         rows = "".join(
             f'<tr class="vj-check vj-{c.status}"><td style="color:{_COLOR[c.status]}">{_MARK[c.status]}</td>'
-            f"<td>{html.escape(c.name)}</td><td>{html.escape(c.detail)}</td>"
-            f'<td style="text-align:right">{_ms(c.seconds, c.status).strip()}</td></tr>'
+            f'<td style="padding:0 .8em 0 .3em">{html.escape(c.name)}</td><td>{html.escape(c.detail)}</td>'
+            f'<td style="text-align:right;padding-left:.8em">{_ms(c.seconds, c.status).strip()}</td></tr>'
             for c in self.report.checks)
         return f'<table class="vj-checks" style="border-collapse:collapse;margin:4px 0">{rows}</table>'
 
