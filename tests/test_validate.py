@@ -459,6 +459,13 @@ evaluates, `--run` naming nothing usable, no run at all without `--no-log`) is I
 `UsageError` and has no code. An exception or syntax error in the cell body fails the cell as it
 would without the magic.
 
+Samples: `validate(..., sample_input=)` and `run.log_model(..., sample_input=)` take plain JSON
+values (VJ303 otherwise; `None` or no argument means no sample). `%%verta_model --sample` text is
+parsed as JSON when it is JSON, else evaluated as a Python expression in the notebook and
+converted with `to_json_compatible`, so `--sample df.head(3)` sends records. Either way `predict`
+is tried on exactly what a deployed model would receive: the JSON round trip of the sample,
+converted to `predict`'s annotated type (`pandas.DataFrame`, `numpy.ndarray`) if it has one.
+
 Each example below is a notebook cell (or cells, run in order); the message is what it printed
 when this page was generated, and the test suite (`tests/test_validate.py`) re-runs every example
 and checks that it still prints exactly that.
