@@ -102,6 +102,21 @@ def test_invalid_json_reports_line_and_column_and_disables_predict(panel):
     assert "&quot;y&quot;: 6" in panel.result.value
 
 
+def test_without_an_example_the_editor_starts_empty_and_predict_waits(shell, tmp_path):
+    shell.run(FAULTY)
+    package = capture_model(shell.ns["Faulty"], shell.ns).save(tmp_path / "no-example")
+    panel = PredictPanel(package)
+    try:
+        assert panel.input.value == "" and panel.predict_button.disabled
+        assert panel.reset_button.disabled and panel.error.value == ""
+        _set_and_click(panel, '{"x": 1}')
+        assert panel.last_output_text == '{"y": 2}'
+        panel.input.value = "  "
+        assert panel.predict_button.disabled and panel.error_kind is None
+    finally:
+        panel.close()
+
+
 def test_parse_json_positions():
     with pytest.raises(InvalidJsonError) as info:
         parse_json("[1,\n 2,,]")

@@ -90,6 +90,7 @@ class PredictPanel(widgets.VBox):
         self.add_class("vj-panel")
         self.input.observe(self._on_input, names="value")
         self.input.value = self.model.example_text
+        self._validate(self.input.value)
         self._render_snippets(self.input.value)
 
     def __repr__(self) -> str:
@@ -197,8 +198,17 @@ class PredictPanel(widgets.VBox):
     # -- callbacks --------------------------------------------------------------------------------
 
     def _on_input(self, change: dict) -> None:
+        self._validate(change["new"])
+
+    def _validate(self, text: str) -> None:
+        """Predict is enabled only for valid JSON; an empty editor is not an error yet."""
+        if not text.strip():
+            if self.error_kind == "invalid-json":
+                self._clear_error()
+            self.predict_button.disabled = True
+            return
         try:
-            parse_json(change["new"])
+            parse_json(text)
         except InvalidJsonError as exc:
             self.predict_button.disabled = True
             self._show_error("invalid-json", exc)
@@ -227,7 +237,8 @@ class PredictPanel(widgets.VBox):
         if busy:
             self.status.value = self._status_html("Predicting...", "busy")
         self.predict_button.description = "Predicting..." if busy else "Predict"
-        self.predict_button.disabled = busy or self.error_kind == "invalid-json"
+        self.predict_button.disabled = busy or self.error_kind == "invalid-json" or \
+            not self.input.value.strip()
 
     # -- rendering --------------------------------------------------------------------------------
 

@@ -406,10 +406,12 @@ class WorkerClient:
 
     @property
     def running(self) -> bool:
+        """Whether a worker process is alive right now."""
         return self._process is not None and self._process.popen.poll() is None
 
     @property
     def pid(self) -> int | None:
+        """The worker process id (None before the first start or after close)."""
         return self._process.popen.pid if self._process is not None else None
 
     def start(self) -> None:
