@@ -332,3 +332,10 @@ def test_panel_follows_the_summary(store_ip):
         assert json.loads(panel.predict_json('{"text": "yo"}')) == {"echo": {"text": "yo"}}
     finally:
         panel.close()
+
+
+def test_run_flag_takes_a_registered_model_version(store_ip):
+    store_ip.run("version = client.get_or_create_registered_model('echo').create_version('v1')")
+    outputs = run_magic(store_ip, "--run version --no-panel --sample 7", SEED_BODY)
+    assert "logged to RegisteredModelVersion 'v1'" in outputs[0].data["text/plain"]
+    assert store_ip.run("version.load_model().predict(7)") == {"echo": 7}
