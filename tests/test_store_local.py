@@ -169,3 +169,25 @@ def _read_only(folder: Path):
         pytest.fail("running as root without `unshare`: cannot make a read-only folder")
     mount = f"mount --bind -o ro {shlex.quote(str(folder))} {shlex.quote(str(folder))}"
     yield lambda argv: ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *argv]
+
+
+def test_registered_version_shares_the_runs_blobs(store, tmp_path):
+    client = Client(store=store)
+    run = client.set_experiment_run()
+    (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+    run.log_artifact("a", str(tmp_path / "a.bin"))
+    run.log_model(EchoModelForCopy, artifacts=["a"])
+    blobs = sorted(store.blobs.all())
+    version = client.get_or_create_registered_model("m").create_version_from_run(run)
+    assert sorted(store.blobs.all()) == blobs
+    info = store.artifact_info("model_version", version.id, "a")
+    assert info.meta["source_run_id"] == run.id and info.digest == store.artifact_info("run", run.id, "a").digest
+    assert store.check().ok
+
+
+class EchoModelForCopy:
+    def __init__(self, artifacts):
+        self.path = artifacts["a"]
+
+    def predict(self, data):
+        return data

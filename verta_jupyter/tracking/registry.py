@@ -1,8 +1,8 @@
 """The model registry: `RegisteredModel` and its numbered `RegisteredModelVersion`s.
 
-A version carries its own copy of a model and artifacts (in the local store identical blobs are
-stored once, so the copy costs only metadata), so deleting or changing a run never changes a
-registered version.
+A version carries its own copy of a run's model and artifacts, so changing the run later never
+changes a registered version. In the local store the copy shares the blobs (one transaction of
+metadata); other stores fetch and put the bytes.
 """
 from __future__ import annotations
 
@@ -81,6 +81,10 @@ class RegisteredModel:
         """A new version holding a copy of the run's model, artifacts and requirements."""
         run.model_info()  # refuse before creating anything: the run must have a model
         version = self.create_version(name)
+        fast = getattr(self._store, "copy_artifacts", None)
+        if fast is not None and run._store is self._store:
+            fast(run._kind, run.id, version._kind, version.id, {"source_run_id": run.id})
+            return version
         source = run._store
         for info in source.list_artifacts(run._kind, run.id):
             with tempfile.TemporaryDirectory(prefix="vj-copy-") as tmp:

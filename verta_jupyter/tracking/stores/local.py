@@ -308,6 +308,25 @@ class LocalStore:
             raise
         return dest
 
+    def copy_artifacts(self, src_kind: str, src_id: str, dst_kind: str, dst_id: str,
+                       extra_meta: Mapping[str, Any] | None = None) -> None:
+        """Give `dst` every artifact of `src` in one transaction, sharing the blobs (optional
+        fast path beyond the protocol: the registry uses it when a store has it)."""
+        def copy(conn: sqlite3.Connection) -> None:
+            self._require_owner(conn, src_kind, src_id)
+            self._require_owner(conn, dst_kind, dst_id)
+            rows = conn.execute("SELECT key, type, filename, size, digest, meta FROM artifacts "
+                                "WHERE owner_id=?", (src_id,)).fetchall()
+            for key, type_, filename, size, digest, meta in rows:
+                merged = json.dumps({**json.loads(meta), **(extra_meta or {})})
+                conn.execute("DELETE FROM artifact_files WHERE owner_id=? AND key=?", (dst_id, key))
+                conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (dst_id, key, type_, filename, size, digest, merged, time.time()))
+                conn.execute("INSERT INTO artifact_files SELECT ?, key, relpath, blob, size "
+                             "FROM artifact_files WHERE owner_id=? AND key=?", (dst_id, src_id, key))
+
+        self._write(copy)
+
     # -- maintenance -----------------------------------------------------------------------
     def check(self, verify_blobs: bool = True) -> CheckResult:
         """Integrity check (see `local_check.check_store`); read-only."""
