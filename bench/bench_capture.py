@@ -41,6 +41,7 @@ def run(quick: bool = True) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="vj-bench-capture-") as tmp:
         tmp = Path(tmp)
         rows = _timed("closure scaling", _scaling_rows, tmp, quick)
+        rows += _timed("closure in one cell", _one_cell_rows, quick)
         packages, size_rows = _timed("notebook package sizes", _notebook_rows, tmp)
         rows += size_rows + _timed("cold rebuild", _rebuild_rows, packages, quick)
         rows += _timed("robustness score", _robustness_rows, tmp)
@@ -131,6 +132,30 @@ def _growth_rows(sizes, times, kbs, profile) -> list[dict]:
         t_row["profile"] = profile()
     return [t_row, row("package size growth exponent", s_exp, "", target=target,
                        note=f"log-log fit over N={xs}")]
+
+
+def _one_cell_rows(quick: bool) -> list[dict]:
+    """The same closure with every helper in ONE cell: how capture grows with a cell's size."""
+    from verta_jupyter import capture_model
+
+    sizes = [10, 30] if SMOKE else [30, 100, 300] + ([] if quick else [1000])
+    times, rows, cls, ns = [], [], None, None
+    for n in sizes:
+        ip = _shell()
+        for cell in _closure_cells(n, per_cell=n):
+            _run_cell(ip, cell)
+        cls, ns = ip.user_ns["MyModel"], ip.user_ns
+        timing = measure(lambda: capture_model(cls, ns), repeat=1, warmup=int(n <= 100))  # growth >> noise
+        times.append(timing.median)
+        rows.append(row(f"capture, {n} helpers + {n} globals in one cell", timing.in_unit("ms"), "ms",
+                        baseline=times[0] * 1e3 * n / sizes[0], baseline_name=f"linear from N={sizes[0]}",
+                        note="n=1; baseline = the smallest size's time scaled linearly to this N"))
+    grow = row("capture time growth exponent, helpers in one cell", common.fit_exponent(sizes, times), "",
+               target="exponent <= 1.2", note=f"log-log fit over N={sizes}, all definitions in one cell")
+    if common.judge(grow) is False:
+        grow["profile"] = common.profile_top(lambda: capture_model(cls, ns), limit=8, sort="tottime",
+                                             callers_of=r"ast.py:\d+\(parse\)")
+    return rows + [grow]
 
 
 # ------------------------------------------------------------------ item 3: demo notebooks
