@@ -139,12 +139,14 @@ def _one_cell_rows(quick: bool) -> list[dict]:
     from verta_jupyter import capture_model
 
     sizes = [10, 30] if SMOKE else [30, 100, 300] + ([] if quick else [1000])
-    times, rows, cls, ns = [], [], None, None
+    times, rows, profiled = [], [], None
     for n in sizes:
         ip = _shell()
         for cell in _closure_cells(n, per_cell=n):
             _run_cell(ip, cell)
         cls, ns = ip.user_ns["MyModel"], ip.user_ns
+        if n <= 300:  # profile a size that takes seconds, not minutes
+            profiled = (cls, dict(ns))
         timing = measure(lambda: capture_model(cls, ns), repeat=1, warmup=int(n <= 100))  # growth >> noise
         times.append(timing.median)
         rows.append(row(f"capture, {n} helpers + {n} globals in one cell", timing.in_unit("ms"), "ms",
@@ -153,7 +155,7 @@ def _one_cell_rows(quick: bool) -> list[dict]:
     grow = row("capture time growth exponent, helpers in one cell", common.fit_exponent(sizes, times), "",
                target="exponent <= 1.2", note=f"log-log fit over N={sizes}, all definitions in one cell")
     if common.judge(grow) is False:
-        grow["profile"] = common.profile_top(lambda: capture_model(cls, ns), limit=8, sort="tottime",
+        grow["profile"] = common.profile_top(lambda: capture_model(*profiled), limit=8, sort="tottime",
                                              callers_of=r"ast.py:\d+\(parse\)")
     return rows + [grow]
 
@@ -208,19 +210,19 @@ def _notebook_rows(tmp: Path) -> tuple[dict, list[dict]]:
         (tmp / f"nb-{nb.stem}.pkl").write_bytes(pickled)
         packages[nb.stem] = (pkg, tmp / f"nb-{nb.stem}.pkl", name)
         ours = dir_size(pkg) / KB
-        for where, zsize in verta_zip.items():
+        for where, (zsize, files) in verta_zip.items():
             rows.append(row(f"package size, {nb.name} vs Verta upload ({where})", ours, "KB",
                             baseline=(len(pickled) + zsize) / KB,
                             baseline_name=f"model.pkl + custom_modules zip of sys.path + {where}",
-                            note=f"custom_modules zip alone {zsize / KB:.1f} KB"))
+                            note=f"custom_modules zip alone {zsize / KB:.1f} KB, {files} files"))
         rows.append(row(f"package size, {nb.name} vs cloudpickle", ours, "KB", baseline=len(pickled) / KB,
                         baseline_name="cloudpickle.dumps(cls)",
                         note="ours adds readable source, manifest, requirements, sample round trip"))
     return packages, rows
 
 
-def _verta_custom_modules(notebook_dir: Path, out: Path) -> int:
-    """Size of the archive the Verta client uploaded by default (`custom_modules=None`).
+def _verta_custom_modules(notebook_dir: Path, out: Path) -> tuple[int, int]:
+    """Size and file count of the archive the Verta client uploaded by default (`custom_modules=None`).
 
     Its rule, restated: the kernel's sys.path ('' is the notebook dir), minus missing paths,
     `.ipython` and Python installations (a `lib/python*` under a folder with `bin/python*`),
@@ -240,7 +242,7 @@ def _verta_custom_modules(notebook_dir: Path, out: Path) -> int:
                         zf.write(Path(folder, f), os.path.relpath(Path(folder, f), "/"))
         zf.writestr("_verta_config.py", f"import os, sys\nsys.path = sys.path[:1] + {paths!r} + sys.path[1:]\n")
         zf.writestr("__init__.py", b"")
-    return out.stat().st_size
+    return out.stat().st_size, len(zipfile.ZipFile(out).namelist())
 
 
 def _in_installation(path: str) -> bool:
