@@ -162,7 +162,7 @@ def _profile_module(name: str, *, full: bool, timeout: float | None) -> str:
     """cProfile of a whole second run of a module whose misses came without a row profile."""
     code = ("import sys; sys.argv = ['bench']\n"
             "from bench import common, bench_%s as m\n"
-            "print(common.profile_top(lambda: m.run(quick=%r), limit=20))\n") % (name, not full)
+            "print(common.profile_top(lambda: m.run(quick=%r), limit=20, sort='tottime'))\n") % (name, not full)
     try:
         proc = subprocess.run([sys.executable, "-c", code], cwd=common.ROOT, env=_child_env(),
                               capture_output=True, text=True, timeout=min(timeout or 300.0, 300.0))
@@ -285,7 +285,8 @@ def _misses(result: dict) -> list[str]:
                     "```text", r["profile"].strip(), "```", ""]
     if result.get("module_profile"):
         out += [f"The module's rows missed a target without a row profile; cProfile of a second "
-                f"run of the whole module (top entries by cumulative time):", "",
+                f"run of the whole module (top entries by own time; work done in child processes "
+                f"does not show here):", "",
                 "```text", result["module_profile"].strip(), "```", ""]
     return out
 

@@ -170,6 +170,18 @@ def profile_top(fn, *, limit: int = 12, sort: str = "cumulative", callers_of: st
     return text
 
 
+def tracemalloc_peak(fn) -> tuple[object, int]:
+    """(fn(), peak bytes of Python allocations during the call): what our code holds, not the heap."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 # VmHWM is this process's own high-water mark; ru_maxrss is not enough on Linux: a child
 # forked from a big parent starts with the parent's pages counted and keeps that maximum.
 _PEAK_PROBE = """

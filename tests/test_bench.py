@@ -71,3 +71,14 @@ def test_timing_reports_median_and_spread():
     assert timing.median == pytest.approx(0.0025)
     assert timing.spread("ms").startswith("IQR 1.75-4.75 ms")
     assert common.fit_exponent([10, 100, 1000], [1.0, 10.0, 100.0]) == pytest.approx(1.0)
+
+
+def test_peak_memory_is_the_childs_own_and_tracemalloc_sees_python_allocations():
+    ballast = bytearray(200_000_000)  # a big parent must not inflate the child's peak
+    small = common.run_measured("pass")
+    big = common.run_measured("x = bytearray(60_000_000)")
+    assert small["ok"] and big["ok"]
+    assert small["peak_rss"] < 100e6 < len(ballast)
+    assert big["peak_rss"] - small["peak_rss"] > 50e6
+    _, peak = common.tracemalloc_peak(lambda: len(bytearray(5_000_000)))
+    assert peak >= 5_000_000
