@@ -191,3 +191,21 @@ class EchoModelForCopy:
 
     def predict(self, data):
         return data
+
+
+def test_blob_copy_falls_back_when_sendfile_is_unsupported(store, tmp_path, monkeypatch):
+    """sendfile is refused by some filesystems (EINVAL); the plain read/write path takes over."""
+    import errno
+
+    from verta_jupyter.tracking.stores import blobs
+
+    def refuse(*args):
+        raise OSError(errno.EINVAL, "sendfile not supported here")
+
+    monkeypatch.setattr(blobs.os, "sendfile", refuse)
+    data = os.urandom(3 * blobs.READ_BACK + 123)
+    (tmp_path / "f.bin").write_bytes(data)
+    run = Client(store=store).set_experiment_run()
+    run.log_artifact("f", str(tmp_path / "f.bin"))
+    assert Path(run.fetch_artifacts(["f"])["f"]).read_bytes() == data
+    assert store.check().ok

@@ -19,7 +19,9 @@ from typing import Iterator
 from ...errors import StoreError
 from .base import Progress
 
-CHUNK = 8 << 20  # one read-back buffer of this size: memory stays flat whatever the file size
+CHUNK = 32 << 20  # bytes per sendfile call: few calls, few thread hand-offs
+READ_BACK = 8 << 20  # the one read-back buffer: memory stays flat whatever the file size
+_FADVISE = hasattr(os, "posix_fadvise")
 
 
 class BlobFiles:
@@ -81,7 +83,7 @@ class BlobFiles:
             return f"size {path.stat().st_size} != {size}"
         h = hashlib.sha256()
         with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
+            while chunk := f.read(READ_BACK):
                 h.update(chunk)
         return None if h.hexdigest() == hexdigest else "content does not match its sha256"
 
@@ -100,16 +102,23 @@ def _copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[st
     """Copy `src` to `out_fd` and sha256 the bytes as written to `out_fd` (so a source that
     changes meanwhile cannot give a blob a wrong name). The kernel copies (sendfile, as
     shutil.copyfile does) while a second thread hashes the chunks already copied, reading them
-    back from the page cache: sha256 is the slowest part and hashlib releases the GIL."""
+    back from the page cache: sha256 is the slowest part and hashlib releases the GIL. Once
+    hashed, a chunk's writeback starts (fadvise), so the final fsync has little left to do and
+    a large blob does not crowd the page cache."""
     h = hashlib.sha256()
-    buffer = bytearray(CHUNK)
+    buffer = bytearray(READ_BACK)
 
     def hash_range(offset: int, n: int) -> None:
-        view = memoryview(buffer)[:n]
-        got = os.preadv(out_fd, [view], offset)
-        if got != n:
-            raise StoreError(f"short read-back while storing {src} ({got} of {n} bytes)")
-        h.update(view)
+        end = offset + n
+        while offset < end:
+            view = memoryview(buffer)[:min(READ_BACK, end - offset)]
+            got = os.preadv(out_fd, [view], offset)
+            if got != len(view):
+                raise StoreError(f"short read-back while storing {src} ({got} of {len(view)} bytes)")
+            h.update(view)
+            offset += got
+        if _FADVISE:
+            os.posix_fadvise(out_fd, end - n, n, os.POSIX_FADV_DONTNEED)
 
     src_fd = os.open(src, os.O_RDONLY)
     try:
@@ -139,7 +148,7 @@ def _copy_chunk(src_fd: int, out_fd: int, offset: int) -> int:
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
             raise
-    data = os.pread(src_fd, CHUNK, offset)
+    data = os.pread(src_fd, READ_BACK, offset)
     os.lseek(out_fd, offset, os.SEEK_SET)
     _write_all(out_fd, memoryview(data))
     return len(data)
