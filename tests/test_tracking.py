@@ -224,3 +224,15 @@ def test_panel_is_built_from_the_stored_model(notebook_run):
         close = getattr(panel, "close", None)
         if close:
             close()
+
+
+def test_an_edited_cached_copy_is_fetched_again(notebook_run):
+    run, shell = notebook_run
+    run.log_model(shell.ns["Scorer"], artifacts=["weights"], namespace=shell.ns)
+    weights = Path(run.fetch_artifacts(["weights"])["weights"])
+    weights.write_text('{"good": 100.0}')  # a user edits the fetched file in place
+    assert json.loads(Path(run.fetch_artifacts(["weights"])["weights"]).read_text()) == {"good": 1.0, "bad": -1.0}
+    package = run.model_package_dir()
+    source = (package / "model.py").read_text()
+    (package / "model.py").write_text(source[:-1] + " ")  # same size: only the digest tells
+    assert run.load_model().predict({"text": "good"}) == {"score": 2.5}

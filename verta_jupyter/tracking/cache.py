@@ -35,7 +35,9 @@ def fetch_cached(store: Store, kind: str, owner_id: str, info: ArtifactInfo,
     entry = cache_root() / algorithm / hexdigest[:2] / f"{hexdigest}.{slot}"
     target = entry / name
     if target.exists():
-        return target
+        if _size(target) == info.size:
+            return target
+        evict(target)  # edited or truncated in place: fetch a fresh copy
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{hexdigest[:12]}-", dir=entry.parent))
     try:
@@ -55,3 +57,14 @@ def _safe_name(info: ArtifactInfo) -> str:
         return "package"
     name = Path(info.filename or "").name
     return name if name not in ("", ".", "..") else "artifact"
+
+
+def evict(target: Path) -> None:
+    """Remove a cache entry (the folder holding `target`)."""
+    shutil.rmtree(target.parent, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

@@ -15,7 +15,7 @@ from ..catalog import problem
 from ..errors import AlreadyExistsError, NotFoundError, StoreError, ValidationError
 from ..package import MISSING
 from . import rules
-from .cache import fetch_cached
+from .cache import evict, fetch_cached
 from .display import LoggedModel, html_summary, text_summary
 from .progress import total_size, transfer_progress
 from .stores.base import MODEL_KEY, REQUIREMENTS_KEY, ArtifactInfo, Entity, Store
@@ -180,8 +180,7 @@ class Loggable:
         info = self._store.artifact_info(self._kind, self.id, key)
         path = self._fetch(info)
         if info.type == "object":
-            import cloudpickle  # noqa: F401  (objects may need it to unpickle)
-            import pickle
+            import pickle  # cloudpickle's reconstructors are imported by the pickle itself
 
             with open(path, "rb") as f:
                 return pickle.load(f)
@@ -276,9 +275,15 @@ class Loggable:
 
     def get_model(self) -> type:
         """The model class rebuilt from the stored package (never the live notebook class)."""
+        from ..errors import PackageError
         from ..rebuild import load_package
 
-        return load_package(self.model_package_dir())
+        path = self.model_package_dir()
+        try:
+            return load_package(path)
+        except PackageError:
+            evict(path)  # the cached copy was edited: fetch the stored one again, once
+            return load_package(self.model_package_dir())
 
     def load_model(self) -> Any:
         """An instance: the rebuilt class built with `artifacts={key: local_path}`."""
