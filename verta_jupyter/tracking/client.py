@@ -53,10 +53,12 @@ class _Named:
 
     @property
     def id(self) -> str:
+        """The store's id."""
         return self._entity.id
 
     @property
     def name(self) -> str:
+        """The name, unique within its parent."""
         return self._entity.name
 
     def __eq__(self, other: object) -> bool:
@@ -78,6 +80,7 @@ class Project(_Named):
 
     @property
     def experiments(self) -> list[Experiment]:
+        """The project's experiments, oldest first."""
         return [Experiment(self._store, e) for e in self._store.find("experiment", parent_id=self.id)]
 
 
@@ -86,6 +89,7 @@ class Experiment(_Named):
 
     @property
     def project(self) -> Project:
+        """The project this experiment belongs to."""
         return Project(self._store, self._store.get("project", self._entity.parent_id))
 
     def find_runs(self, *, name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
@@ -108,6 +112,7 @@ class Client:
 
     @property
     def store(self) -> Store:
+        """The store this client reads and writes."""
         return self._store
 
     def __repr__(self) -> str:

@@ -82,10 +82,12 @@ class LoggedModel:
 
     @property
     def class_name(self) -> str:
+        """The logged class's name."""
         return self.info.meta.get("class_name", "?")
 
     @property
     def digest(self) -> str:
+        """sha256 of the stored package (over its files)."""
         return self.info.digest
 
     def _lines(self) -> list[tuple[str, str]]:

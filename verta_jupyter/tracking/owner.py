@@ -37,10 +37,12 @@ class Loggable:
 
     @property
     def name(self) -> str:
+        """The name, unique within its experiment (or registered model)."""
         return self._entity.name
 
     @property
     def store_location(self) -> str:
+        """Where the store lives (a folder or an MLflow URL)."""
         return self._store.location
 
     def __eq__(self, other: object) -> bool:

@@ -22,10 +22,12 @@ class RegisteredModelVersion(Loggable):
 
     @property
     def version(self) -> str:
+        """The version's name: "1", "2", ... unless it was named."""
         return self.name
 
     @property
     def registered_model(self) -> RegisteredModel:
+        """The registered model this version belongs to."""
         return RegisteredModel(self._store, self._store.get("registered_model", self._entity.parent_id))
 
     def _context(self) -> list[tuple[str, str]]:
@@ -44,10 +46,12 @@ class RegisteredModel:
 
     @property
     def id(self) -> str:
+        """The store's id."""
         return self._entity.id
 
     @property
     def name(self) -> str:
+        """The registered model's unique name."""
         return self._entity.name
 
     def __repr__(self) -> str:
