@@ -111,3 +111,19 @@ def test_errors_render_without_internal_frames(shell):
     assert isinstance(error, VertaError)
     rendered = error._render_traceback_()
     assert rendered == [f"CaptureError: {error}"]
+
+
+def test_a_class_made_by_exec_is_not_matched_to_a_namesake_in_history(shell):
+    shell.run("class MyModel:\n    def predict(self, data):\n        return 'from history'")
+    shell.run("exec('class MyModel:\\n    def __init__(self, artifacts):\\n        pass\\n"
+              "    def predict(self, data):\\n        return data\\n')")
+    with pytest.raises(CaptureError) as info:
+        capture_model(shell.ns["MyModel"], shell.ns)
+    assert info.value.codes == ["VJ104"] and "'MyModel'" in str(info.value)
+
+
+def test_ipython_open_is_the_builtin(shell):
+    captured_cell = USES.format(expr="open")
+    shell.run(captured_cell)
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert captured.warnings == [] and "open =" not in captured.source

@@ -198,3 +198,13 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
 def test_scenario_table_is_large_enough():
     assert len(SCENARIOS) >= 25
     assert len({s.id for s in SCENARIOS}) == len(SCENARIOS)
+
+
+def test_global_statement_state_is_carried_into_the_package(shell, tmp_path):
+    shell.run("COUNT = 0")
+    shell.run("class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+              "    def predict(self, data):\n        global COUNT\n        COUNT += 1\n        return COUNT + data")
+    package = capture_model(shell.ns["MyModel"], shell.ns).save(tmp_path / "pkg")
+    result = rebuild_in_subprocess(package, sample_input=10)
+    assert result.ok, result.traceback
+    assert result.output == 11

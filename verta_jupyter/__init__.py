@@ -10,6 +10,10 @@ import importlib
 
 from .errors import VertaError
 
+# Imported eagerly (stdlib-only module): the function, not the submodule of the same name,
+# must be what `verta_jupyter.validate` means however the submodule gets imported later.
+from .validate import ValidationReport, validate
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
@@ -18,15 +22,14 @@ _EXPORTS = {
     "capture_model": "verta_jupyter.capture",
     "CapturedModel": "verta_jupyter.capture",
     "load_package": "verta_jupyter.rebuild",
-    "validate": "verta_jupyter.validate",
-    "ValidationReport": "verta_jupyter.validate",
     "PredictPanel": "verta_jupyter.widget",
     "to_json_compatible": "verta_jupyter.jsonify",
     "from_json_compatible": "verta_jupyter.jsonify",
     "Endpoint": "verta_jupyter.endpoint",
 }
 
-__all__ = sorted([*_EXPORTS, "VertaError", "load_ipython_extension", "__version__"])
+__all__ = sorted([*_EXPORTS, "VertaError", "ValidationReport", "validate", "load_ipython_extension",
+                  "__version__"])
 
 
 def __getattr__(name: str):

@@ -23,8 +23,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.where}: " if self.where else ""
+        message = self.message if self.message.endswith((".", "!", "?")) else self.message + "."
         remedy = f" {self.remedy}" if self.remedy else ""
-        return f"[{self.code}] {where}{self.message}.{remedy}".replace("..", ".")
+        return f"[{self.code}] {where}{message}{remedy}"
 
     @property
     def is_error(self) -> bool:

@@ -356,15 +356,3 @@ def _package_root() -> str:
         _ROOT.append(tempfile.mkdtemp(prefix="vj-packages-"))
         atexit.register(shutil.rmtree, _ROOT[0], True)
     return _ROOT[0]
-
-
-class _CallableModule(type(sys)):
-    """`verta_jupyter.validate` is both this module and the public function: once the module is
-    imported, Python binds the package attribute to the module, so `from verta_jupyter import
-    validate` may return either. Calling the module calls the function, so both spellings work."""
-
-    def __call__(self, cls, **kwargs) -> ValidationReport:
-        return validate(cls, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

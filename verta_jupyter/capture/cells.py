@@ -79,8 +79,20 @@ def _candidate_sources(obj, cell_source, history):
         filename = None
     if filename:
         yield filename, linecache.getlines(filename), first
-    for cell in reversed(history or []):  # the latest cell that defines it wins
-        yield "<cell>", cell.splitlines(keepends=True), None
+    if _may_search_history(obj):
+        for cell in reversed(history or []):  # the latest cell that defines it wins
+            yield "<cell>", cell.splitlines(keepends=True), None
+
+
+def _may_search_history(obj) -> bool:
+    """Only a class with no code of its own may be looked up by name in past cells.
+
+    A class whose methods came from somewhere we cannot read (`exec`, `%%time`) must not be
+    matched to another class that merely has the same name. Methods that dataclasses generate
+    (`<string>`) are not the user's code.
+    """
+    generated = hasattr(obj, "__dataclass_fields__")
+    return all(generated and code.co_filename == "<string>" for code in code_objects(obj))
 
 
 def code_objects(obj):

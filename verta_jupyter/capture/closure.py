@@ -127,6 +127,8 @@ class Closure:
         if name not in self.namespace:
             return self._builtin_or_unresolved(name, where, user)
         value = self.namespace[name]
+        if _stands_in_for_builtin(name, value):
+            return False  # IPython's own `open` wraps the builtin: deployed, it is the builtin
         if self._is_ipython_object(value):
             self.problems.append(problem(
                 "VJ204", f"'{name}' comes from IPython, which is not there when the model is deployed", name=name, where=where))
@@ -291,6 +293,11 @@ class Closure:
 
 class _StaleDefinition(Exception):
     pass
+
+
+def _stands_in_for_builtin(name: str, value) -> bool:
+    builtin = getattr(builtins, name, None)
+    return builtin is not None and getattr(value, "__wrapped__", None) is builtin
 
 
 def _compiled_with_future_annotations(obj) -> bool:

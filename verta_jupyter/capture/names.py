@@ -64,6 +64,7 @@ def _global_symbols(source: str, own_name: str) -> tuple[set[str], set[str]]:
                 needed.add(sym.get_name())
             if scope is not table and sym.is_declared_global() and sym.is_assigned():
                 mutated.add(sym.get_name())
+                needed.add(sym.get_name())  # `COUNT += 1` reads it too; it must exist in model.py
     needed.discard(own_name)  # a method referring to its own class or a recursive function
     return needed, mutated
 
