@@ -128,7 +128,7 @@ class MlflowServer:
             return
         _kill_group(proc, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pass
         _kill_group(proc, signal.SIGKILL)
@@ -210,3 +210,143 @@ def own_mlflow_server(tmp_path_factory):
         yield server.start()
     finally:
         server.stop()
+
+
+# -- network faults on loopback ----------------------------------------------------------------
+class FaultProxy:
+    """A loopback HTTP proxy in front of a real server that injects failures on demand.
+
+    `fail_next(n, status)` answers the next n requests with `status` without forwarding them;
+    `fail_after_forward(path_part, status)` forwards the next request whose path contains
+    `path_part` (the server acts on it) but answers `status`, like a gateway that lost the
+    reply. `served` counts every injected failure.
+    """
+
+    def __init__(self, upstream_port: int):
+        import http.server
+        import threading
+
+        self.upstream_port = upstream_port
+        self.served = 0
+        self._before: list[int] = []
+        self._after: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _any(self):
+                proxy._handle(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, n: int, status: int = 503) -> None:
+        with self._lock:
+            self._before.extend([status] * n)
+
+    def fail_after_forward(self, path_part: str, status: int = 502) -> None:
+        with self._lock:
+            self._after.append((path_part, status))
+
+    def _handle(self, handler) -> None:
+        import http.client
+
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        with self._lock:
+            status = self._before.pop(0) if self._before else None
+            after = next((rule for rule in self._after if rule[0] in handler.path), None)
+            if status is None and after is not None:
+                self._after.remove(after)
+        if status is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+            headers = {k: v for k, v in handler.headers.items()
+                       if k.lower() not in ("host", "content-length", "connection")}
+            headers["Host"] = f"127.0.0.1:{self.upstream_port}"
+            conn.request(handler.command, handler.path, body=body, headers=headers)
+            upstream = conn.getresponse()
+            data = upstream.read()
+            conn.close()
+            if after is None:
+                return _reply(handler, upstream.status, data,
+                              upstream.getheader("Content-Type", "application/json"))
+            status = after[1]
+        with self._lock:
+            self.served += 1
+        _reply(handler, status, b'{"error_code": "TEMPORARILY_UNAVAILABLE", '
+                                b'"message": "injected by the test proxy"}', "application/json")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _reply(handler, status: int, data: bytes, content_type: str) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+class SilentServer:
+    """A loopback socket that accepts connections and never answers (a hung server)."""
+
+    def __init__(self):
+        import threading
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._held.append(conn)  # read nothing, answer nothing
+
+    def close(self) -> None:
+        self._closed.set()
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def fault_proxy(mlflow_server):
+    """A `FaultProxy` in front of the shared server."""
+    proxy = FaultProxy(mlflow_server.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()

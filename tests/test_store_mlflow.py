@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from mlflow_server import mlflow_server, own_mlflow_server  # noqa: F401 (pytest fixtures)
+from mlflow_server import mlflow_server  # noqa: F401 (pytest fixture)
 from store_contract import StoreContract
 from verta_jupyter.tracking.stores.mlflow import MlflowStore
 
@@ -24,3 +24,182 @@ def store(mlflow_server):
 
 class TestMlflowStoreContract(StoreContract):
     pass
+
+
+# -- faults against real servers ---------------------------------------------------------------
+import os  # noqa: E402  (grouped with the fault tests that need them)
+import pickle  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mlflow_server import (MlflowServer, fault_proxy, require_mlflow,  # noqa: E402,F401
+                           silent_server)
+from store_contract import EchoModel  # noqa: E402
+from verta_jupyter import Client  # noqa: E402
+from verta_jupyter.errors import NotFoundError, StoreError, VertaError  # noqa: E402
+from verta_jupyter.tracking.stores.base import MODEL_KEY  # noqa: E402
+from verta_jupyter.tracking.stores.mlflow_rest import (AuthenticationError, RetryPolicy,  # noqa: E402
+                                                       TransientError)
+
+FAST_RETRY = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2)
+ADMIN_PASSWORD = "verta-Jupyter-admin-pw-1"
+
+
+@pytest.fixture
+def auth_server(tmp_path_factory):
+    """A basic-auth server (`mlflow[auth]`): it checks a password hash on every request, so
+    only the credentials test uses it."""
+    require_mlflow()
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), app_name="basic-auth",
+                          admin=("admin", ADMIN_PASSWORD))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def test_server_stopped_mid_upload_leaves_nothing_half_visible(mlflow_server, tmp_path):
+    # Stops and restarts the shared server (same port, database and artifacts): cheaper than
+    # starting a server of its own, and the tests after it find it running as before.
+    store = MlflowStore(mlflow_server.url, retry_policy=FAST_RETRY,
+                        namespace=f"k{uuid.uuid4().hex[:8]}")
+    run = Client(store=store).set_experiment_run("interrupted")
+    (tmp_path / "v.json").write_text('["a", "b"]')
+    run.log_artifact("vocab", str(tmp_path / "v.json"))
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))
+
+    moved = []
+
+    def kill_at_a_third(n):  # the server dies while our bytes are on the wire
+        moved.append(n)
+        if sum(moved) > big.stat().st_size // 3 and mlflow_server.proc is not None:
+            mlflow_server.kill()
+
+    started = time.monotonic()
+    with pytest.raises(TransientError) as failed:
+        store.put_artifact("run", run.id, "weights", big, type="file", progress=kill_at_a_third)
+    assert time.monotonic() - started < 30
+    message = str(failed.value)
+    assert mlflow_server.url in message and "running" in message and "upload" in message
+
+    # The model upload is cut the same way: after its first file, before it is published.
+    real_upload = store.http.upload
+
+    def upload_then_die(local, remote, progress=None):
+        real_upload(local, remote, progress=progress)
+        mlflow_server.kill()
+
+    store.http.upload = upload_then_die
+    with pytest.raises(VertaError):
+        run.log_model(EchoModel, artifacts=["vocab"], sample_input={"words": ["a"]})
+    store.http.upload = real_upload
+
+    mlflow_server.start()  # same database, same artifact folder, same port
+    keys = [a.key for a in store.list_artifacts("run", run.id)]
+    assert keys == ["vocab"]  # neither the weights nor the model is visible
+    with pytest.raises(NotFoundError):
+        store.artifact_info("run", run.id, "weights")
+    with pytest.raises(VertaError):
+        run.get_model()
+
+    store.put_artifact("run", run.id, "weights", big, type="file")  # the retry succeeds
+    assert store.fetch_artifact("run", run.id, "weights", tmp_path / "back.bin").read_bytes() \
+        == big.read_bytes()
+    run.log_model(EchoModel, artifacts=["vocab"], sample_input={"words": ["a"]})
+    assert run.load_model().predict({"words": ["a", "z"]}) == {"known": ["a"], "size": 2}
+    assert store.check().ok
+
+
+def test_a_5xx_burst_is_retried(fault_proxy):
+    store = MlflowStore(fault_proxy.url, retry_policy=FAST_RETRY, namespace=f"b{uuid.uuid4().hex[:8]}")
+    project = store.get_or_create("project", "p")
+    experiment = store.get_or_create("experiment", "e", project.id)
+    run = store.get_or_create("run", "r", experiment.id)
+    fault_proxy.fail_next(3, 503)
+    store.put_fields("run", run.id, "metrics", {"acc": 0.9})
+    fault_proxy.fail_next(2, 500)
+    assert store.get_fields("run", run.id, "metrics") == {"acc": 0.9}
+    assert fault_proxy.served == 5
+    fault_proxy.fail_next(10, 503)  # longer than our patience: a clear error, not a hang
+    with pytest.raises(TransientError, match="HTTP 503") as failed:
+        store.get_fields("run", run.id, "metrics")
+    assert "4 attempt" in str(failed.value) and fault_proxy.url in str(failed.value)
+
+
+def test_a_lost_create_reply_never_duplicates_a_run(fault_proxy):
+    store = MlflowStore(fault_proxy.url, retry_policy=FAST_RETRY, namespace=f"d{uuid.uuid4().hex[:8]}")
+    project = store.get_or_create("project", "p")
+    experiment = store.get_or_create("experiment", "e", project.id)
+    fault_proxy.fail_after_forward("runs/create", 502)  # the server made it; the reply is lost
+    run = store.get_or_create("run", None, experiment.id)
+    fault_proxy.fail_after_forward("experiments/create", 502)
+    again = store.get_or_create("experiment", "e2", project.id)
+    fault_proxy.fail_after_forward("registered-models/create", 504)
+    model = store.get_or_create("registered_model", "m")
+    assert fault_proxy.served == 3
+    assert [r.id for r in store.find("run", parent_id=experiment.id)] == [run.id]
+    assert [e.name for e in store.find("experiment", parent_id=project.id)] == ["e", "e2"]
+    assert store.get("experiment", again.id) == again
+    assert [m.id for m in store.find("registered_model")] == [model.id]
+
+
+def test_wrong_credentials_give_a_clear_401_without_the_secret(auth_server):
+    auth_env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    wrong = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret-Wrong-pw"}
+    store = MlflowStore(auth_server.url, env=wrong, retry_policy=FAST_RETRY)
+    with pytest.raises(AuthenticationError) as failed:
+        store.get_or_create("project", "p")
+    message = str(failed.value)
+    assert "401" in message and auth_server.url in message and "MLFLOW_TRACKING_PASSWORD" in message
+    for text in (message, repr(store), repr(store.http), repr(failed.value.__cause__)):
+        assert "s3cret-Wrong-pw" not in text
+    with pytest.raises(TypeError):  # a model referencing the store cannot carry it off
+        pickle.dumps(store)
+    with pytest.raises(AuthenticationError):  # no credentials at all
+        MlflowStore(auth_server.url, env={}).get_or_create("project", "p")
+    good = MlflowStore(auth_server.url, env=auth_env, namespace=f"a{uuid.uuid4().hex[:8]}")
+    assert good.get_or_create("project", "p").name == "p"
+    # the URL may carry the credentials too; they never reach `location` or a repr
+    inline = MlflowStore(auth_server.url.replace("//", f"//admin:{ADMIN_PASSWORD}@"), env={})
+    assert ADMIN_PASSWORD not in inline.location + repr(inline)
+    assert inline.find("project") is not None
+
+
+def test_a_server_that_never_answers_times_out(silent_server):
+    store = MlflowStore(silent_server.url, timeout=(1.0, 1.0),
+                        retry_policy=RetryPolicy(attempts=2, backoff=0.05))
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="timeout") as failed:
+        store.get("run", "0123456789abcdef")
+    assert time.monotonic() - started < 10
+    assert silent_server.url in str(failed.value)
+
+
+def test_naming_in_mlflow(mlflow_server):
+    store = MlflowStore(mlflow_server.url, namespace=f"n{uuid.uuid4().hex[:8]}")
+    project = store.get_or_create("project", "a/b")  # "/" is escaped in MLflow's name
+    experiment = store.get_or_create("experiment", "c", project.id)
+    raw = store.http.call("GET", "experiments/get", {"experiment_id": experiment.id})["experiment"]
+    assert raw["name"] == f"{store.namespace}/a%2Fb/c"
+    assert (project.name, experiment.name) == ("a/b", "c")
+    run = store.get_or_create("run", "it's", experiment.id)
+    store.put_fields("run", run.id, "hyperparameters", {"lr": 0.1, "opt": "adam", "s": "0.1"})
+    data = store.http.call("GET", "runs/get", {"run_id": run.id})["run"]["data"]
+    assert {p["key"]: p["value"] for p in data["params"]} == {"lr": "0.1", "opt": "adam", "s": '"0.1"'}
+    assert store.get_fields("run", run.id, "hyperparameters") == {"lr": 0.1, "opt": "adam", "s": "0.1"}
+    store.put_fields("run", run.id, "hyperparameters", {"lr": 0.2})  # MLflow params are immutable
+    assert store.get_fields("run", run.id, "hyperparameters")["lr"] == 0.2
+    assert Client(store=store.location).get_experiment_run(id=run.id).name == "it's"
+
+
+def test_many_metrics_are_batched_within_mlflow_limits(mlflow_server):
+    store = MlflowStore(mlflow_server.url, namespace=f"m{uuid.uuid4().hex[:8]}")
+    project = store.get_or_create("project", "p")
+    run = store.get_or_create("run", "r", store.get_or_create("experiment", "e", project.id).id)
+    metrics = {f"m{i}": i / 7 for i in range(2500)}
+    params = {f"p{i}": i for i in range(250)}
+    store.put_fields("run", run.id, "metrics", metrics)
+    store.put_fields("run", run.id, "hyperparameters", params)
+    assert store.get_fields("run", run.id, "metrics") == metrics
+    assert store.get_fields("run", run.id, "hyperparameters") == params
