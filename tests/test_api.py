@@ -30,3 +30,13 @@ def test_public_names_are_the_contract():
                 "PredictPanel", "to_json_compatible", "from_json_compatible", "Endpoint", "VertaError",
                 "load_ipython_extension", "__version__"}
     assert set(verta_jupyter.__all__) == expected
+
+
+def test_readme_documents_every_catalog_code():
+    from pathlib import Path
+
+    from verta_jupyter.catalog import CATALOG
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [code for code in CATALOG if f"| {code} |" not in readme]
+    assert missing == []
