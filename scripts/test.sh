@@ -16,15 +16,14 @@ elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'
 scripts/setup.sh test
 echo "[test] setup total: $(elapsed "$start_all")s"
 
-# Tests that need MLflow find its server here (its own venv; see scripts/setup.sh).
-export VERTA_JUPYTER_MLFLOW_BIN="$ROOT/.venv-mlflow/bin/mlflow"
+# Tests that need MLflow start its server from here (its own venv; see scripts/setup.sh).
+export VJ_MLFLOW_BIN="${VJ_MLFLOW_BIN:-$ROOT/.venv-mlflow/bin/mlflow}"
 # The venv's bin first: kernels, `jupyter` and helper subprocesses use the venv's Python.
 export PATH="$ROOT/.venv/bin:$PATH"
-export PYTHONDONTWRITEBYTECODE=1
 
 start_tests="$(date +%s.%N)"
 rc=0
-"$ROOT/.venv/bin/python" -m pytest "$@" || rc=$?
+"$ROOT/.venv/bin/python" -m pytest --durations=15 "$@" || rc=$?
 echo "[test] pytest: $(elapsed "$start_tests")s (exit $rc); total: $(elapsed "$start_all")s"
 if [[ "$rc" -eq 5 ]]; then
     echo "[test] pytest collected no tests: treating that as a failure" >&2

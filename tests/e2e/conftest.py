@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the playwright package is not installed (pip install -e .[test])")
+    # Screenshots in test-artifacts/e2e/ are this run's evidence: drop the last run's.
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
