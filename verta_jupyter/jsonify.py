@@ -422,10 +422,23 @@ def _from_generic(data: Any, origin: Any, args: tuple) -> Any:
     if origin is tuple:
         return tuple(_from_items(data, list(args)))
     if origin is dict or origin is Mapping:
-        value_type = args[1] if len(args) == 2 else Any
-        return {_from(k, args[0] if args else str) if args and args[0] is not str else k:
-                _from_item(v, value_type, f"[{json.dumps(k)}]") for k, v in data.items()}
+        if not isinstance(data, dict):
+            raise _NoJsonForm("dict", "expected a JSON object")
+        key_type, value_type = args if len(args) == 2 else (str, Any)
+        return {_from_key(k, key_type): _from_item(v, value_type, f"[{json.dumps(k)}]")
+                for k, v in data.items()}
     return data
+
+
+def _from_key(key: str, ann: Any) -> Any:
+    """JSON keys are strings: `dict[int, X]` and friends need them parsed back."""
+    if ann in (int, float) or (isinstance(ann, type) and issubclass(ann, (int, float))
+                               and not issubclass(ann, enum.Enum)):
+        try:
+            return ann(key)
+        except ValueError as exc:
+            raise _NoJsonForm(ann.__name__, f"key {key!r}: {exc}") from None
+    return key if ann is str else _from(key, ann)
 
 
 def _from_items(data: Any, types: list) -> list:
