@@ -163,7 +163,7 @@ def _conversion_rows(repeat: int, n: int) -> list[dict]:
         row(f"jsonify.dumps, DataFrame {n:,} x 10", text.in_unit("ms"), "ms",
             baseline=pandas_json.in_unit("ms"), spread=text.spread("ms"),
             baseline_name='DataFrame.to_json(orient="records")',
-            note="records + json.dumps(allow_nan=False); json.dumps of 1M Python floats dominates. "
+            note="records + json.dumps(allow_nan=False); json.dumps of the Python floats dominates. "
                  "pandas rounds floats to 10 significant digits by default, ours are exact"),
     ]
 
