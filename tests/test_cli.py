@@ -14,7 +14,8 @@ from verta_jupyter import Client
 from verta_jupyter.cli import main
 
 COMMANDS = [[], ["runs"], ["runs", "list"], ["runs", "show"], ["model"], ["model", "manifest"],
-            ["model", "source"], ["model", "download"], ["store"], ["store", "check"]]
+            ["model", "source"], ["model", "download"], ["store"], ["store", "check"],
+            ["store", "gc"]]
 
 
 @pytest.fixture
@@ -106,3 +107,14 @@ def test_installed_script(logged):
     proc = subprocess.run([script, "runs", "list", "--store", str(store)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and run.id in proc.stdout
+
+
+def test_store_gc(logged, capsys):
+    store, run = logged
+    (store / "tmp" / "put-stray").write_bytes(b"half")
+    code, out, _ = cli(capsys, "store", "gc", "--store", store)
+    assert code == 0 and "removed 0 temporary" in out  # too young: could be a write in progress
+    code, out, _ = cli(capsys, "store", "gc", "--store", store, "--min-age", "0")
+    assert code == 0 and "removed 1 temporary file(s)" in out
+    code, out, _ = cli(capsys, "store", "check", "--store", store)
+    assert code == 0 and "note" not in out

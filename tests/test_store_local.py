@@ -209,3 +209,68 @@ def test_blob_copy_falls_back_when_sendfile_is_unsupported(store, tmp_path, monk
     run.log_artifact("f", str(tmp_path / "f.bin"))
     assert Path(run.fetch_artifacts(["f"])["f"]).read_bytes() == data
     assert store.check().ok
+
+
+def test_an_older_store_is_migrated_in_one_step(tmp_path, monkeypatch):
+    """The migration path, exercised with a made-up version 2 that adds a column."""
+    from verta_jupyter.tracking.stores import local, local_folder
+
+    client = Client(store=tmp_path / "s")
+    kept = client.set_experiment_run("kept")
+    kept.log_metric("acc", 0.5)
+    client.store.close()
+
+    def add_notes_column(conn, root):
+        conn.execute("ALTER TABLE entities ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
+
+    monkeypatch.setattr(local, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(local_folder, "FORMAT_VERSION", 2)
+    monkeypatch.setitem(local_folder.MIGRATIONS, 1, add_notes_column)
+    store = LocalStore(tmp_path / "s")
+    assert json.loads((tmp_path / "s" / MARKER).read_text())["version"] == 2
+    assert store._read("PRAGMA user_version") == [(2,)]
+    assert ("notes",) in [(row[1],) for row in store._read("PRAGMA table_info(entities)")]
+    assert Client(store=store).get_experiment_run(id=kept.id).get_metric("acc") == 0.5
+    assert store.check().ok
+    fresh = LocalStore(tmp_path / "new")  # a new store climbs the same path
+    assert fresh._read("PRAGMA user_version") == [(2,)]
+
+
+def test_garbage_collection_keeps_everything_referenced(store, tmp_path):
+    from verta_jupyter.tracking.stores.blobs import BlobFiles
+
+    run = Client(store=store).set_experiment_run()
+    (tmp_path / "kept.bin").write_bytes(b"kept" * 100)
+    (tmp_path / "orphan.bin").write_bytes(b"orphan" * 100)
+    run.log_artifact("kept", str(tmp_path / "kept.bin"))
+    orphan, _ = BlobFiles(store.root).put(tmp_path / "orphan.bin")  # as if a crash hit here
+    (store.root / "tmp" / "put-stray").write_bytes(b"half")
+    assert store.collect_garbage(min_age=3600) == {"temp_files": 0, "blobs": 0, "bytes": 0}
+    removed = store.collect_garbage(min_age=0)
+    assert removed["temp_files"] == 1 and removed["blobs"] == 1
+    assert not store.blobs.exists(orphan) and not list((store.root / "tmp").iterdir())
+    assert Path(run.fetch_artifacts(["kept"])["kept"]).read_bytes() == b"kept" * 100
+    result = store.check()
+    assert result.ok and not result.notes
+
+
+def test_a_blob_collected_mid_log_is_written_again(store, tmp_path, monkeypatch):
+    """Garbage collection runs at the worst moment: after log_artifact reused an existing
+    unreferenced blob, before its transaction. The artifact still ends up complete."""
+    (tmp_path / "f.bin").write_bytes(b"payload" * 1000)
+    store.blobs.put(tmp_path / "f.bin")  # unreferenced: log_artifact will deduplicate onto it
+    original_put = store.blobs.put
+    calls = []
+
+    def put_then_collect(path, progress=None):
+        result = original_put(path, progress)
+        if not calls:
+            calls.append(store.collect_garbage(min_age=0))
+        return result
+
+    monkeypatch.setattr(store.blobs, "put", put_then_collect)
+    run = Client(store=store).set_experiment_run()
+    run.log_artifact("f", str(tmp_path / "f.bin"))
+    assert calls[0]["blobs"] == 1  # the collection really removed it
+    assert Path(run.fetch_artifacts(["f"])["f"]).read_bytes() == b"payload" * 1000
+    assert store.check().ok

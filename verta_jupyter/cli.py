@@ -6,6 +6,7 @@
     verta-jupyter model source   (RUN_ID | --registered-model NAME --version V)
     verta-jupyter model download (RUN_ID | --registered-model NAME --version V) DEST
     verta-jupyter store check [--quick]
+    verta-jupyter store gc [--min-age SECONDS]
 
 Every command takes `--store PATH_OR_URL` (default: $VERTA_JUPYTER_STORE, else ./verta_store)
 and `--help`. Errors print one line to stderr and exit with status 1; `store check` exits 1 when
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     _command(store, "check", "verify the store's integrity (exit 1 on damage)", _store_check,
              lambda p: p.add_argument("--quick", action="store_true",
                                       help="skip re-hashing every blob"))
+    _command(store, "gc", "delete what interrupted writes left behind (local stores)",
+             _store_gc, lambda p: p.add_argument(
+                 "--min-age", type=float, default=3600.0, metavar="SECONDS",
+                 help="only files older than this (default 3600: never a write in progress)"))
     return parser
 
 
@@ -200,6 +205,23 @@ def _store_check(args) -> int:
         print(f"PROBLEM: {problem}")
     print("ok" if result.ok else f"{len(result.problems)} problem(s) found")
     return 0 if result.ok else 1
+
+
+def _store_gc(args) -> int:
+    from .tracking.client import open_store
+
+    store = open_store(_store_spec(args))
+    try:
+        collect = getattr(store, "collect_garbage", None)
+        if collect is None:
+            raise VertaError(f"{store.location} keeps no local files to collect; gc is for "
+                             "local stores")
+        removed = collect(min_age=args.min_age)
+    finally:
+        store.close()
+    print(f"removed {removed['temp_files']} temporary file(s) and {removed['blobs']} "
+          f"unreferenced blob(s), {removed['bytes']} bytes")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`LocalStore`: the embedded store — one SQLite file (WAL) plus content-addressed blob files.
 
-On-disk format (documented in docs/store-format.md; bump FORMAT_VERSION and add a migration to
-`_MIGRATIONS` when it changes)::
+On-disk format (documented in docs/store-format.md; `local_folder` holds the schema, the
+version, and the migrations)::
 
     verta_store/
       VERTA_STORE.json     {"format": "verta_jupyter.store", "version": 1}  (marks the folder)
@@ -30,44 +30,11 @@ from ...errors import NotFoundError, StoreError
 from .base import (ARTIFACT_TYPES, FIELDS, KINDS, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
                    CheckResult, Entity, Progress, iter_tree, tree_digest)
 from .blobs import BlobFiles
-from .local_check import check_store
-from .local_folder import DB_NAME, FORMAT_VERSION, MARKER, open_folder, write_marker
+from .local_check import check_store, collect_garbage
+from .local_folder import (DB_NAME, FORMAT_VERSION, MARKER, MIGRATIONS, SCHEMA_V1, open_folder,
+                           write_marker)
 
 _LOCK_WAIT_SECONDS = 120.0  # total patience for "database is locked" before telling the user
-
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS entities (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    parent_id TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    UNIQUE (kind, parent_id, name)
-);
-CREATE INDEX IF NOT EXISTS entities_listing ON entities (kind, parent_id, seq);
-CREATE TABLE IF NOT EXISTS fields (
-    owner_id TEXT NOT NULL, field TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (owner_id, field, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS fields_by_key ON fields (field, key);
-CREATE TABLE IF NOT EXISTS artifacts (
-    owner_id TEXT NOT NULL, key TEXT NOT NULL, type TEXT NOT NULL, filename TEXT NOT NULL,
-    size INTEGER NOT NULL, digest TEXT NOT NULL, meta TEXT NOT NULL, created_at REAL NOT NULL,
-    PRIMARY KEY (owner_id, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS artifact_files (
-    owner_id TEXT NOT NULL, key TEXT NOT NULL, relpath TEXT NOT NULL,
-    blob TEXT NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (owner_id, key, relpath)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS artifact_files_by_blob ON artifact_files (blob);
-"""
-
-#: version -> function migrating a connection (inside a transaction) from that version to the
-#: next. Empty while only format 1 exists; see docs/store-format.md for the procedure.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Path], None]] = {}
-
 
 class LocalStore:
     """The embedded store in a folder. `LocalStore(path)` creates the folder if it is absent
@@ -146,12 +113,12 @@ class LocalStore:
     def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
         current = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
         if current == 0:  # a new store starts at version 1 and takes the migration path up
-            for statement in _SCHEMA_V1.split(";"):
+            for statement in SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             current = 1
         while current < FORMAT_VERSION:
-            _MIGRATIONS[current](conn, self.root)
+            MIGRATIONS[current](conn, self.root)
             current += 1
         conn.execute(f"PRAGMA user_version = {current}")
 
@@ -244,16 +211,32 @@ class LocalStore:
         self.get(kind, id)  # fail before writing any blob
         if self.read_only:
             self._write(lambda conn: None)  # raises the read-only error
-        files = self._put_blobs(path, progress)
-        if path.is_dir():
+        for attempt in (1, 2):
+            files = self._put_blobs(path, progress)
+            try:
+                return self._record_artifact(kind, id, key, path.name, type, meta, files)
+            except _BlobsVanished:
+                if attempt == 2:  # pragma: no cover - a second gc in the same instant
+                    raise StoreError(f"blobs of artifact {key!r} keep vanishing from "
+                                     f"{self.location}; is a garbage collection running?")
+        raise AssertionError("unreachable")
+
+    def _record_artifact(self, kind: str, id: str, key: str, filename: str, type: str,
+                         meta: Mapping[str, Any] | None,
+                         files: list[tuple[str, str, int]]) -> ArtifactInfo:
+        if type in ("directory", "model"):
             digest = tree_digest((rel, "sha256:" + hx, size) for rel, hx, size in files)
         else:
             digest = "sha256:" + files[0][1]
-        info = ArtifactInfo(key=key, type=type, filename=path.name,
+        info = ArtifactInfo(key=key, type=type, filename=filename,
                             size=sum(f[2] for f in files), digest=digest, meta=dict(meta or {}))
 
         def record(conn: sqlite3.Connection) -> None:
             self._require_owner(conn, kind, id)
+            # under the write lock, which garbage collection also holds: a blob seen here
+            # stays until this transaction has committed its reference
+            if not all(self.blobs.exists(hx) for _, hx, _ in files):
+                raise _BlobsVanished()
             conn.execute("DELETE FROM artifact_files WHERE owner_id=? AND key=?", (id, key))
             conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (id, key, type, info.filename, info.size, digest,
@@ -333,6 +316,11 @@ class LocalStore:
         with self._lock:
             return check_store(self, verify_blobs=verify_blobs)
 
+    def collect_garbage(self, min_age: float = 3600.0) -> dict[str, int]:
+        """Delete temporary files and unreferenced blobs older than `min_age` seconds (what
+        interrupted writes leave); return what was removed."""
+        return collect_garbage(self, min_age)
+
     def _require_owner(self, conn: sqlite3.Connection, kind: str, id: str) -> None:
         if kind not in OWNER_KINDS:
             raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
@@ -407,3 +395,7 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+class _BlobsVanished(Exception):
+    """A blob was garbage-collected between being written and being referenced: put again."""

@@ -4,10 +4,12 @@ Problems (damage): SQLite corruption, an entity whose parent is gone, fields or 
 missing owner, an artifact without files or whose recorded size/digest disagrees with its files,
 a referenced blob that is missing or whose bytes do not hash to its name.
 Notes (harmless): blobs nothing refers to and temporary files, both left by writes that were
-interrupted before their transaction — exactly what a crash is allowed to leave behind.
+interrupted before their transaction — exactly what a crash is allowed to leave behind;
+`collect_garbage` removes them once they are old enough not to belong to a write in progress.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from .base import PARENT_KIND, CheckResult, tree_digest
@@ -95,3 +97,35 @@ def _check_blobs(store: LocalStore, referenced: dict[str, int], result: CheckRes
     if strays:
         result.notes.append(f"{len(strays)} temporary file(s) in {store.blobs.tmp} "
                             "(left by interrupted writes; harmless)")
+
+
+def collect_garbage(store: LocalStore, min_age: float) -> dict[str, int]:
+    """Remove stray temporary files and unreferenced blobs older than `min_age` seconds.
+
+    Blobs are deleted inside a write transaction: `put_artifact` checks its blobs under the
+    same lock before committing a reference (and writes them again if they vanished), so a
+    blob is never deleted out from under an artifact."""
+    cutoff = time.time() - min_age
+    removed = {"temp_files": 0, "blobs": 0, "bytes": 0}
+    for path in store.blobs.stray_temp_files():
+        _remove_if_old(path, cutoff, removed, "temp_files")
+
+    def sweep(conn) -> None:
+        referenced = {row[0] for row in conn.execute("SELECT DISTINCT blob FROM artifact_files")}
+        for blob in list(store.blobs.all()):
+            if blob not in referenced:
+                _remove_if_old(store.blobs.path(blob), cutoff, removed, "blobs")
+
+    store._write(sweep)
+    return removed
+
+
+def _remove_if_old(path, cutoff: float, removed: dict[str, int], what: str) -> None:
+    try:
+        stat = path.stat()
+        if stat.st_mtime < cutoff:
+            path.unlink()
+            removed[what] += 1
+            removed["bytes"] += stat.st_size
+    except FileNotFoundError:
+        pass

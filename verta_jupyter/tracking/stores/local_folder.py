@@ -1,4 +1,4 @@
-"""The store folder of a `LocalStore`: recognise it, create it atomically, read its marker.
+"""The on-disk format of a `LocalStore`: folder, marker, schema, migrations.
 
 See docs/store-format.md. The marker file names the format and its version; the database's
 `PRAGMA user_version` holds the same number.
@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ...errors import StoreError
 
@@ -17,6 +19,40 @@ FORMAT = "verta_jupyter.store"
 FORMAT_VERSION = 1
 MARKER = "VERTA_STORE.json"
 DB_NAME = "metadata.sqlite3"
+
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS entities (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    parent_id TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    UNIQUE (kind, parent_id, name)
+);
+CREATE INDEX IF NOT EXISTS entities_listing ON entities (kind, parent_id, seq);
+CREATE TABLE IF NOT EXISTS fields (
+    owner_id TEXT NOT NULL, field TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (owner_id, field, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fields_by_key ON fields (field, key);
+CREATE TABLE IF NOT EXISTS artifacts (
+    owner_id TEXT NOT NULL, key TEXT NOT NULL, type TEXT NOT NULL, filename TEXT NOT NULL,
+    size INTEGER NOT NULL, digest TEXT NOT NULL, meta TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (owner_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifact_files (
+    owner_id TEXT NOT NULL, key TEXT NOT NULL, relpath TEXT NOT NULL,
+    blob TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, key, relpath)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS artifact_files_by_blob ON artifact_files (blob);
+"""
+
+#: version -> function migrating a connection (inside a transaction) from that version to the
+#: next. Empty while only format 1 exists; see docs/store-format.md for the procedure.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Path], None]] = {}
 
 
 def open_folder(root: Path) -> bool:
