@@ -255,3 +255,24 @@ def test_command_line_worker_speaks_json_lines_and_keeps_prints_off_stdout(fault
     assert replies[2]["output"] == {"y": 2}
     assert replies[3]["kind"] == "model" and "KeyError" in replies[3]["error"]
     assert "x" * 1000 in done.stderr
+
+
+def test_interrupting_a_call_leaves_no_stale_reply_for_the_next(faulty, tmp_path):
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with WorkerClient(faulty, timeout=30.0) as worker:
+            worker.start()
+            pid = worker.pid
+            signal.setitimer(signal.ITIMER_REAL, 0.5)  # what "interrupt kernel" does
+            with pytest.raises(KeyboardInterrupt):
+                worker.predict({"do": "hang", "pidfile": str(tmp_path / "pid")})
+            assert _dead(pid)
+            assert worker.predict({"x": 8}) == {"y": 16}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -87,6 +87,8 @@ def answer(model: Any, request: dict, roots: list[Path]) -> dict:
     started = time.perf_counter()
     try:
         output = model.predict(data)
+    except KeyboardInterrupt:  # the user interrupted an in-process call: not the model's fault
+        raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a model is a model error too
         return {"ok": False, "kind": "model", "error": _one_line(exc),
                 "traceback": model_traceback(exc, roots)}
@@ -454,6 +456,11 @@ class WorkerClient:
             raise self._timeout_error(timeout, when) from None
         except _Gone:
             raise self._crash_error(when) from None
+        except BaseException:
+            # e.g. KeyboardInterrupt from "interrupt kernel": a reply may still be on its way,
+            # and reading it as the next call's answer would be wrong; start afresh next time
+            self._stop_process()
+            raise
 
     def _timeout_error(self, timeout: float, when: str) -> WorkerTimeoutError:
         exc = WorkerTimeoutError(
