@@ -16,6 +16,7 @@ scripts/setup.sh base
 WORK="$(mktemp -d -t vj-quickstart-XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 export VERTA_JUPYTER_STORE="$WORK/store"
+export VERTA_JUPYTER_CACHE="$WORK/cache"  # models fetched back from the store
 export PATH="$ROOT/.venv/bin:$PATH"
 
 start="$(date +%s.%N)"

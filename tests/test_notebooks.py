@@ -41,7 +41,8 @@ EXPECTED = {
 @pytest.fixture
 def kernel_sandbox(tmp_path, monkeypatch):
     """Folders for one kernel: its working dir, store, temp dir and a kernelspec for this venv."""
-    dirs = {name: tmp_path / name for name in ("work", "store", "tmp", "jupyter", "runtime")}
+    names = ("work", "store", "cache", "home", "tmp", "jupyter", "runtime")
+    dirs = {name: tmp_path / name for name in names}
     for path in dirs.values():
         path.mkdir()
     kernel_dir = dirs["jupyter"] / "kernels" / "python3"
@@ -53,6 +54,9 @@ def kernel_sandbox(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(dirs["jupyter"]))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(dirs["runtime"]))
     monkeypatch.setenv("VERTA_JUPYTER_STORE", str(dirs["store"]))
+    # Runs fetched from the store are cached per user; keep this test's cache out of ~/.cache.
+    monkeypatch.setenv("VERTA_JUPYTER_CACHE", str(dirs["cache"]))
+    monkeypatch.setenv("HOME", str(dirs["home"]))
     monkeypatch.setenv("TMPDIR", str(dirs["tmp"]))
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return dirs
@@ -100,9 +104,10 @@ def test_notebook_runs_and_predicts(name, kernel_sandbox):
     magic_cell = next(texts for texts in cells if any("PredictPanel" in t for t in texts))
     assert magic_cell, "the %%verta_model cell displayed no panel"
 
-    # Everything the notebook wrote is in its store: not beside it, not in its working dir,
-    # not in the temp dir (after the kernel and its workers shut down).
+    # Everything the notebook wrote is in its store (and the fetch cache): not beside it, not in
+    # its working dir, home or temp dir (after the kernel and its workers shut down).
     assert _files_under(kernel_sandbox["store"]), "nothing was logged to the store"
     assert _files_under(kernel_sandbox["work"]) == []
+    assert _files_under(kernel_sandbox["home"]) == []
     assert _files_under(kernel_sandbox["tmp"]) == []
     assert _files_under(NOTEBOOKS) == before

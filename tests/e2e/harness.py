@@ -124,7 +124,7 @@ def start_server(kind: str, base: Path, *, extra_env: dict[str, str] | None = No
 
 def _make_dirs(base: Path) -> dict[str, Path]:
     names = ["root", "config", "data", "runtime", "settings", "workspaces", "app_settings",
-             "jupyter_path", "ipython", "store"]
+             "jupyter_path", "ipython", "store", "cache"]
     dirs = {name: base / name for name in names}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
@@ -160,6 +160,7 @@ def _server_env(dirs: dict[str, Path], marker: str, extra: dict[str, str]) -> di
         JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]),
         IPYTHONDIR=str(dirs["ipython"]),
         VERTA_JUPYTER_STORE=str(dirs["store"]),
+        VERTA_JUPYTER_CACHE=str(dirs["cache"]),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
         **{MARKER: marker},

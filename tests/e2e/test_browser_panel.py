@@ -87,6 +87,13 @@ def test_model_exception_and_timeout(page, jupyter, shots):
     panel.predict('{"x": 1, "fail": "loudly"}')
     expect(panel.error).to_contain_text("The model raised an exception")
     expect(panel.error).to_contain_text("cannot handle fail='loudly'")
+    # The traceback is collapsed, and holds the model's own frames, not the worker's.
+    traceback = panel.error.locator(".vj-traceback")
+    expect(traceback.locator("pre")).not_to_be_visible()
+    traceback.locator("summary").click()
+    expect(traceback.locator("pre")).to_contain_text("raise ValueError")
+    expect(traceback.locator("pre")).to_contain_text("in predict")
+    expect(traceback.locator("pre")).not_to_contain_text("worker.py")
     shots(page, "2-model-exception")
 
     panel.predict('{"x": 5}')
