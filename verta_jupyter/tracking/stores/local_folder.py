@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS entities (
     UNIQUE (kind, parent_id, name)
 );
 CREATE INDEX IF NOT EXISTS entities_listing ON entities (kind, parent_id, seq);
+CREATE INDEX IF NOT EXISTS entities_by_kind ON entities (kind, seq);
 CREATE TABLE IF NOT EXISTS fields (
     owner_id TEXT NOT NULL, field TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (owner_id, field, key)
