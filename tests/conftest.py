@@ -39,9 +39,9 @@ def shell():
     from IPython.core.interactiveshell import InteractiveShell
 
     ip = InteractiveShell.instance()
-    ip.reset(new_session=False)
+    ip.reset(new_session=True)
     yield Shell(ip)
-    ip.reset(new_session=False)
+    ip.reset(new_session=True)
 
 
 def in_ci() -> bool:

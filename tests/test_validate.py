@@ -511,7 +511,8 @@ if __name__ == "__main__" and "--write-doc" in sys.argv:
     for code in EXAMPLES:
         with tempfile.TemporaryDirectory() as tmp:
             os.chdir(tmp)
-            ip.reset(new_session=False)
+            ip.reset(new_session=True)
+            ip.run_cell("%load_ext verta_jupyter", store_history=True)  # as the doc_shell fixture does
             try:
                 messages[code] = example_message(ip, code)
             finally:

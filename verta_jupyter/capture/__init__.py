@@ -65,7 +65,7 @@ def capture_model(cls, namespace: dict | None = None, cell_source: str | None = 
         dependencies=list(closure.dependencies.values()), warnings=closure.warnings,
         values=closure.values, pickled={i.name: i.pickled for i in items if i.pickled is not None},
         bundled=closure.local.files, class_pickle=_class_pickle(cls),
-        defined_in=closure.definitions[0].where() if closure.definitions else "")
+        defined_in=closure.definitions[0].origin if closure.definitions else "")
 
 
 def _check_is_class(cls) -> None:

@@ -152,3 +152,28 @@ def classes_in_cell(cell_source: str) -> list[str]:
     """Names of the top-level classes a cell defines, in order."""
     tree = ast.parse(cell_source)
     return [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+
+
+def last_cell_assigning(name: str, history: list[str]) -> int | None:
+    """Index (= execution count) of the latest history cell that binds `name` at top level."""
+    for number in range(len(history) - 1, 0, -1):
+        try:
+            tree = ast.parse(history[number])
+        except SyntaxError:
+            continue
+        if any(_binds(node, name) for node in tree.body):
+            return number
+    return None
+
+
+def _binds(node: ast.stmt, name: str) -> bool:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return any((a.asname or a.name.split(".")[0]) == name for a in node.names)
+    targets = {ast.Assign: lambda n: n.targets, ast.AnnAssign: lambda n: [n.target],
+               ast.AugAssign: lambda n: [n.target], ast.For: lambda n: [n.target],
+               ast.With: lambda n: [i.optional_vars for i in n.items if i.optional_vars]}
+    getter = targets.get(type(node))
+    if getter is None:
+        return False
+    return any(isinstance(t, ast.Name) and t.id == name
+               for target in getter(node) for t in ast.walk(target))

@@ -91,7 +91,7 @@ class Closure:
                                                comment=f"from {definition.origin}")
         self.definitions.append(definition)
         self.future_annotations |= _compiled_with_future_annotations(obj)
-        self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.where(), used_by)
+        self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.origin, used_by)
         analysis = names.analyse(definition.source, definition.node)
         self._warn_dynamic(definition, analysis)
         for free, use in analysis.uses.items():
@@ -239,7 +239,7 @@ class Closure:
         self.values[name] = value
         if literal is not None:
             self.items[name] = Item(name, "literal", f"{name} = {literal}")
-            self._note(name, "literal", values.describe(value), where, user)
+            self._note(name, "literal", values.describe(value), self._assigned_in(name), user)
             return True
         try:
             data, references = values.dump_value(value, self.definition_name)
@@ -253,10 +253,15 @@ class Closure:
         for ref_name, obj in references.items():
             self.add_definition(ref_name, obj, used_by=name)
             item.depends_on.append(ref_name)
-        self._note(name, "value", values.describe(value), where, user)
+        self._note(name, "value", values.describe(value), self._assigned_in(name), user)
         self.warnings.append(problem(
             "VJ208", f"'{name}' ({values.describe(value)}) is captured by value", name=name, where=where))
         return True
+
+    def _assigned_in(self, name: str) -> str:
+        """'cell In[4]' for the latest cell that assigns `name`, when the history shows it."""
+        number = cells.last_cell_assigning(name, self.history)
+        return f"cell In[{number}]" if number is not None else "the notebook"
 
     def _live_reference(self, pid: str):
         return self.namespace[pid]
