@@ -274,3 +274,17 @@ def test_a_blob_collected_mid_log_is_written_again(store, tmp_path, monkeypatch)
     assert calls[0]["blobs"] == 1  # the collection really removed it
     assert Path(run.fetch_artifacts(["f"])["f"]).read_bytes() == b"payload" * 1000
     assert store.check().ok
+
+
+def test_directory_with_a_symlinked_directory_is_refused(store, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "real").mkdir(parents=True)
+    (tree / "real" / "x.txt").write_text("x")
+    (tree / "file-link").symlink_to(tree / "real" / "x.txt")
+    run = Client(store=store).set_experiment_run()
+    run.log_artifact("ok", tree)  # a link to a file is the file
+    assert (Path(run.fetch_artifacts(["ok"])["ok"]) / "file-link").read_text() == "x"
+    (tree / "dir-link").symlink_to(tree / "real")
+    with pytest.raises(StoreError, match="link to a directory"):
+        run.log_artifact("loop", tree)
+    assert run.get_artifact_keys() == ["ok"]

@@ -167,9 +167,16 @@ class Store(Protocol):
 
 def iter_tree(root: Path) -> Iterable[tuple[str, Path]]:
     """Files under a directory as ("posix/relative/path", absolute path), sorted, so every
-    store hashes and lists a directory tree the same way. Symlinked directories are not
-    descended into (a loop would never end); symlinked files are followed."""
+    store hashes and lists a directory tree the same way. A symlinked file counts as the file
+    it points to; a symlinked directory or a dangling link is refused (StoreError) rather than
+    silently dropped: a loop would never end, and a missing file would be a silent loss."""
+    from ...errors import StoreError
+
     for path in sorted(root.rglob("*")):
+        if path.is_symlink() and (path.is_dir() or not path.exists()):
+            what = "a link to a directory" if path.exists() else "a dangling link"
+            raise StoreError(f"{path} is {what}; copy its target into {root.name} (or remove it) "
+                             "before logging the directory")
         if path.is_file():
             yield path.relative_to(root).as_posix(), path
 
