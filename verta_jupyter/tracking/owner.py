@@ -168,7 +168,7 @@ class Loggable:
                                  "overwrite=True to replace it")
 
     def _put(self, key: str, path: Path, type_: str, meta: Mapping | None = None) -> ArtifactInfo:
-        with transfer_progress(total_size(path), f"log {key}") as progress:
+        with transfer_progress(total_size(path), f"log {_shown(key)}") as progress:
             return self._store.put_artifact(self._kind, self.id, key, path, type=type_,
                                             meta=meta, progress=progress)
 
@@ -197,7 +197,7 @@ class Loggable:
         return {info.key: str(self._fetch(info)) for info in infos}
 
     def _fetch(self, info: ArtifactInfo) -> Path:
-        with transfer_progress(info.size, f"fetch {info.key}") as progress:
+        with transfer_progress(info.size, f"fetch {_shown(info.key)}") as progress:
             return fetch_cached(self._store, self._kind, self.id, info, progress)
 
     def log_requirements(self, requirements: Iterable[str] | str | os.PathLike,
@@ -321,6 +321,10 @@ class Loggable:
 
     def _repr_html_(self) -> str:
         return html_summary(self)
+
+
+def _shown(key: str) -> str:
+    return "model" if key == MODEL_KEY else key
 
 
 def _materialize(key: str, artifact: Any, tmp: Path) -> tuple[Path, str]:
