@@ -10,7 +10,8 @@ import subprocess
 import pytest
 import requests
 
-from mlflow_server import MLFLOW_BIN, MLFLOW_PYTHON, free_port, mlflow_bin  # noqa: F401 (fixture)
+from mlflow_server import (MLFLOW_BIN, MLFLOW_PYTHON, free_port, mlflow_bin,  # noqa: F401
+                           mlflow_server)
 from verta_jupyter import capture_model, load_package
 from verta_jupyter.errors import PackageError
 from verta_jupyter.export_mlflow import export_mlflow
@@ -158,3 +159,33 @@ def test_a_tampered_export_refuses_to_load(exported, mlflow_bin):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "modified after export" in done.stderr
+
+
+def test_a_model_logged_to_an_mlflow_store_loads_with_mlflow_tools(mlflow_server, tmp_path):
+    """Logging to an MLflow store writes the MLflow model beside our package: MLflow users load
+    `runs:/<id>` and `models:/<name>/<version>` with their own tools."""
+    import uuid
+
+    from store_contract import EchoModel
+    from verta_jupyter import Client
+    from verta_jupyter.tracking.stores.mlflow import MlflowStore
+
+    store = MlflowStore(mlflow_server.url, namespace=f"x{uuid.uuid4().hex[:8]}")
+    client = Client(store=store)
+    run = client.set_experiment_run("exported")
+    (tmp_path / "v.json").write_text('["a", "b", "c"]')
+    run.log_artifact("vocab", str(tmp_path / "v.json"))
+    run.log_model(EchoModel, artifacts=["vocab"], sample_input={"words": ["a"]})
+    version = client.get_or_create_registered_model("echo").create_version_from_run(run)
+    data = {"words": ["a", "q", "c"]}
+    expected = run.load_model().predict(data)
+    model_name = store._model_prefix + "echo"
+    script = ("import json, sys, warnings\nwarnings.simplefilter('ignore')\nimport mlflow\n"
+              "print(json.dumps([mlflow.pyfunc.load_model(uri).predict(json.loads(sys.argv[1]))"
+              " for uri in sys.argv[2:]]))\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
+    done = subprocess.run([str(MLFLOW_PYTHON), "-c", script, json.dumps(data), f"runs:/{run.id}/",
+                           f"models:/{model_name}/{version.name}"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [expected, expected]

@@ -49,7 +49,7 @@ from pathlib import Path
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-PACKAGE = Path(__file__).resolve().with_name("{package_dir}")
+PACKAGE = Path(__file__).resolve().parent / {package_dir!r}
 CLASS_NAME = {class_name!r}
 
 
@@ -123,7 +123,7 @@ def export_mlflow(package_dir: str | os.PathLike, path: str | os.PathLike, *,
     are copied in. `mlflow.pyfunc.load_model(path).predict(x)` then answers like our rebuilt
     model, and `mlflow models serve -m path` serves it. `path` must not exist yet.
     """
-    from .package import package_digest, verify_package
+    from .package import verify_package
 
     package_dir, path = Path(package_dir), Path(path)
     manifest = verify_package(package_dir)
@@ -137,14 +137,8 @@ def export_mlflow(package_dir: str | os.PathLike, path: str | os.PathLike, *,
         shutil.copytree(package_dir, staging / PACKAGE_DIR,
                         ignore=shutil.ignore_patterns("__pycache__"))
         placed = _copy_artifacts(artifacts, staging)
-        (staging / ENTRY).write_text(_ENTRY_TEMPLATE.format(
-            class_name=manifest["class_name"], package_dir=PACKAGE_DIR,
-            digest=package_digest(manifest)[:12]))
-        (staging / "requirements.txt").write_text(
-            "".join(f"{r}\n" for r in [*manifest["requirements"], _mlflow_requirement()]))
-        (staging / "python_env.yaml").write_text(_python_env(manifest))
-        example = _write_example(package_dir, staging)
-        (staging / "MLmodel").write_text(_mlmodel(manifest, placed, example))
+        for name, text in mlflow_files(package_dir, PACKAGE_DIR, placed).items():
+            (staging / name).write_text(text)
         if path.exists():
             path.rmdir()
         os.replace(staging, path)
@@ -152,6 +146,31 @@ def export_mlflow(package_dir: str | os.PathLike, path: str | os.PathLike, *,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def mlflow_files(package_dir: Path, package_rel: str, placed: Mapping[str, str]) -> dict[str, str]:
+    """The files that make a directory holding our package (at `package_rel`) and artifacts
+    (key -> relative path) an MLflow model: name -> text. Used by `export_mlflow` and by the
+    MLflow store, which writes them at a run's artifact root beside the logged package."""
+    from .package import package_digest, read_manifest
+
+    manifest = read_manifest(package_dir)
+    files = {
+        ENTRY: _ENTRY_TEMPLATE.format(class_name=manifest["class_name"], package_dir=package_rel,
+                                      digest=package_digest(manifest)[:12]),
+        "requirements.txt": "".join(f"{r}\n" for r in [*manifest["requirements"],
+                                                        _mlflow_requirement()]),
+        "python_env.yaml": _python_env(manifest),
+    }
+    example_type = None
+    sample = Path(package_dir) / "input_example.json"
+    if sample.exists():
+        data = json.loads(sample.read_text())
+        files["input_example.json"] = sample.read_text()
+        files["serving_input_example.json"] = json.dumps({"inputs": data}, indent=2)
+        example_type = "json_object" if isinstance(data, dict) else None
+    files["MLmodel"] = _mlmodel(manifest, dict(placed), example_type)
+    return files
 
 
 def _check_artifacts(manifest: dict, artifacts: dict[str, Path]) -> None:
@@ -176,16 +195,6 @@ def _copy_artifacts(artifacts: dict[str, Path], root: Path) -> dict[str, str]:
             shutil.copyfile(local, target)
         placed[key] = rel
     return placed
-
-
-def _write_example(package_dir: Path, root: Path) -> str | None:
-    sample = package_dir / "input_example.json"
-    if not sample.exists():
-        return None
-    shutil.copyfile(sample, root / "input_example.json")
-    data = json.loads(sample.read_text())
-    (root / "serving_input_example.json").write_text(json.dumps({"inputs": data}, indent=2))
-    return "json_object" if isinstance(data, dict) else None
 
 
 def _mlflow_requirement() -> str:

@@ -175,11 +175,18 @@ class MlflowStore:
             raise StoreError(f"unknown artifact type {type!r}; use one of {ARTIFACT_TYPES}")
         run_id = self._owner_run(kind, id)
         root = self._root(run_id)
-        old = _run_data(self._get_run(run_id))["tags"].get(arts.INFO_TAG + key)
+        tags = _run_data(self._get_run(run_id))["tags"]
+        old = tags.get(arts.INFO_TAG + key)
         info, tag = arts.upload(self.http, root, key, Path(path), type=type, meta=meta,
                                 progress=progress)
+        tags = {**tags, tag["key"]: tag["value"]}
+        if type == "model":  # MLflow users load it with MLflow's own tools, too
+            arts.write_mlflow_model(self.http, root, Path(path), json.loads(tag["value"])["gen"],
+                                    key, tags)
         # The single step that publishes the artifact: every byte above is already stored.
         self.http.call("POST", "runs/set-tag", {"run_id": run_id, **tag})
+        if type != "model":  # a model logged earlier may use this artifact: point MLmodel at it
+            arts.refresh_mlflow_model(self.http, root, key, tags)
         if old:
             arts.delete_generation(self.http, root, key, json.loads(old)["gen"])
         return info

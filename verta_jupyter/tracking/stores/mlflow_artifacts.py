@@ -149,6 +149,52 @@ def list_tree(http: MlflowHttp, base: str) -> list[str]:
     return sorted(out)
 
 
+def write_mlflow_model(http: MlflowHttp, root: str, package: Path, package_gen: str, key: str,
+                       tags: Mapping[str, str]) -> bool:
+    """Make the run's artifact root an MLflow model (MLmodel + entry) that loads this package
+    and the run's artifacts in place, so `mlflow.pyfunc.load_model("runs:/<id>")` and
+    `models:/<name>/<version>` work with MLflow's own tools. Written after the package's bytes
+    and before the tag that publishes it. False if an artifact the model needs is missing."""
+    from ...export_mlflow import mlflow_files
+    from ...package import read_manifest
+
+    placed = {}
+    for name in read_manifest(package).get("artifact_keys", []):
+        text = tags.get(INFO_TAG + name)
+        if text is None:
+            return False
+        record = json.loads(text)
+        tail = "" if record["type"] == "directory" else f"/{record['filename']}"
+        placed[name] = f"vj/{name}/{record['gen']}{tail}"
+    files = mlflow_files(package, f"vj/{key}/{package_gen}", placed)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(files, key=lambda n: n == "MLmodel"):  # MLmodel last
+            local = Path(tmp) / name
+            local.write_text(files[name])
+            http.upload(local, f"{root}/{name}")
+    return True
+
+
+def refresh_mlflow_model(http: MlflowHttp, root: str, key: str, tags: Mapping[str, str]) -> None:
+    """Rewrite the MLflow files of a model on this run that uses artifact `key` (it was logged
+    after the model, e.g. when a registry version copies a run's artifacts, or replaced)."""
+    for tag, text in tags.items():
+        record = json.loads(text) if tag.startswith(INFO_TAG) else {}
+        if record.get("type") != "model":
+            continue
+        model_key = tag[len(INFO_TAG):]
+        base = f"{root}/vj/{model_key}/{record['gen']}"
+        with tempfile.TemporaryDirectory() as tmp:
+            http.download(f"{base}/verta_model.json", Path(tmp) / "verta_model.json")
+            if key not in json.loads((Path(tmp) / "verta_model.json").read_text()).get("artifact_keys", []):
+                continue
+            try:
+                http.download(f"{base}/input_example.json", Path(tmp) / "input_example.json")
+            except NotFoundError:
+                pass
+            write_mlflow_model(http, root, Path(tmp), record["gen"], model_key, tags)
+
+
 def delete_generation(http: MlflowHttp, root: str, key: str, gen: str) -> None:
     """Best effort: the old generation is garbage once the tag points elsewhere."""
     try:
