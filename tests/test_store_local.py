@@ -288,3 +288,13 @@ def test_directory_with_a_symlinked_directory_is_refused(store, tmp_path):
     with pytest.raises(StoreError, match="link to a directory"):
         run.log_artifact("loop", tree)
     assert run.get_artifact_keys() == ["ok"]
+
+
+def test_a_new_store_folder_gets_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        LocalStore(tmp_path / "s").close()
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "s").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "s" / MARKER).stat().st_mode & 0o777 == 0o644

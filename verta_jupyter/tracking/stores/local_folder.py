@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -80,7 +80,9 @@ def _create_folder(root: Path) -> None:
     see either nothing or a complete folder (and exactly one of them wins)."""
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-creating-", dir=root.parent))
+        # not mkdtemp: its 0700 mode would make a store others in the group cannot read
+        staging = root.parent / f".{root.name}-creating-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
     except PermissionError as exc:
         raise StoreError(f"cannot create a store in {root}: the folder is read-only; choose a "
                          "writable folder with store=PATH") from exc
@@ -108,7 +110,7 @@ def _read_marker(marker: Path) -> dict:
 
 
 def write_marker(marker: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".marker-", dir=marker.parent)
-    with os.fdopen(fd, "w") as f:
+    tmp = marker.with_name(f".marker-{uuid.uuid4().hex[:12]}")  # default mode, unlike mkstemp
+    with open(tmp, "x") as f:
         f.write(json.dumps({"format": FORMAT, "version": FORMAT_VERSION}) + "\n")
     os.replace(tmp, marker)
