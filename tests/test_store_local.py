@@ -298,3 +298,15 @@ def test_a_new_store_folder_gets_the_usual_permissions(tmp_path):
         os.umask(umask)
     assert (tmp_path / "s").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "s" / MARKER).stat().st_mode & 0o777 == 0o644
+
+
+def test_blobs_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        store = LocalStore(tmp_path / "s")
+        (tmp_path / "f").write_text("x")
+        Client(store=store).set_experiment_run().log_artifact("f", str(tmp_path / "f"))
+    finally:
+        os.umask(umask)
+    (blob,) = [p for p in (tmp_path / "s" / "blobs").rglob("*") if p.is_file()]
+    assert blob.stat().st_mode & 0o777 == 0o644

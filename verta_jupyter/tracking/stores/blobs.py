@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +39,10 @@ class BlobFiles:
 
     def put(self, src: Path, progress: Progress | None = None) -> tuple[str, int]:
         """Store the file at `src`; return (hex sha256, size). Idempotent for equal content."""
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+        # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
+        # group sharing the store)
+        tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
+        fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             try:
                 hexdigest, size = _copy_hashing(src, fd, progress)
