@@ -236,3 +236,14 @@ def test_an_edited_cached_copy_is_fetched_again(notebook_run):
     source = (package / "model.py").read_text()
     (package / "model.py").write_text(source[:-1] + " ")  # same size: only the digest tells
     assert run.load_model().predict({"text": "good"}) == {"score": 2.5}
+
+
+def test_set_experiment_run_takes_verta_keywords(client):
+    run = client.set_experiment_run("tagged", tags=["a"], attrs={"owner": "me"})
+    again = client.set_experiment_run("tagged", tags=["b"], attrs={"owner": "you"})
+    assert again == run and run.get_tags() == ["a"] and run.get_attribute("owner") == "me"
+    other = Client(store=client.store)
+    assert other.set_experiment_run(id=run.id) == run
+    from verta_jupyter.tracking.client import current_run
+
+    assert current_run() == run

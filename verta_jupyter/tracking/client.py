@@ -134,15 +134,28 @@ class Client:
         self.expt_run = None
         return self.expt
 
-    def set_experiment_run(self, name: str | None = None) -> ExperimentRun:
-        """Get or create run `name` in the current experiment (experiment "default" if none);
-        it becomes the run `%%verta_model` logs to when `--run` is not given."""
+    def set_experiment_run(self, name: str | None = None, *, tags: list[str] | None = None,
+                           attrs: dict[str, Any] | None = None, id: str | None = None
+                           ) -> ExperimentRun:
+        """Get or create run `name` in the current experiment (experiment "default" if none),
+        or reopen the run `id`; it becomes the run `%%verta_model` logs to when `--run` is not
+        given. `tags` and `attrs` are logged when the run is created (as in Verta)."""
         global _current_run
-        if self.expt is None:
-            self.set_experiment(DEFAULT_NAME)
-        entity = self._store.get_or_create("run", _name(name), self.expt.id)
-        self.expt_run = _current_run = ExperimentRun(self._store, entity)
-        return self.expt_run
+        if id is not None:
+            run = self.get_experiment_run(id=id)
+        else:
+            if self.expt is None:
+                self.set_experiment(DEFAULT_NAME)
+            existed = name is not None and bool(
+                self._store.find("run", parent_id=self.expt.id, name=_name(name)))
+            run = ExperimentRun(self._store, self._store.get_or_create("run", _name(name), self.expt.id))
+            if not existed:
+                if tags:
+                    run.log_tags(tags)
+                if attrs:
+                    run.log_attributes(attrs, overwrite=True)
+        self.expt_run = _current_run = run
+        return run
 
     # -- get -------------------------------------------------------------------------------
     def get_project(self, name: str | None = None, id: str | None = None) -> Project:
