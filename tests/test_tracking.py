@@ -247,3 +247,14 @@ def test_set_experiment_run_takes_verta_keywords(client):
     from verta_jupyter.tracking.client import current_run
 
     assert current_run() == run
+
+
+def test_get_by_name_never_creates(tmp_path):
+    client = Client(store=tmp_path / "empty")
+    with pytest.raises(NotFoundError, match="default"):
+        client.get_experiment_run("nope")
+    with pytest.raises(NotFoundError):
+        client.get_experiment("nope")
+    assert client.store.find("project") == [] and client.store.find("experiment") == []
+    made = Client(store=tmp_path / "empty").set_experiment_run("here")
+    assert client.get_experiment_run("here") == made

@@ -164,13 +164,26 @@ class Client:
 
     def get_experiment(self, name: str | None = None, id: str | None = None) -> Experiment:
         """An existing experiment, by id, or by name within the current project."""
-        parent = None if id is not None else (self.proj or self.set_project(DEFAULT_NAME)).id
+        parent = None if id is not None else self._current_id("project")
         return Experiment(self._store, self._get("experiment", name, id, parent))
 
     def get_experiment_run(self, name: str | None = None, id: str | None = None) -> ExperimentRun:
         """An existing run, by id (from any process), or by name within the current experiment."""
-        parent = None if id is not None else (self.expt or self.set_experiment(DEFAULT_NAME)).id
+        parent = None if id is not None else self._current_id("experiment")
         return ExperimentRun(self._store, self._get("run", name, id, parent))
+
+    def _current_id(self, kind: str) -> str:
+        """The current project/experiment id, else the "default" one; never creates (a get
+        must leave the store as it was)."""
+        current = self.proj if kind == "project" else self.expt
+        if current is not None:
+            return current.id
+        parent = None if kind == "project" else self._current_id("project")
+        found = self._store.find(kind, parent_id=parent, name=DEFAULT_NAME)
+        if not found:
+            raise NotFoundError(f"no current {kind} and no {kind} named {DEFAULT_NAME!r} in "
+                                f"{self._store.location}; call set_{kind}(...) first or pass id=")
+        return found[0].id
 
     def _get(self, kind: str, name: str | None, id: str | None, parent: str | None = None) -> Entity:
         if id is not None:
