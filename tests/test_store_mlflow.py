@@ -203,3 +203,23 @@ def test_many_metrics_are_batched_within_mlflow_limits(mlflow_server):
     store.put_fields("run", run.id, "hyperparameters", params)
     assert store.get_fields("run", run.id, "metrics") == metrics
     assert store.get_fields("run", run.id, "hyperparameters") == params
+
+
+def test_a_model_that_uses_a_store_client_is_refused_at_capture(shell, mlflow_server):
+    """A Client in a notebook global is not captured unless the model uses it; if it does, the
+    capture refuses it (VJ202) rather than carrying a session or a password into the package."""
+    from verta_jupyter import capture_model
+    from verta_jupyter.errors import CaptureError
+
+    shell.ns["URL"] = mlflow_server.url.replace("//", "//admin:pw-Not-in-package@")
+    shell.run("from verta_jupyter import Client\nclient = Client(store=URL)\n"
+              "class Uses:\n    def __init__(self, artifacts): pass\n"
+              "    def predict(self, data): return client.find_runs()\n"
+              "class Ignores:\n    def __init__(self, artifacts): pass\n"
+              "    def predict(self, data): return data\n")
+    captured = capture_model(shell.ns["Ignores"], shell.ns)
+    assert "pw-Not-in-package" not in captured.source
+    with pytest.raises(CaptureError) as refused:
+        capture_model(shell.ns["Uses"], shell.ns)
+    assert "VJ202" in refused.value.codes and "client" in str(refused.value)
+    assert "pw-Not-in-package" not in str(refused.value)
