@@ -310,3 +310,22 @@ def test_blobs_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     (blob,) = [p for p in (tmp_path / "s" / "blobs").rglob("*") if p.is_file()]
     assert blob.stat().st_mode & 0o777 == 0o644
+
+
+def test_large_files_are_streamed_not_loaded(store, tmp_path):
+    import tracemalloc
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for i in range(64):
+            f.write(bytes([i]) * (1 << 20))
+    run = Client(store=store).set_experiment_run()
+    tracemalloc.start()
+    try:
+        run.log_artifact("big", str(big))
+        fetched = run.fetch_artifacts(["big"])["big"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB file"
+    assert Path(fetched).stat().st_size == 64 << 20
