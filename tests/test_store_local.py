@@ -329,3 +329,21 @@ def test_large_files_are_streamed_not_loaded(store, tmp_path):
         tracemalloc.stop()
     assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB file"
     assert Path(fetched).stat().st_size == 64 << 20
+
+
+def test_no_store_can_be_made_in_a_read_only_folder(tmp_path):
+    (tmp_path / "ro").mkdir()
+    script = textwrap.dedent(f"""
+        from verta_jupyter import Client
+        from verta_jupyter.errors import StoreError
+        try:
+            Client(store={str(tmp_path / 'ro' / 'verta_store')!r})
+        except StoreError as exc:
+            print("REFUSED:", exc)
+    """)
+    with _read_only(tmp_path / "ro") as wrap:
+        proc = subprocess.run(wrap([sys.executable, "-c", script]), capture_output=True,
+                              text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "REFUSED: cannot create a store" in proc.stdout and "store=PATH" in proc.stdout
+    assert list((tmp_path / "ro").iterdir()) == []

@@ -83,8 +83,8 @@ def _create_folder(root: Path) -> None:
         # not mkdtemp: its 0700 mode would make a store others in the group cannot read
         staging = root.parent / f".{root.name}-creating-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
-    except PermissionError as exc:
-        raise StoreError(f"cannot create a store in {root}: the folder is read-only; choose a "
+    except OSError as exc:  # EACCES, EROFS, ENOSPC, ...
+        raise StoreError(f"cannot create a store at {root} ({exc.strerror or exc}); choose a "
                          "writable folder with store=PATH") from exc
     try:
         for sub in ("blobs", "tmp"):
