@@ -106,6 +106,9 @@ def _checked(r) -> dict:
 
 def _child_env() -> dict:
     env = dict(os.environ)
+    # children run in a scratch directory (whatever a module leaves in its working directory,
+    # e.g. MLflow's ./mlruns, is thrown away); the repo root stays importable
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(common.ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("IPYTHONDIR", tempfile.mkdtemp(prefix="vj-bench-ipython-"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -126,7 +129,7 @@ def _run_module(name: str, *, full: bool, timeout: float | None) -> dict:
         args = [sys.executable, "-m", "bench", "--child", name, "--rows", str(rows_path)]
         args += ["--full"] if full else []
         started = time.perf_counter()
-        proc = subprocess.Popen(args, cwd=common.ROOT, env=_child_env(), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(args, cwd=tmp, env=_child_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=timeout)
@@ -164,8 +167,9 @@ def _profile_module(name: str, *, full: bool, timeout: float | None) -> str:
             "from bench import common, bench_%s as m\n"
             "print(common.profile_top(lambda: m.run(quick=%r), limit=20, sort='tottime'))\n") % (name, not full)
     try:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=common.ROOT, env=_child_env(),
-                              capture_output=True, text=True, timeout=min(timeout or 300.0, 300.0))
+        with tempfile.TemporaryDirectory(prefix="vj-bench-") as tmp:
+            proc = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=_child_env(),
+                                  capture_output=True, text=True, timeout=min(timeout or 300.0, 300.0))
     except subprocess.TimeoutExpired:
         return "(profiling run timed out)"
     return proc.stdout.strip() or f"(profiling run failed: {proc.stderr.strip()[-300:]})"

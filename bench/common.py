@@ -70,8 +70,12 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def measure(fn, *, repeat: int = 5, warmup: int = 1, setup=None) -> Timing:
-    """Time `fn()` `repeat` times after `warmup` untimed calls; `setup()` runs untimed before each."""
+def measure(fn, *, repeat: int = 5, warmup: int = 1, setup=None, budget: float | None = None) -> Timing:
+    """Time `fn()` `repeat` times after `warmup` untimed calls; `setup()` runs untimed before each.
+
+    With `budget` (seconds), stop repeating once the timed calls have used it (at least one
+    sample is always taken), so a pathological size reports n=1 instead of stalling the run.
+    """
     for _ in range(warmup):
         if setup is not None:
             setup()
@@ -83,6 +87,8 @@ def measure(fn, *, repeat: int = 5, warmup: int = 1, setup=None) -> Timing:
         started = time.perf_counter()
         fn()
         timing.samples.append(time.perf_counter() - started)
+        if budget is not None and sum(timing.samples) >= budget:
+            break
     return timing
 
 
