@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             result["module_profile"] = _profile_module(name, full=args.full, timeout=args.timeout)
         print(f"[bench] {name}: {_status(result)} ({result['seconds']:.1f} s)", flush=True)
         results.append(result)
+    previous = Path(args.output).read_text() if Path(args.output).exists() else ""
     report = render(results, full=args.full, seconds=time.perf_counter() - started,
-                    reading=_existing_reading(args.output), only=args.only)
+                    reading=_existing_reading(args.output), only=args.only, previous=previous)
     Path(args.output).write_text(report)
     print(f"[bench] wrote {args.output}")
     return 0
@@ -194,7 +195,8 @@ def _existing_reading(path) -> str:
 
 # ---------------------------------------------------------------- report
 
-def render(results: list[dict], *, full: bool, seconds: float, reading: str = "", only=()) -> str:
+def render(results: list[dict], *, full: bool, seconds: float, reading: str = "", only=(),
+           previous: str = "") -> str:
     """The RESULTS.md text for these module results."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = "full" if full else "quick"
@@ -208,6 +210,7 @@ def render(results: list[dict], *, full: bool, seconds: float, reading: str = ""
              "when its ratio reads differently.", ""]
     lines += _machine_section()
     lines += _summary(results)
+    lines += _changes(results, previous)
     lines += ["## Reading", "", READING_START, reading or "(No reading written yet.)", READING_END, ""]
     for result in results:
         lines += _module_section(result)
@@ -239,6 +242,37 @@ def _summary(results: list[dict]) -> list[str]:
     if not_run:
         out += ["Not run: " + "; ".join(not_run) + ".", ""]
     return out
+
+
+def _previous_values(text: str) -> dict:
+    """{(module, row name): value} read back from an earlier report's tables."""
+    values, module = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            module = line[3:].split(" ", 1)[0]
+        elif line.startswith("| ") and module and not line.startswith(("| benchmark", "|---")):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            number = cells[1].split(" ", 1)[0].replace(",", "") if len(cells) > 1 else ""
+            try:
+                values[(module, cells[0])] = float(number)
+            except ValueError:
+                continue
+    return values
+
+
+def _changes(results: list[dict], previous: str) -> list[str]:
+    """Rows whose value moved more than 2x since the report this run replaces."""
+    old = _previous_values(previous)
+    moved = []
+    for res in results:
+        for r in res["rows"]:
+            before, now = old.get((res["name"], r["name"].strip())), r.get("value")
+            if isinstance(now, (int, float)) and before and now and not 0.5 <= now / before <= 2.0:
+                moved.append(f"{res['name']}: {r['name']}: {_num(before, r.get('unit', ''))} -> "
+                             f"{_num(now, r.get('unit', ''))}")
+    if not moved:
+        return []
+    return ["Changed more than 2x since the previous report: " + "; ".join(moved) + ".", ""]
 
 
 def _module_section(result: dict) -> list[str]:

@@ -82,3 +82,18 @@ def test_peak_memory_is_the_childs_own_and_tracemalloc_sees_python_allocations()
     assert big["peak_rss"] - small["peak_rss"] > 50e6
     _, peak = common.tracemalloc_peak(lambda: len(bytearray(5_000_000)))
     assert peak >= 5_000_000
+
+
+def test_a_row_that_moved_more_than_2x_since_the_last_report_is_called_out():
+    from bench.__main__ import render
+
+    result = {"name": "capture", "error": None, "seconds": 1.0,
+              "rows": [common.row("capture, 1000 helpers", 1300.0, "ms", baseline=20.0)]}
+    before = render([result], full=False, seconds=1.0)
+    result["rows"] = [common.row("capture, 1000 helpers", 47600.0, "ms", baseline=20.0)]
+
+    after = render([result], full=False, seconds=1.0, previous=before)
+
+    assert "Changed more than 2x since the previous report: capture: capture, 1000 helpers: " \
+           "1,300 ms -> 47,600 ms." in after
+    assert "Changed more than 2x" not in render([result], full=False, seconds=1.0, previous=after)
