@@ -86,7 +86,9 @@ class RegisteredModel:
         run.model_info()  # refuse before creating anything: the run must have a model
         version = self.create_version(name)
         fast = getattr(self._store, "copy_artifacts", None)
-        if fast is not None and run._store is self._store:
+        same_store = (type(run._store) is type(self._store)
+                      and run._store.location == self._store.location)
+        if fast is not None and same_store:
             fast(run._kind, run.id, version._kind, version.id, {"source_run_id": run.id})
             return version
         source = run._store
