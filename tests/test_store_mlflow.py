@@ -3,13 +3,21 @@ what only a network store has (faults: a server stopped mid-upload, a 5xx burst,
 credentials, a server that never answers; naming; secrets)."""
 from __future__ import annotations
 
+import os
+import pickle
+import time
 import uuid
 
 import pytest
 
-from mlflow_server import mlflow_server  # noqa: F401 (pytest fixture)
-from store_contract import StoreContract
+from mlflow_server import (MlflowServer, fault_proxy, mlflow_server,  # noqa: F401 (fixtures)
+                           require_mlflow, silent_server)
+from store_contract import EchoModel, StoreContract
+from verta_jupyter import Client
 from verta_jupyter.tracking.stores.mlflow import MlflowStore
+from verta_jupyter.errors import NotFoundError, VertaError
+from verta_jupyter.tracking.stores.mlflow_rest import (AuthenticationError, RetryPolicy,
+                                                       TransientError)
 
 pytestmark = pytest.mark.mlflow
 
@@ -27,20 +35,6 @@ class TestMlflowStoreContract(StoreContract):
 
 
 # -- faults against real servers ---------------------------------------------------------------
-import os  # noqa: E402  (grouped with the fault tests that need them)
-import pickle  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from mlflow_server import (MlflowServer, fault_proxy, require_mlflow,  # noqa: E402,F401
-                           silent_server)
-from store_contract import EchoModel  # noqa: E402
-from verta_jupyter import Client  # noqa: E402
-from verta_jupyter.errors import NotFoundError, StoreError, VertaError  # noqa: E402
-from verta_jupyter.tracking.stores.base import MODEL_KEY  # noqa: E402
-from verta_jupyter.tracking.stores.mlflow_rest import (AuthenticationError, RetryPolicy,  # noqa: E402
-                                                       TransientError)
-
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2)
 ADMIN_PASSWORD = "verta-Jupyter-admin-pw-1"
 
@@ -223,3 +217,34 @@ def test_a_model_that_uses_a_store_client_is_refused_at_capture(shell, mlflow_se
         capture_model(shell.ns["Uses"], shell.ns)
     assert "VJ202" in refused.value.codes and "client" in str(refused.value)
     assert "pw-Not-in-package" not in str(refused.value)
+
+
+def test_notebook_flow_against_mlflow(shell, mlflow_server, tmp_path):
+    """%%verta_model -> predict panel -> rebuild in a fresh process, with the run on MLflow."""
+    import json
+    import subprocess
+    import sys
+
+    from IPython.utils.capture import capture_output
+
+    location = f"{mlflow_server.url}?namespace=nb{uuid.uuid4().hex[:8]}"
+    shell.run("%load_ext verta_jupyter")
+    shell.run(f"from verta_jupyter import Client, PredictPanel\nclient = Client(store={location!r})\n"
+              "run = client.set_experiment_run('notebook')\n")
+    with capture_output():
+        shell.run("%%verta_model --sample '{\"text\": \"hi\"}'\n"
+                  "GREETING = 'hello'\n"
+                  "class Greeter:\n"
+                  "    def __init__(self, artifacts):\n        pass\n"
+                  "    def predict(self, data):\n"
+                  "        return {'reply': f\"{GREETING}, {data['text']}\"}\n")
+    shell.run("panel = PredictPanel(run)\nanswer = panel.predict_json('{\"text\": \"yo\"}')")
+    assert json.loads(shell.ns["answer"]) == {"reply": "hello, yo"}
+    script = ("import json, sys\nfrom verta_jupyter import Client\n"
+              "run = Client(store=sys.argv[1]).get_experiment_run(id=sys.argv[2])\n"
+              "print(json.dumps(run.load_model().predict({'text': 'fresh'})))\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", script, location, shell.ns["run"].id],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": os.environ["PATH"], "VERTA_JUPYTER_CACHE": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"reply": "hello, fresh"}

@@ -96,7 +96,7 @@ class Endpoint:
             try:
                 response = self._session.post(self.url, data=body, headers=self._headers(),
                                               timeout=self.timeout)
-            except requests.ConnectTimeout as exc:
+            except requests.ConnectTimeout:
                 if last:
                     raise self._unreachable(f"could not connect within {self.timeout[0]:g}s") from None
             except requests.ReadTimeout:

@@ -227,7 +227,7 @@ def _mlmodel(manifest: dict, placed: dict[str, str], example_type: str | None) -
     if example_type:
         lines += ["saved_input_example_info:", "  artifact_path: input_example.json",
                   "  serving_input_path: serving_input_example.json", f"  type: {example_type}"]
-    lines += [f"metadata:", f"  verta_jupyter_class: {q(manifest['class_name'])}",
+    lines += ["metadata:", f"  verta_jupyter_class: {q(manifest['class_name'])}",
               f"  verta_jupyter_version: {q(manifest['verta_jupyter'])}",
               f"  exported_by: {q('verta_jupyter ' + platform.python_version())}"]
     return "\n".join(lines) + "\n"

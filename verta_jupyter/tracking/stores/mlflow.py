@@ -32,9 +32,11 @@ from typing import Any, Callable, Mapping
 from ...errors import AlreadyExistsError, NotFoundError, StoreError
 from . import mlflow_artifacts as arts
 from . import mlflow_fields as fields_codec
-from .base import (ARTIFACT_TYPES, FIELDS, KINDS, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
-                   CheckResult, Entity, Progress)
+from .base import ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo, CheckResult, Entity, Progress
 from .mlflow_fields import PREFIX
+from .mlflow_names import (VERSION_NAME_TAG, _check_field, _check_kind, _escape,  # noqa: F401
+                           _generated, _name_filter, _run_data, _tags, _taglist, _unescape,
+                           _version_entity)
 from .mlflow_rest import MlflowHttp, RetryPolicy, TransientError
 
 KIND_TAG = PREFIX + "kind"
@@ -42,7 +44,6 @@ PROJECT_TAG = PREFIX + "project_id"
 CLIENT_ID_TAG = PREFIX + "client_id"
 NAMESPACE_TAG = PREFIX + "namespace"
 NAMESPACE_ENV = "VERTA_JUPYTER_MLFLOW_NAMESPACE"
-VERSION_NAME_TAG = PREFIX + "version_name"
 REGISTRY_EXPERIMENT = "verta_jupyter-registry"
 PAGE = 1000
 
@@ -101,9 +102,12 @@ class MlflowStore:
                 self._exp_prefix + exp_name, {**self._kind_tags("experiment"), PROJECT_TAG: parent_id}))
         if kind == "run":
             return self._run_entity(self._get_or_create_run(parent_id, name))
+        from .mlflow_registry import get_or_create_model, get_or_create_version
+
         if kind == "registered_model":
-            return self._registered_model(name if name is not None else _generated(kind))
-        return self._create_version(parent_id, name)
+            name = name if name is not None else _generated(kind)
+            return get_or_create_model(self, self._model_prefix + name)
+        return get_or_create_version(self, parent_id, name)
 
     def get(self, kind: str, id: str) -> Entity:
         _check_kind(kind)
@@ -147,7 +151,9 @@ class MlflowStore:
             found = [e for e in found if (name is None or e.name == name)
                      and parent_id is None and ancestor_id is None]
         else:
-            found = self._find_versions(parent_id, name, tag, ancestor_id)
+            from .mlflow_registry import find_versions
+
+            found = [] if ancestor_id is not None else find_versions(self, parent_id, name, tag)
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
     # -- key-value fields -------------------------------------------------------------------
@@ -352,22 +358,6 @@ class MlflowStore:
 
         return backing_run_id(self, id)
 
-    # -- registry (see mlflow_registry) -----------------------------------------------------
-    def _registered_model(self, name: str) -> Entity:
-        from .mlflow_registry import get_or_create_model
-
-        return get_or_create_model(self, self._model_prefix + name)
-
-    def _create_version(self, model_name: str, name: str | None) -> Entity:
-        from .mlflow_registry import get_or_create_version
-
-        return get_or_create_version(self, model_name, name)
-
-    def _find_versions(self, parent_id, name, tag, ancestor_id) -> list[Entity]:
-        from .mlflow_registry import find_versions
-
-        return [] if ancestor_id is not None else find_versions(self, parent_id, name, tag)
-
     # -- plumbing ---------------------------------------------------------------------------
     def _create_safely(self, find: Callable[[], Any], create: Callable[[], Any]) -> Any:
         """Find, else create once; after an ambiguous failure, find again before retrying."""
@@ -412,55 +402,3 @@ class MlflowStore:
         return NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} on MLflow server "
                              f"{self.location}; check the id (list them with the client's find "
                              "methods or the MLflow UI)")
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise StoreError(f"unknown entity kind {kind!r}; use one of {KINDS}")
-
-
-def _check_field(field: str) -> None:
-    if field not in FIELDS:
-        raise StoreError(f"unknown field {field!r}; use one of {FIELDS}")
-
-
-def _escape(name: str) -> str:
-    return name.replace("%", "%25").replace("/", "%2F")
-
-
-def _unescape(name: str) -> str:
-    return name.replace("%2F", "/").replace("%25", "%")
-
-
-def _generated(kind: str) -> str:
-    return f"{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-
-
-def _tags(obj: dict) -> dict[str, str]:
-    tags = obj.get("tags", [])
-    return {t["key"]: t.get("value", "") for t in tags} if isinstance(tags, list) else dict(tags)
-
-
-def _taglist(tags: Mapping[str, str]) -> list[dict[str, str]]:
-    return [{"key": k, "value": v} for k, v in tags.items()]
-
-
-def _run_data(run: dict) -> dict:
-    data = run.get("data", {})
-    return {"params": data.get("params", []), "metrics": data.get("metrics", []),
-            "tags": _tags(data)}
-
-
-def _name_filter(name: str) -> str:
-    if "'" not in name:
-        return f"attributes.run_name = '{name}'"
-    if '"' not in name:
-        return f'attributes.run_name = "{name}"'
-    raise StoreError(f"run name {name!r} contains both quote characters, which MLflow's search "
-                     "cannot express; choose a name without one of them")
-
-
-def _version_entity(mv: dict) -> Entity:
-    name = _tags(mv).get(VERSION_NAME_TAG) or mv["version"]
-    return Entity(kind="model_version", id=f"{mv['name']}/{mv['version']}", name=name,
-                  parent_id=mv["name"], created_at=int(mv.get("creation_timestamp", 0)) / 1000)

@@ -1,7 +1,6 @@
 """Integrity check for `MlflowStore`: every published artifact is complete on the server."""
 from __future__ import annotations
 
-import json
 
 from .base import CheckResult
 from . import mlflow_artifacts as arts
