@@ -5,6 +5,9 @@ Colab. Results and errors are HTML widgets, never `with output:` (inside a callb
 is captured by the browser, not the kernel). Every part has a stable CSS class (`vj-*`) so the
 same selectors drive it in any front end. `predict_json(text)` is the exact path the button
 takes; the button only adds busy state and rendering around it.
+
+This module is the panel's layout and wiring; what it shows is rendered by `widget_render`
+and what it talks to (a package, its artifacts, its example) is resolved by `widget_source`.
 """
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import collections
 import html
 import io
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +25,11 @@ import ipywidgets as widgets
 from .errors import (JsonConversionError, PredictError, VertaError, WorkerCrashedError,
                      WorkerTimeoutError)
 from .jsonify import to_json_compatible
+from .widget_render import (KIND_TITLES, error_html, history_label, output_html, snippets_html,
+                            status_html, table_html, timing_text)
+from .widget_source import resolve_source
 
 __all__ = ["PredictPanel", "InvalidJsonError"]
-
-_TABLE_ROWS = 200  # rows shown in an HTML table; the raw view always has everything
-_PRETTY_CHARS = 200_000
 
 
 class InvalidJsonError(VertaError, ValueError):
@@ -69,7 +71,7 @@ class PredictPanel(widgets.VBox):
                  history_size: int = 10, namespace: dict | None = None):
         tmp = tempfile.TemporaryDirectory(prefix="vj-panel-")
         try:
-            self.model = _resolve_source(source, Path(tmp.name), artifacts, sample_input, namespace)
+            self.model = resolve_source(source, Path(tmp.name), artifacts, sample_input, namespace)
         except BaseException:
             tmp.cleanup()
             raise
@@ -127,7 +129,7 @@ class PredictPanel(widgets.VBox):
         self.csv_upload = make(widgets.FileUpload(accept=".csv", multiple=False,
                                                   description="CSV"), "vj-csv")
         self.csv_preview = make(widgets.HTML(), "vj-csv-preview")
-        self.status = make(widgets.HTML(self._status_html("Ready; the model starts on the first "
+        self.status = make(widgets.HTML(status_html("Ready; the model starts on the first "
                                                           "Predict.")), "vj-status")
         self.result = make(widgets.HTML(), "vj-result")
         self.error = make(widgets.HTML(), "vj-error")
@@ -159,12 +161,12 @@ class PredictPanel(widgets.VBox):
             kind = _error_kind(exc)
             self._show_error(kind, exc)
             self._remember(text, None, time.perf_counter() - started, kind, exc)
-            self.status.value = self._status_html(f"Failed: {_KIND_TITLES[kind]}.", "error")
+            self.status.value = status_html(f"Failed: {KIND_TITLES[kind]}.", "error")
         else:
             self._clear_error()
             self._render_output(out)
             self._remember(text, out, self.predictor.last_seconds, None, None)
-            self.status.value = self._status_html(self._timing_text(), "ok")
+            self.status.value = status_html(timing_text(self.predictor), "ok")
             self._render_snippets(text)
         finally:
             self._set_busy(False)
@@ -184,7 +186,7 @@ class PredictPanel(widgets.VBox):
         else:
             self._show_error(entry["kind"], entry["error"])
         self._render_snippets(entry["input"])
-        self.status.value = self._status_html(f"Restored call from {entry['at']}.")
+        self.status.value = status_html(f"Restored call from {entry['at']}.")
 
     def close(self) -> None:
         """Stop the model's worker process, then close the widget."""
@@ -230,12 +232,12 @@ class PredictPanel(widgets.VBox):
             return
         self.input.value = json.dumps(records, indent=1, ensure_ascii=False)
         self.csv_preview.value = (f"<div><b>{html.escape(upload['name'])}</b>: {note}</div>"
-                                  + _table_html(records[:5]))
+                                  + table_html(records[:5]))
 
     def _set_busy(self, busy: bool) -> None:
         self.busy = busy
         if busy:
-            self.status.value = self._status_html("Predicting...", "busy")
+            self.status.value = status_html("Predicting...", "busy")
         self.predict_button.description = "Predicting..." if busy else "Predict"
         self.predict_button.disabled = busy or self.error_kind == "invalid-json" or \
             not self.input.value.strip()
@@ -247,27 +249,11 @@ class PredictPanel(widgets.VBox):
         if text is None:
             self.result.value = ""
             return
-        if self.raw_toggle.value:
-            self.result.value = f'<pre class="vj-raw">{html.escape(text)}</pre>'
-            return
-        output = json.loads(text)
-        if _is_records(output):
-            self.result.value = _table_html(output)
-        else:
-            pretty = json.dumps(output, indent=2, ensure_ascii=False)
-            if len(pretty) > _PRETTY_CHARS:
-                pretty = pretty[:_PRETTY_CHARS] + "\n... (truncated; the raw view has it all)"
-            self.result.value = f'<pre class="vj-pretty">{html.escape(pretty)}</pre>'
+        self.result.value = output_html(text, self.raw_toggle.value)
 
     def _show_error(self, kind: str, exc: BaseException) -> None:
         self.error_kind = kind
-        trace = getattr(exc, "model_traceback", "") or ""
-        details = (f"<details class=\"vj-traceback\"><summary>Traceback (the model's frames)"
-                   f"</summary><pre>{html.escape(trace)}</pre></details>") if trace else ""
-        self.error.value = (f'<div class="vj-error-box vj-error-{kind}" style="color:#b00020">'
-                            f"<b>{_KIND_TITLES[kind]}</b>: "
-                            f"<span class=\"vj-error-message\">{html.escape(str(exc))}</span>"
-                            f"{details}</div>")
+        self.error.value = error_html(kind, exc)
         if kind != "invalid-json":
             self._render_output(None)
 
@@ -282,10 +268,7 @@ class PredictPanel(widgets.VBox):
                              "error": exc, "at": at})
         buttons = []
         for index, entry in enumerate(reversed(self.history)):
-            timing = _duration(entry["seconds"]) if entry["seconds"] is not None else "-"
-            outcome = "ok" if entry["kind"] is None else _KIND_TITLES[entry["kind"]]
-            summary = " ".join(entry["input"].split())[:40]
-            button = widgets.Button(description=f"{entry['at']} {timing} {outcome}: {summary}",
+            button = widgets.Button(description=history_label(entry),
                                     tooltip=entry["input"][:500],
                                     layout=widgets.Layout(width="auto"))
             button.add_class("vj-history-item")
@@ -296,34 +279,7 @@ class PredictPanel(widgets.VBox):
         self.history_box.children = buttons
 
     def _render_snippets(self, text: str) -> None:
-        python, curl = self.model.snippets(text)
-        self.snippets.value = (
-            "<details><summary>Copy as Python</summary>"
-            f'<pre class="vj-snippet-python">{html.escape(python)}</pre></details>'
-            "<details><summary>Copy as curl</summary>"
-            f'<pre class="vj-snippet-curl">{html.escape(curl)}</pre></details>')
-
-    def _timing_text(self) -> str:
-        p = self.predictor
-        parts = [f"{_duration(p.last_seconds)} round trip"]
-        if p.last_model_seconds is not None:
-            parts.append(f"predict {_duration(p.last_model_seconds)}")
-        if p.load_seconds is not None:
-            parts.append(f"model loaded in {p.load_seconds:.2f} s")
-        parts.append("isolated worker" if p.isolated else "in this kernel")
-        return " · ".join(parts)
-
-    @staticmethod
-    def _status_html(text: str, state: str = "idle") -> str:
-        return f'<span class="vj-status-{state}">{html.escape(text)}</span>'
-
-
-_KIND_TITLES = {
-    "invalid-json": "Invalid JSON", "input": "Input does not fit the model",
-    "model": "The model raised an exception", "output": "Output is not JSON-compatible",
-    "crash": "The worker crashed", "timeout": "The model timed out",
-    "load": "The model could not be built", "csv": "CSV could not be read", "error": "Error",
-}
+        self.snippets.value = snippets_html(*self.model.snippets(text))
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -340,35 +296,6 @@ def _error_kind(exc: BaseException) -> str:
     return "error"
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
-
-def _is_records(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
-
-
-def _table_html(records: list[dict]) -> str:
-    columns: dict[str, None] = {}
-    for record in records[:_TABLE_ROWS]:
-        columns.update(dict.fromkeys(record))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in records[:_TABLE_ROWS])
-    more = (f'<div class="vj-table-more">{len(records) - _TABLE_ROWS} more rows: see the raw '
-            "view</div>") if len(records) > _TABLE_ROWS else ""
-    return f'<table class="vj-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}'
-
-
-def _cell(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
 def _csv_records(content: bytes, limit: int) -> tuple[list[dict], str]:
     """CSV bytes -> (records, a note saying how many rows were kept)."""
     import pandas as pd
@@ -382,82 +309,3 @@ def _csv_records(content: bytes, limit: int) -> tuple[list[dict], str]:
     else:
         note = f"{total} rows"
     return to_json_compatible(frame), f"{note} x {frame.shape[1]} columns"
-
-
-
-# -- what the panel talks to: a package directory, its artifacts, its example, its identity -----
-
-class _Model:
-    """The resolved source: package dir + artifact paths + example text + who it is."""
-
-    def __init__(self, package_dir: Path, artifacts: dict, sample: Any, origin: dict):
-        from .package import package_digest, read_manifest
-
-        self.package_dir = Path(package_dir)
-        self.artifacts = {str(k): str(v) for k, v in artifacts.items()}
-        manifest = read_manifest(self.package_dir)
-        self.class_name = manifest["class_name"]
-        self.digest = package_digest(manifest)
-        self.origin = origin
-        example = self.package_dir / "input_example.json"
-        if sample is not None:
-            self.example_text = json.dumps(to_json_compatible(sample, root="sample_input"),
-                                           indent=2, ensure_ascii=False)
-        elif example.exists():
-            self.example_text = example.read_text()
-        else:
-            self.example_text = ""
-
-    def info_html(self) -> str:
-        parts = [f"<b class=\"vj-class\">{html.escape(self.class_name)}</b>"]
-        parts += [f'<span class="vj-{k}">{html.escape(k)} {html.escape(str(v))}</span>'
-                  for k, v in self.origin.items() if v not in (None, "")]
-        parts.append(f'<span class="vj-digest" title="{self.digest}">package '
-                     f"{self.digest[:12]}</span>")
-        return " · ".join(parts)
-
-    def snippets(self, text: str) -> tuple[str, str]:
-        """("copy as Python", "copy as curl") for the request `text`."""
-        body = text if text.strip() else "null"
-        raw_ok = '"""' not in body and not body.endswith(('"', "\\"))
-        literal = f'r"""{body}"""' if raw_ok else repr(body)
-        python = (f"import json\nfrom verta_jupyter.worker import WorkerClient\n\n"
-                  f"with WorkerClient({str(self.package_dir)!r}, artifacts={self.artifacts!r}) as model:\n"
-                  f"    output = model.predict(json.loads({literal}))\nprint(output)\n")
-        url = os.environ.get("VERTA_ENDPOINT_URL", "http://127.0.0.1:8080/predict")
-        curl = (f"curl -sS -X POST {url!s} \\\n  -H 'Content-Type: application/json' "
-                f"\\\n  --data-binary @- <<'JSON'\n{body}\nJSON\n")
-        return python, curl
-
-
-def _resolve_source(source: Any, tmp: Path, artifacts: dict | None, sample: Any,
-                    namespace: dict | None) -> _Model:
-    artifacts = dict(artifacts or {})
-    if isinstance(source, (str, os.PathLike)):
-        return _Model(Path(source), artifacts, sample, {"folder": str(source)})
-    if isinstance(source, type):
-        from .capture import capture_model
-
-        target = capture_model(source, namespace).save(tmp / "model")
-        return _Model(target, artifacts, sample, {"captured from": "the live class"})
-    if hasattr(source, "model_package_dir"):
-        package_dir = Path(source.model_package_dir())
-    elif hasattr(source, "download_model"):
-        package_dir = Path(source.download_model(str(tmp / "model")))
-    else:
-        raise TypeError(f"PredictPanel cannot use a {type(source).__name__}: pass a run, a model "
-                        "version, a model package directory, or a model class")
-    from .package import read_manifest
-
-    keys = [k for k in read_manifest(package_dir).get("artifact_keys", []) if k not in artifacts]
-    if keys and hasattr(source, "fetch_artifacts"):
-        artifacts.update(source.fetch_artifacts(keys))
-    return _Model(package_dir, artifacts, sample, _origin(source))
-
-
-def _origin(source: Any) -> dict:
-    """Who the model belongs to, for the identity line: run name and id, or model and version."""
-    if hasattr(source, "registered_model"):
-        return {"model": getattr(source.registered_model, "name", None),
-                "version": getattr(source, "version", None), "id": getattr(source, "id", None)}
-    return {"run": getattr(source, "name", None), "id": getattr(source, "id", None)}
