@@ -127,3 +127,12 @@ def test_ipython_open_is_the_builtin(shell):
     shell.run(captured_cell)
     captured = capture_model(shell.ns["MyModel"], shell.ns)
     assert captured.warnings == [] and "open =" not in captured.source
+
+
+def test_a_helper_defined_under_time_magic_says_how_to_fix_it(shell):
+    shell.run("%%time\ndef helper(x):\n    return x")
+    shell.run(USES.format(expr="helper(data)"))
+    with pytest.raises(CaptureError) as info:
+        capture_model(shell.ns["MyModel"], shell.ns)
+    assert info.value.codes == ["VJ104"]
+    assert "'helper'" in str(info.value) and "without %%time" in str(info.value)

@@ -208,3 +208,11 @@ def test_global_statement_state_is_carried_into_the_package(shell, tmp_path):
     result = rebuild_in_subprocess(package, sample_input=10)
     assert result.ok, result.traceback
     assert result.output == 11
+
+
+def test_modules_imported_inside_methods_are_pinned(shell):
+    shell.run("class MyModel:\n    def __init__(self, artifacts):\n        import numpy\n"
+              "        self.np = numpy\n    def predict(self, data):\n        from sklearn import __version__\n"
+              "        import json\n        return json.dumps(data)")
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert [r.split("==")[0] for r in captured.requirements] == ["numpy", "scikit-learn"]

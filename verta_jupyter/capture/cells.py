@@ -60,8 +60,15 @@ def locate(obj, *, cell_source: str | None = None, history: list[str] | None = N
         if found is not None:
             return _definition(name, found, "".join(lines), filename)
     kind = "class" if isinstance(obj, type) else "function"
+    unreadable = sorted({c.co_filename for c in code_objects(obj) if not linecache.getlines(c.co_filename)})
+    if "<timed exec>" in unreadable:
+        remedy = "Re-run the cell that defines it without %%time (IPython keeps no source for it)."
+    elif "<string>" in unreadable:
+        remedy = "Define it in a cell or a .py file instead of with exec() (exec keeps no source)."
+    else:
+        remedy = None
     raise CaptureError(problems=[problem(
-        "VJ104", f"cannot find the source of {kind} '{name}'", name=name)])
+        "VJ104", f"cannot find the source of {kind} '{name}'", name=name, remedy=remedy)])
 
 
 def _candidate_sources(obj, cell_source, history):

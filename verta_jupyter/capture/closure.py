@@ -10,6 +10,7 @@ from __future__ import annotations
 import __future__
 import builtins
 import functools
+import importlib
 import inspect
 import sys
 import types
@@ -99,6 +100,8 @@ class Closure:
             where = f"{definition.where(line)}, in {scope or definition.name}"
             if self.resolve(free, use, where, user=scope or definition.name):
                 item.depends_on.append(free)
+        for module_name in sorted(analysis.imports):  # `import x` inside a method: still a requirement
+            self._require_module_named(module_name, import_if_needed=True)
         for free, use in analysis.mutated.items():
             line, scope = use.first
             self.warnings.append(problem(
@@ -218,8 +221,10 @@ class Closure:
         else:
             self.modules_used.add(module.__name__)
 
-    def _require_module_named(self, module_name: str):
+    def _require_module_named(self, module_name: str, import_if_needed: bool = False):
         module = sys.modules.get(module_name)
+        if module is None and import_if_needed:
+            module = _import_quietly(module_name)
         if module is not None:
             self._require_module(module)
         else:
@@ -298,6 +303,14 @@ class Closure:
 
 class _StaleDefinition(Exception):
     pass
+
+
+def _import_quietly(name: str):
+    """Import a module a method imports, to learn what provides it; None if it cannot be."""
+    try:
+        return importlib.import_module(name)
+    except Exception:  # the method may guard the import; a failure here is not ours to report
+        return None
 
 
 def _stands_in_for_builtin(name: str, value) -> bool:

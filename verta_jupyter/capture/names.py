@@ -35,6 +35,7 @@ class NameAnalysis:
     uses: dict[str, NameUse]
     mutated: dict[str, NameUse]  # names assigned through a `global` statement
     dynamic: list[tuple[str, int, str]]  # (call, line, scope)
+    imports: set[str]  # modules imported inside the definition (`import json` in predict)
 
 
 def analyse(source: str, node: ast.stmt) -> NameAnalysis:
@@ -46,7 +47,7 @@ def analyse(source: str, node: ast.stmt) -> NameAnalysis:
     for name in needed - set(uses):  # symtable saw it, ast did not place it: still needed
         uses[name] = NameUse(name, [1], [node.name])
     mutated_uses = {n: visitor.uses.get(n) or NameUse(n, [1], [node.name]) for n in mutated}
-    return NameAnalysis(uses=uses, mutated=mutated_uses, dynamic=visitor.dynamic)
+    return NameAnalysis(uses=uses, mutated=mutated_uses, dynamic=visitor.dynamic, imports=visitor.imports)
 
 
 def _global_symbols(source: str, own_name: str) -> tuple[set[str], set[str]]:
@@ -74,6 +75,7 @@ class _UseVisitor(ast.NodeVisitor):
         self.names = names
         self.uses: dict[str, NameUse] = {}
         self.dynamic: list[tuple[str, int, str]] = []
+        self.imports: set[str] = set()
         self._scope: list[str] = []
 
     def _scoped(self, node):
@@ -100,6 +102,13 @@ class _UseVisitor(ast.NodeVisitor):
             self._record(chain.split(".", 1)[0], node.lineno, chain)
             return
         self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import):
+        self.imports.update(alias.name for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom):
+        if node.level == 0 and node.module:
+            self.imports.add(node.module)
 
     def visit_Call(self, node: ast.Call):
         func = node.func
