@@ -362,7 +362,7 @@ class MlflowStore:
     def _create_safely(self, find: Callable[[], Any], create: Callable[[], Any]) -> Any:
         """Find, else create once; after an ambiguous failure, find again before retrying."""
         delays = self.http.retry_policy.delays()
-        while True:
+        for _ in range(2 * self.http.retry_policy.attempts):
             found = find()
             if found is not None:
                 return found
@@ -377,6 +377,8 @@ class MlflowStore:
                 if delay is None:
                     raise
                 time.sleep(delay)
+        raise StoreError(f"MLflow server {self.location} says it exists but does not return it; "
+                         "check that it is not deleted (MLflow UI, or `mlflow gc`) and retry")
 
     def _paged(self, method: str, endpoint: str, body: dict, key: str) -> list[dict]:
         out, token = [], None

@@ -162,7 +162,9 @@ class MlflowHttp:
         import requests
 
         delays = self.retry_policy.delays() if retry else iter(())
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 if body_factory is not None:
                     kwargs["data"] = body_factory()
@@ -177,7 +179,8 @@ class MlflowHttp:
                 raise self.error(response, what)
             delay = next(delays, None)
             if delay is None:
-                raise self._transient(what, url, failure if response is None else self.error(response, what))
+                cause = failure if response is None else self.error(response, what)
+                raise self._transient(what, url, cause, attempt)
             log.info("%s: retrying in %.2fs (%s)", what, delay,
                      self._describe(failure) if response is None else f"HTTP {response.status_code}")
             time.sleep(delay)
@@ -257,8 +260,8 @@ class MlflowHttp:
                   "Check the value against MLflow's limits (see docs/mlflow.md).")
         return StoreError(f"{where} refused the request: {detail}. {remedy}")
 
-    def _transient(self, what: str, url: str, cause) -> TransientError:
-        attempts = self.retry_policy.attempts
+    def _transient(self, what: str, url: str, cause, attempts: int | None = None) -> TransientError:
+        attempts = attempts or self.retry_policy.attempts
         reason = cause if isinstance(cause, StoreError) else self._describe(cause)
         return TransientError(
             f"MLflow server {self.url} ({what}) failed after {attempts} attempt(s): {reason}. "
