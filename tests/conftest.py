@@ -1,8 +1,10 @@
 """Shared fixtures: real components only (a real IPython shell, real temporary folders)."""
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
+import textwrap
 
 import pytest
 
@@ -46,3 +48,21 @@ def shell():
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+_package_counter = itertools.count()
+
+
+@pytest.fixture
+def make_package(shell, tmp_path):
+    """Run class source in the real shell, capture it, save it as a package; return its path."""
+    from verta_jupyter.capture import capture_model
+    from verta_jupyter.package import MISSING
+
+    def make(source: str, name: str, sample=MISSING, artifact_keys=()):
+        shell.run(textwrap.dedent(source))
+        captured = capture_model(shell.ns[name], shell.ns)
+        return captured.save(tmp_path / f"pkg-{name}-{next(_package_counter)}", sample_input=sample,
+                             artifact_keys=artifact_keys)
+
+    return make

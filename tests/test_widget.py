@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from test_worker import FAULTY, TABLE, _dead, make_package  # noqa: F401 - the same real models
+from served_models import FAULTY, TABLE, dead
 from verta_jupyter.capture import capture_model
 from verta_jupyter.widget import InvalidJsonError, PredictPanel, parse_json
 
@@ -262,7 +262,7 @@ def test_close_stops_the_worker(faulty_package):
     panel.predict_button.click()
     pid = panel.predictor.pid
     panel.close()
-    assert _dead(pid)
+    assert dead(pid)
 
 
 def test_a_class_is_captured_on_the_fly_and_in_process_mode_works(shell):

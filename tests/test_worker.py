@@ -5,71 +5,20 @@ kernel side working and the next call answered.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from verta_jupyter.capture import capture_model
+from served_models import FAULTY, TABLE, dead
 from verta_jupyter.errors import (JsonConversionError, PackageError, PredictError,
                                   WorkerCrashedError, WorkerTimeoutError)
-from verta_jupyter.package import MISSING
 from verta_jupyter.worker import InProcessPredictor, WorkerClient
 
 pytestmark = pytest.mark.timeout(120)
-
-FAULTY = '''
-import os, subprocess, sys, time
-
-class Faulty:
-    """One model, one fault per request: {"do": ...}."""
-
-    def __init__(self, artifacts):
-        self.factor = 2
-
-    def predict(self, data):
-        do = data.get("do")
-        if do == "abort":
-            os.abort()
-        if do == "hang":
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-            with open(data["pidfile"], "w") as f:
-                f.write(str(child.pid))
-            time.sleep(600)
-        if do == "shout":
-            for _ in range(data["megabytes"]):
-                print("x" * (1 << 20))
-        if do == "raise":
-            return self._lookup(data)
-        if do == "object":
-            return {"bad": object()}
-        if do == "exit":
-            os._exit(3)
-        return {"y": data.get("x", 0) * self.factor}
-
-    def _lookup(self, data):
-        return data["missing"]
-'''
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def make_package(shell, tmp_path):
-    """Run class source in the real shell, capture it, save it as a package; return its path."""
-
-    def make(source: str, name: str, sample=MISSING, artifact_keys=()):
-        shell.run(textwrap.dedent(source))
-        captured = capture_model(shell.ns[name], shell.ns)
-        return captured.save(tmp_path / f"pkg-{name}-{next(_counter)}", sample_input=sample,
-                             artifact_keys=artifact_keys)
-
-    return make
 
 
 @pytest.fixture
@@ -82,14 +31,6 @@ def client(faulty):
     worker = WorkerClient(faulty, timeout=5.0)
     yield worker
     worker.close()
-
-
-def _dead(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie is dead
-    except FileNotFoundError:
-        return True
 
 
 def _wait_until(condition, seconds: float = 10.0) -> bool:
@@ -133,7 +74,7 @@ def test_abort_is_a_crash_with_the_model_stack_and_the_next_call_restarts(client
     assert "SIGABRT" in str(exc) and exc.kind == "crash"
     assert "model.py" in exc.model_traceback and "in predict" in exc.model_traceback
     assert "worker.py" not in exc.model_traceback
-    assert _dead(pid)
+    assert dead(pid)
     assert client.predict({"x": 3}) == {"y": 6}
     assert client.pid != pid and client.starts == 2
 
@@ -154,9 +95,9 @@ def test_timeout_kills_the_process_group_and_the_next_call_works(faulty, tmp_pat
             worker.predict({"do": "hang", "pidfile": str(pidfile)})
         assert time.monotonic() - started < 5.0
         assert isinstance(info.value, TimeoutError) and info.value.kind == "timeout"
-        assert _dead(pid) and not worker.running
+        assert dead(pid) and not worker.running
         child = int(pidfile.read_text())
-        assert _wait_until(lambda: _dead(child)), "the model's own child outlived the timeout"
+        assert _wait_until(lambda: dead(child)), "the model's own child outlived the timeout"
         assert worker.predict({"x": 5}) == {"y": 10}
 
 
@@ -178,23 +119,6 @@ def test_input_that_is_not_json_is_refused_before_sending(client):
     with pytest.raises(JsonConversionError, match=r"data\[0\]"):
         client.predict([object()])
     assert client.predict({"x": 2}) == {"y": 4}
-
-
-TABLE = '''
-from __future__ import annotations
-import numpy as np
-import pandas as pd
-
-class Table:
-    def __init__(self, artifacts):
-        with open(artifacts["scale"]) as f:
-            self.scale = float(f.read())
-
-    def predict(self, data: pd.DataFrame):
-        out = data.assign(total=(data["a"] + data["b"]) * self.scale)
-        out["when"] = pd.Timestamp("2024-01-01")
-        return out
-'''
 
 
 def test_dataframe_annotation_artifacts_and_known_types(make_package, tmp_path):
@@ -225,7 +149,7 @@ def test_close_stops_the_process_and_a_later_call_starts_again(client):
     client.start()
     pid = client.pid
     client.close()
-    assert _dead(pid) and not client.running
+    assert dead(pid) and not client.running
     assert client.predict({"x": 1}) == {"y": 2}
 
 
@@ -271,7 +195,7 @@ def test_interrupting_a_call_leaves_no_stale_reply_for_the_next(faulty, tmp_path
             signal.setitimer(signal.ITIMER_REAL, 0.5)  # what "interrupt kernel" does
             with pytest.raises(KeyboardInterrupt):
                 worker.predict({"do": "hang", "pidfile": str(tmp_path / "pid")})
-            assert _dead(pid)
+            assert dead(pid)
             assert worker.predict({"x": 8}) == {"y": 16}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
