@@ -74,6 +74,14 @@ class StoreError(VertaError):
     """The store refused or failed an operation."""
 
 
+class InvalidKeyError(StoreError, ValueError):
+    """A key is empty, too long, or has characters a store cannot hold (e.g. `../x`)."""
+
+
+class InvalidValueError(StoreError, TypeError):
+    """A value has the wrong type for its field (e.g. a list logged as a metric)."""
+
+
 class NotFoundError(StoreError, LookupError):
     """A project, experiment, run, artifact or model does not exist."""
 

@@ -10,7 +10,7 @@ import re
 from typing import Any, Mapping
 
 from ..catalog import problem
-from ..errors import AlreadyExistsError, StoreError, ValidationError
+from ..errors import AlreadyExistsError, InvalidKeyError, InvalidValueError, ValidationError
 
 MAX_KEY_LENGTH = 128
 # A key becomes a file name in some stores (MLflow artifacts), so: no "/", no "..", no leading
@@ -21,14 +21,6 @@ RESERVED_KEYS = ("model.pkl", "model_api.json", "requirements.txt", "custom_modu
 
 _WHAT = {"hyperparameters": "hyperparameter", "metrics": "metric", "attributes": "attribute",
          "tags": "tag", "artifacts": "artifact"}
-
-
-class InvalidKeyError(StoreError, ValueError):
-    """A key is empty, too long, or has characters a store cannot hold (e.g. `../x`)."""
-
-
-class InvalidValueError(StoreError, TypeError):
-    """A value has the wrong type for its field (e.g. a list logged as a metric)."""
 
 
 def check_key(key: Any, field: str) -> str:
