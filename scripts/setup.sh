@@ -13,6 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 MLFLOW_VENV="$ROOT/.venv-mlflow"
+# [auth]: the MLflow store's tests run a server with basic auth, which needs Flask-WTF.
+MLFLOW_SPEC="mlflow[auth]"
 PIP_FLAGS=(--disable-pip-version-check --progress-bar off -q)
 
 now() { date +%s.%N; }
@@ -63,13 +65,13 @@ install_chromium() {
 
 install_mlflow() {
     local key
-    key="$(python3 -V 2>&1) mlflow"
+    key="$(python3 -V 2>&1) $MLFLOW_SPEC"
     if [[ -x "$MLFLOW_VENV/bin/mlflow" && -f "$MLFLOW_VENV/.vj-stamp" \
           && "$(cat "$MLFLOW_VENV/.vj-stamp")" == "$key" ]]; then
         return 0
     fi
     [[ -x "$MLFLOW_VENV/bin/python" ]] || "$(pick_python)" -m venv "$MLFLOW_VENV"
-    "$MLFLOW_VENV/bin/pip" install "${PIP_FLAGS[@]}" mlflow
+    "$MLFLOW_VENV/bin/pip" install "${PIP_FLAGS[@]}" "$MLFLOW_SPEC"
     echo "$key" >"$MLFLOW_VENV/.vj-stamp"
 }
 

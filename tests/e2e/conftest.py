@@ -59,7 +59,7 @@ def browser():
     playwright.stop()
 
 
-@pytest.fixture(scope="module", params=["lab", "notebook"])
+@pytest.fixture(scope="session", params=["lab", "notebook"])
 def jupyter(request, tmp_path_factory):
     """A real JupyterLab 4 / Notebook 7 server in temporary folders, stopped afterwards."""
     from harness import start_server
