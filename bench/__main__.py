@@ -105,11 +105,14 @@ def _checked(r) -> dict:
 
 # ---------------------------------------------------------------- parent side
 
+# Children run in a scratch working directory (whatever a module leaves there, e.g. MLflow's
+# ./mlruns, is thrown away); this puts the repo first on their sys.path without PYTHONPATH,
+# which would leak into the fresh processes the benchmarks start themselves.
+_BOOT = f"import sys; sys.path.insert(0, {str(common.ROOT)!r}); from bench.__main__ import main\n"
+
+
 def _child_env() -> dict:
     env = dict(os.environ)
-    # children run in a scratch directory (whatever a module leaves in its working directory,
-    # e.g. MLflow's ./mlruns, is thrown away); the repo root stays importable
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(common.ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("IPYTHONDIR", tempfile.mkdtemp(prefix="vj-bench-ipython-"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -127,8 +130,8 @@ def _run_module(name: str, *, full: bool, timeout: float | None) -> dict:
     timeout = timeout or (3600.0 if full else 600.0)
     with tempfile.TemporaryDirectory(prefix="vj-bench-") as tmp:
         rows_path = Path(tmp) / "rows.json"
-        args = [sys.executable, "-m", "bench", "--child", name, "--rows", str(rows_path)]
-        args += ["--full"] if full else []
+        argv = ["--child", name, "--rows", str(rows_path)] + (["--full"] if full else [])
+        args = [sys.executable, "-c", _BOOT + f"sys.exit(main({argv!r}))"]
         started = time.perf_counter()
         proc = subprocess.Popen(args, cwd=tmp, env=_child_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -164,7 +167,7 @@ def _wants_profile(result: dict) -> bool:
 
 def _profile_module(name: str, *, full: bool, timeout: float | None) -> str:
     """cProfile of a whole second run of a module whose misses came without a row profile."""
-    code = ("import sys; sys.argv = ['bench']\n"
+    code = (_BOOT + "sys.argv = ['bench']\n"
             "from bench import common, bench_%s as m\n"
             "print(common.profile_top(lambda: m.run(quick=%r), limit=20, sort='tottime'))\n") % (name, not full)
     try:

@@ -236,7 +236,8 @@ def _verta_custom_modules(notebook_dir: Path, out: Path) -> tuple[int, int]:
     then every .py/.pyc/.pyo below those folders (hidden ones too, nested venvs skipped).
     """
     probe = subprocess.run([sys.executable, "-c", "import sys, json; print(json.dumps(sys.path))"],
-                           cwd=notebook_dir, capture_output=True, text=True, check=True)
+                           cwd=notebook_dir, capture_output=True, text=True, check=True,
+                           env=common._clean_env())  # a kernel started there: no PYTHONPATH
     paths = [os.path.abspath(p or notebook_dir) for p in json.loads(probe.stdout)]
     paths = [p for p in dict.fromkeys(paths) if os.path.isdir(p) and not p.endswith(".ipython")
              and not _in_installation(p)]
