@@ -378,8 +378,8 @@ def _robustness_rows(tmp: Path) -> list[dict]:
                 except Exception as exc:  # the scenario's own cells failed here: not a capture result
                     skipped.append(f"{scenario.id} ({type(exc).__name__}: {exc})"[:160])
                     continue
-                for method, ok in scores.items():
-                    wins[method].append((scenario.id, ok))
+                for method, (ok, why) in scores.items():
+                    wins[method].append((scenario.id, ok, why))
     finally:
         sys.path.remove(str(helpers))
         sys.modules.pop("vj_local_helpers", None)
@@ -404,25 +404,29 @@ def _score(scenario, folder: Path, methods: dict, pool) -> dict:
     try:
         package = capture_model(cls, ip.user_ns).save(folder / "package", sample_input=scenario.sample)
         jobs["verta_jupyter"] = lambda: rebuild_in_subprocess(package, sample_input=scenario.sample)
-    except Exception:
-        jobs["verta_jupyter"] = None
+    except Exception as exc:
+        jobs["verta_jupyter"] = f"capture: {type(exc).__name__}: {exc}"
     for method, getsource in methods.items():
         jobs[method] = _baseline_job(method, getsource, cls, scenario, folder)
     for cell in scenario.after:
         _run_cell(ip, cell)
-    futures = {m: pool.submit(job) for m, job in jobs.items() if job is not None}
-    results = {m: f.result() for m, f in futures.items()}
-    return {m: m in results and _same(results[m], expected) for m in jobs}
+    futures = {m: pool.submit(job) for m, job in jobs.items() if callable(job)}
+    return {m: _outcome(futures[m].result(), expected) if m in futures else (False, jobs[m]) for m in jobs}
 
 
-def _same(result, expected) -> bool:
-    if isinstance(result, dict):
-        return result.get("ok") and result.get("output") == expected
-    return result.ok and result.output == expected
+def _outcome(result, expected) -> tuple[bool, str]:
+    """(rebuilt and predicted the same, why not)."""
+    if not isinstance(result, dict):
+        result = {"ok": result.ok, "output": result.output, "error": result.error}
+    if not result.get("ok"):
+        return False, f"fresh process: {result.get('error') or 'no reply'}"
+    if result.get("output") != expected:
+        return False, "fresh process predicted something else"
+    return True, ""
 
 
 def _baseline_job(method: str, getsource, cls, scenario, folder: Path):
-    """A callable that loads `cls` the baseline's way in a fresh `python -I`, or None if it cannot dump."""
+    """A callable that loads `cls` the baseline's way in a fresh `python -I`, or why it cannot dump."""
     import cloudpickle
 
     try:
@@ -432,8 +436,8 @@ def _baseline_job(method: str, getsource, cls, scenario, folder: Path):
         else:
             path = folder / f"{method}.py"
             path.write_text(textwrap.dedent(getsource(cls)))
-    except Exception:
-        return None
+    except Exception as exc:
+        return f"in the notebook: {type(exc).__name__}: {exc}"
     request = json.dumps({"kind": "pickle" if getsource is None else "source", "path": str(path),
                           "class_name": scenario.class_name, "sample": scenario.sample, "root": str(ROOT)})
 
@@ -448,23 +452,34 @@ def _baseline_job(method: str, getsource, cls, scenario, folder: Path):
 
 def _score_rows(wins: dict, total: int) -> list[dict]:
     ours = wins.pop("verta_jupyter")
-    score = 100.0 * sum(ok for _, ok in ours) / total
-    failed = [sid for sid, ok in ours if not ok]
+    score = 100.0 * sum(ok for _, ok, _ in ours) / total
     rows = []
     for method, got in wins.items():
-        passed = [sid for sid, ok in got if ok]
-        lost = [sid for sid, ok in got if not ok]
-        listed = (f" (rebuilt: {', '.join(passed)})" if 0 < len(passed) <= len(lost)
-                  else f" (failed: {', '.join(lost)})" if lost else "")
+        passed = [sid for sid, ok, _ in got if ok]
         rows.append(row(f"capture robustness, {total} scenarios: ours vs {method}", score, "%",
                         baseline=100.0 * len(passed) / total, target="ratio >= 1",
+                        passed=score >= 100.0 * len(passed) / total,  # also when the baseline is 0
                         baseline_name=f"{method} alone",
-                        note=f"{method} rebuilt {len(passed)}/{total}{listed}"
-                             + (f"; ours failed: {', '.join(failed)}" if failed else "; ours rebuilt all")))
+                        note=f"{method} rebuilt {len(passed)}/{total}{_failures(got)}; ours: "
+                             + (_failures(ours).lstrip("; ") or "rebuilt all")))
     if "dill.source" not in wins:
         rows.append(row("capture robustness: ours vs dill.source", score, "%",
                         note="not measured: dill is not installed (pip install dill)"))
     return rows
+
+
+def _failures(got: list) -> str:
+    """'; failed: a (why), b (why)' or, when most failed, the passes and the commonest reason."""
+    failed = [(sid, why) for sid, ok, why in got if not ok]
+    if not failed:
+        return ""
+    if len(failed) * 2 <= len(got):
+        return "; failed: " + ", ".join(f"{sid} ({why[:90]})" for sid, why in failed)
+    reasons = [why.split("\n")[0][:110] for _, why in failed]
+    common_reason = max(set(reasons), key=reasons.count)
+    passed = [sid for sid, ok, _ in got if ok]
+    return (f"; {len(failed)} failed, most with: {common_reason}"
+            + (f"; rebuilt: {', '.join(passed)}" if passed else ""))
 
 
 if __name__ == "__main__":
