@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -46,8 +45,6 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the playwright package is not installed (pip install -e .[test])")
-    # Screenshots in test-artifacts/e2e/ are this run's evidence: drop the last run's.
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -78,11 +75,14 @@ def page(browser, jupyter, request):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
+    # Screenshots are overwritten by name each run; a failure shot from an earlier run would lie.
+    failed_shot = ARTIFACTS / f"FAILED-{request.node.name}.png"
+    failed_shot.unlink(missing_ok=True)
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        page.screenshot(path=str(failed_shot), full_page=True)
     context.close()
     _shutdown_kernels(jupyter)
 

@@ -108,3 +108,13 @@ def test_model_exception_and_timeout(page, jupyter, shots):
     panel.predict('{"x": 50}')
     panel.expect_answer('"double": 100')
     shots(page, "4-recovered")
+
+
+def test_dataframe_model_answers_with_a_table(page, jupyter, shots):
+    panel = _run_notebook(page, jupyter, REPO / "notebooks" / "dataframe.ipynb")
+
+    panel.predict('[{"rooms": 2, "area": 50}, {"rooms": 1, "area": 20.5}]')
+    table = panel.result.locator("table.vj-table")
+    expect(table.locator("th")).to_have_text(["price"])
+    expect(table.locator("tbody td")).to_have_text(["160000.0", "80500.0"])
+    shots(page, "table")
