@@ -325,9 +325,9 @@ def _misses(result: dict) -> list[str]:
             out += [f"Profile for the missed target **{r['name']}** (cProfile, top entries):", "",
                     "```text", r["profile"].strip(), "```", ""]
     if result.get("module_profile"):
-        out += [f"The module's rows missed a target without a row profile; cProfile of a second "
-                f"run of the whole module (top entries by own time; work done in child processes "
-                f"does not show here):", "",
+        out += ["The module's rows missed a target without a row profile; cProfile of a second "
+                "run of the whole module (top entries by own time; work done in child processes "
+                "does not show here):", "",
                 "```text", result["module_profile"].strip(), "```", ""]
     return out
 
