@@ -159,10 +159,11 @@ class MlflowStore:
     # -- key-value fields -------------------------------------------------------------------
     def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
         _check_field(field)
-        run_id = self._owner_run(kind, id)
+        run = self._owner_run(kind, id)
+        run_id = run["info"]["run_id"]
         if not values:
             return
-        payload = fields_codec.encode(field, values, _run_data(self._get_run(run_id)))
+        payload = fields_codec.encode(field, values, _run_data(run))
         for batch in fields_codec.batches(payload):
             # Safe to repeat: params are re-sent with the same value, tags are set, metrics
             # carry an explicit timestamp (the server ignores an identical row).
@@ -170,8 +171,7 @@ class MlflowStore:
 
     def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
         _check_field(field)
-        run_id = self._owner_run(kind, id)
-        return fields_codec.decode(field, _run_data(self._get_run(run_id)))
+        return fields_codec.decode(field, _run_data(self._owner_run(kind, id)))
 
     # -- artifacts --------------------------------------------------------------------------
     def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
@@ -179,9 +179,10 @@ class MlflowStore:
                      progress: Progress | None = None) -> ArtifactInfo:
         if type not in ARTIFACT_TYPES:
             raise StoreError(f"unknown artifact type {type!r}; use one of {ARTIFACT_TYPES}")
-        run_id = self._owner_run(kind, id)
+        run = self._owner_run(kind, id)
+        run_id = run["info"]["run_id"]
         root = self._root(run_id)
-        tags = _run_data(self._get_run(run_id))["tags"]
+        tags = _run_data(run)["tags"]
         old = tags.get(arts.INFO_TAG + key)
         info, tag = arts.upload(self.http, root, key, Path(path), type=type, meta=meta,
                                 progress=progress)
@@ -201,8 +202,9 @@ class MlflowStore:
         return self._artifact(kind, id, key)[0]
 
     def list_artifacts(self, kind: str, id: str) -> list[ArtifactInfo]:
-        run_id = self._owner_run(kind, id)
-        tags = _run_data(self._get_run(run_id))["tags"]
+        run = self._owner_run(kind, id)
+        run_id = run["info"]["run_id"]
+        tags = _run_data(run)["tags"]
         root = self._root(run_id)
         return [arts.parse_info(self.http, root, k[len(arts.INFO_TAG):], v)[0]
                 for k, v in sorted(tags.items()) if k.startswith(arts.INFO_TAG)]
@@ -213,8 +215,9 @@ class MlflowStore:
         return arts.fetch(self.http, self._root(run_id), info, gen, Path(dest), progress)
 
     def _artifact(self, kind: str, id: str, key: str) -> tuple[ArtifactInfo, str, str]:
-        run_id = self._owner_run(kind, id)
-        text = _run_data(self._get_run(run_id))["tags"].get(arts.INFO_TAG + key)
+        run = self._owner_run(kind, id)
+        run_id = run["info"]["run_id"]
+        text = _run_data(run)["tags"].get(arts.INFO_TAG + key)
         if text is None:
             raise NotFoundError(f"no artifact {key!r} in {kind} {id} on {self.location}; log it "
                                 f"first with log_artifact({key!r}, ...)")
@@ -347,16 +350,22 @@ class MlflowStore:
             self._run_entity(self._get_run(run_id))
         return self._roots[run_id]
 
-    def _owner_run(self, kind: str, id: str) -> str:
-        """The MLflow run holding an owner's fields and artifacts (a version's backing run)."""
+    def _owner_run(self, kind: str, id: str) -> dict:
+        """The MLflow run (one GET) holding an owner's fields and artifacts: the run itself, or
+        a model version's backing run."""
         if kind not in OWNER_KINDS:
             raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
         if kind == "run":
-            self.get("run", id)
-            return id
-        from .mlflow_registry import backing_run_id
+            run_id = str(id)
+        else:
+            from .mlflow_registry import backing_run_id
 
-        return backing_run_id(self, id)
+            run_id = backing_run_id(self, id)
+        run = self._get_run(run_id)
+        if run["info"].get("lifecycle_stage") != "active":
+            raise self._not_found(kind, id)
+        self._run_entity(run)  # remembers the artifact root
+        return run
 
     # -- plumbing ---------------------------------------------------------------------------
     def _create_safely(self, find: Callable[[], Any], create: Callable[[], Any]) -> Any:

@@ -61,9 +61,11 @@ def get_or_create_version(store: MlflowStore, model_name: str, name: str | None)
 
 
 def backing_run_id(store: MlflowStore, version_id: str) -> str:
-    mv = store.get("model_version", version_id)
-    name, _, version = mv.id.rpartition("/")
-    data = store.http.call("GET", "model-versions/get", {"name": name, "version": version})
+    name, _, version = str(version_id).rpartition("/")
+    if not name.startswith(store._model_prefix) or not version.isdigit():
+        raise store._not_found("model_version", version_id)
+    data = store._call_nf("model_version", version_id, "GET", "model-versions/get",
+                          {"name": name, "version": version})
     run_id = data["model_version"].get("run_id")
     if not run_id:
         raise StoreError(f"model version {version_id!r} on {store.location} was not created by "
