@@ -56,13 +56,11 @@ def upload(http: MlflowHttp, root: str, key: str, path: Path, *, type: str,
     if path.is_dir():
         entries = []
         for rel, file in iter_tree(path):
-            digest, size = hash_file(file)
-            http.upload(file, f"{base}/{rel}", progress=report())
+            digest, size = http.upload(file, f"{base}/{rel}", progress=report())
             entries.append((rel, digest, size))
         digest, size = tree_digest(entries), sum(e[2] for e in entries)
     else:
-        digest, size = hash_file(path)
-        http.upload(path, f"{base}/{path.name}", progress=report())
+        digest, size = http.upload(path, f"{base}/{path.name}", progress=report())
     info = ArtifactInfo(key=key, type=type, filename=path.name, size=size, digest=digest,
                         meta=dict(meta or {}))
     record = {"gen": gen, "type": type, "filename": path.name, "size": size, "digest": digest,

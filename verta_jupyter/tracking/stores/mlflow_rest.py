@@ -190,12 +190,19 @@ class MlflowHttp:
         return f"{self.url}{ARTIFACTS_API}/{urllib.parse.quote(remote.strip('/'))}"
 
     def upload(self, local_path: str | os.PathLike, remote: str, *, progress: Progress | None = None
-               ) -> None:
-        """Stream a file to `remote` (`<exp>/<run>/artifacts/<path>`); PUT is safe to repeat."""
+               ) -> tuple[str, int]:
+        """Stream a file to `remote` (`<exp>/<run>/artifacts/<path>`); PUT is safe to repeat.
+        Returns ("sha256:<hex>", size) of the bytes sent, hashed on the way (one read)."""
         total = os.path.getsize(local_path)
+        readers: list[_ProgressReader] = []
+
+        def body():
+            readers.append(_ProgressReader(local_path, total, progress))
+            return readers[-1]
+
         self.request("PUT", self.artifact_url(remote), retry=True, what=f"upload {remote}",
-                     body_factory=lambda: _ProgressReader(local_path, total, progress),
-                     headers={"Content-Type": "application/octet-stream"})
+                     body_factory=body, headers={"Content-Type": "application/octet-stream"})
+        return "sha256:" + readers[-1].sha256.hexdigest(), readers[-1].done
 
     def download(self, remote: str, dest: str | os.PathLike, *, progress: Progress | None = None
                  ) -> None:
@@ -302,17 +309,21 @@ class _ProgressReader:
     """A file opened for one upload attempt; reports progress as requests reads it."""
 
     def __init__(self, path, total: int, progress: Progress | None):
+        import hashlib
+
         self._file = open(path, "rb")
-        self._total, self._done, self._progress = total, 0, progress
+        self._total, self.done, self._progress = total, 0, progress
+        self.sha256 = hashlib.sha256()
 
     def __len__(self) -> int:  # lets requests send Content-Length instead of chunked encoding
         return self._total
 
     def read(self, size: int = -1) -> bytes:
         data = self._file.read(CHUNK if size is None or size < 0 else max(size, CHUNK))
-        self._done += len(data)
+        self.done += len(data)
+        self.sha256.update(data)
         if self._progress and data:
-            self._progress(self._done, self._total)
+            self._progress(self.done, self._total)
         return data
 
     def close(self) -> None:
