@@ -84,7 +84,7 @@ def run(quick: bool) -> list[dict]:
         try:
             return (log_model_rows(server.url, Path(tmp), repeat=3 if quick else 7)
                     + upload_rows(server.url, Path(tmp), size=64 * MiB if quick else 512 * MiB,
-                                  repeat=3))
+                                  repeat=5))
         finally:
             server.stop()
 

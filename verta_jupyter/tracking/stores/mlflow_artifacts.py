@@ -54,10 +54,10 @@ def upload(http: MlflowHttp, root: str, key: str, path: Path, *, type: str,
     base = f"{root}/vj/{key}/{gen}"
     report = _reporter(progress)
     if path.is_dir():
-        entries = []
-        for rel, file in iter_tree(path):
-            digest, size = http.upload(file, f"{base}/{rel}", progress=report())
-            entries.append((rel, digest, size))
+        files = list(iter_tree(path))
+        sent = parallel(lambda item: http.upload(item[1], f"{base}/{item[0]}", progress=report()),
+                        files)
+        entries = [(rel, digest, size) for (rel, _), (digest, size) in zip(files, sent)]
         digest, size = tree_digest(entries), sum(e[2] for e in entries)
     else:
         digest, size = http.upload(path, f"{base}/{path.name}", progress=report())
@@ -166,11 +166,23 @@ def write_mlflow_model(http: MlflowHttp, root: str, package: Path, package_gen: 
         placed[name] = f"vj/{name}/{record['gen']}{tail}"
     files = mlflow_files(package, f"vj/{key}/{package_gen}", placed)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in sorted(files, key=lambda n: n == "MLmodel"):  # MLmodel last
-            local = Path(tmp) / name
-            local.write_text(files[name])
-            http.upload(local, f"{root}/{name}")
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        rest = [name for name in files if name != "MLmodel"]
+        parallel(lambda name: http.upload(Path(tmp) / name, f"{root}/{name}"), rest)
+        http.upload(Path(tmp) / "MLmodel", f"{root}/MLmodel")  # last: it makes it a model
     return True
+
+
+def parallel(fn, items: list, workers: int = 4) -> list:
+    """`[fn(item) for item in items]` with a few requests in flight: a package is many small
+    files, and each PUT waits mostly on the server. The first error is raised."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def refresh_mlflow_model(http: MlflowHttp, root: str, key: str, tags: Mapping[str, str]) -> None:
