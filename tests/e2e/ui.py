@@ -1,21 +1,27 @@
 """What a person does in JupyterLab 4 and Notebook 7, as Playwright steps that work in both.
 
-Clicks go through the real menus and widgets. The one thing read from the page's JavaScript is
-whether the notebook's kernel is connected and idle (the server runs with
-`expose_app_in_browser`, as JupyterLab's own UI tests do): the toolbar's indicator reads "idle"
-before any kernel exists, so it cannot tell "ready" from "not started yet".
+Clicks go through the real menus and widgets. What is read from the page's JavaScript is only
+whether the notebook's kernel is connected and idle, and whether its cells have run (the server
+runs with `expose_app_in_browser`, as JupyterLab's own UI tests do): the toolbar's indicator reads
+"idle" before any kernel exists, so it cannot tell "ready" from "not started yet".
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page
 
-KERNEL_IDLE_JS = """() => {
+# "ready" once the notebook's kernel is connected and idle; "dialog" while Lab asks which
+# kernel to start (it does when its kernel list arrives after the notebook opens).
+KERNEL_STATE_JS = """() => {
+  const dialogs = Array.from(document.querySelectorAll('.jp-Dialog'));
+  if (dialogs.some((d) => d.textContent.includes('Select Kernel'))) return 'dialog';
   const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const kernel = widget && widget.sessionContext && widget.sessionContext.session
       && widget.sessionContext.session.kernel;
-  return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+  const ready = !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+  return ready ? 'ready' : false;
 }"""
 
 # True once every code cell has run (an execution count, none queued) and the kernel is idle.
@@ -32,14 +38,17 @@ ALL_CELLS_RAN_JS = """() => {
 
 def open_notebook(page: Page, url: str, *, timeout: float = 90_000) -> None:
     """Open a notebook and wait until its kernel is connected and idle."""
-    # On a busy machine Lab may ask which kernel to start (its kernel list arrived late);
-    # a person would accept the preselected Python 3, so do that whenever the dialog shows.
-    select_kernel = page.locator(".jp-Dialog").filter(has_text="Select Kernel")
-    page.add_locator_handler(
-        select_kernel, lambda dialog: dialog.get_by_role("button", name="Select").click()
-    )
     page.goto(url)
-    page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout)
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        remaining = max(1.0, (deadline - time.monotonic()) * 1000)
+        state = page.wait_for_function(KERNEL_STATE_JS, timeout=remaining).json_value()
+        if state == "ready":
+            return
+        # A person would accept the preselected kernel (the notebook's own Python 3).
+        dialog = page.locator(".jp-Dialog").filter(has_text="Select Kernel")
+        dialog.get_by_role("button", name="Select", exact=True).click()
+        dialog.wait_for(state="detached")
 
 
 def run_all(page: Page, *, wait: bool = True, timeout: float = 120_000) -> None:
