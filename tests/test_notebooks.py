@@ -110,3 +110,19 @@ def test_notebook_runs_and_predicts(name, kernel_sandbox):
     assert _files_under(kernel_sandbox["home"]) == []
     assert _files_under(kernel_sandbox["tmp"]) == []
     assert _files_under(NOTEBOOKS) == before
+
+
+@pytest.mark.slow
+def test_quickstart_script_runs_the_main_job(tmp_path):
+    """README's first command: set up (already done here, so quick) and run the quickstart."""
+    import subprocess
+
+    repo = NOTEBOOKS.parent
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HOME": str(tmp_path / "home")}
+    done = subprocess.run([str(repo / "scripts" / "quickstart.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "fresh process: {'words': 3, 'longest': 'cat'}" in done.stdout
+    assert "6 code cells ran without error" in done.stdout
+    # Its temporary store, cache and working folder are gone afterwards.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
