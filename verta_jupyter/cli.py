@@ -5,6 +5,7 @@
     verta-jupyter model manifest (RUN_ID | --registered-model NAME --version V)
     verta-jupyter model source   (RUN_ID | --registered-model NAME --version V)
     verta-jupyter model download (RUN_ID | --registered-model NAME --version V) DEST
+    verta-jupyter model export-mlflow (RUN_ID | --registered-model NAME --version V) DEST
     verta-jupyter store check [--quick]
     verta-jupyter store gc [--min-age SECONDS]
 
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
              _add_model_target)
     _command(model, "download", "write the model package to a new folder", _model_download,
              lambda p: (_add_model_target(p), p.add_argument("dest", help="a new or empty folder")))
+    _command(model, "export-mlflow", "write the model as an MLflow model directory (pyfunc)",
+             _model_export_mlflow,
+             lambda p: (_add_model_target(p), p.add_argument("dest", help="a new folder")))
     store = _group(groups, "store", "maintain a store")
     _command(store, "check", "verify the store's integrity (exit 1 on damage)", _store_check,
              lambda p: p.add_argument("--quick", action="store_true",
@@ -183,6 +187,12 @@ def _model_source(args) -> int:
 
 def _model_download(args) -> int:
     path = _owner(args).download_model(args.dest)
+    print(Path(path).resolve())
+    return 0
+
+
+def _model_export_mlflow(args) -> int:
+    path = _owner(args).export_mlflow(args.dest)
     print(Path(path).resolve())
     return 0
 

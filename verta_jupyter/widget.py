@@ -57,18 +57,44 @@ def parse_json(text: str) -> Any:
         raise InvalidJsonError(f"line {line}, column {column}: {exc}", line, column) from None
 
 
+class EndpointPredictor:
+    """The panel's predictor for a deployed model: the same JSON, sent to an `Endpoint`."""
+
+    isolated = True  # the model runs elsewhere: nothing it does can hurt this kernel
+    load_seconds = None
+    last_model_seconds = None
+
+    def __init__(self, endpoint: Any):
+        self.endpoint = endpoint
+        self.where = f"endpoint {getattr(endpoint, 'url', endpoint)!s}"
+        self.last_seconds = 0.0
+
+    def predict(self, data: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.endpoint.predict(data)
+        finally:
+            self.last_seconds = time.perf_counter() - started
+
+    def close(self) -> None:
+        close = getattr(self.endpoint, "close", None)
+        if close is not None:
+            close()
+
+
 class PredictPanel(widgets.VBox):
     """A widget that sends JSON through a logged model and shows the answer.
 
     `source` is a run or model version (anything with `model_package_dir()` or
     `download_model(path)`, and `fetch_artifacts(keys)`), a package directory, or a class
     (captured on the fly). The model runs in an isolated worker process unless
-    `in_process=True`. `sample_input` pre-fills the editor (default: the package's example).
+    `in_process=True`, or in a deployment when `endpoint=` is an `Endpoint` (or anything with
+    `predict(data)`). `sample_input` pre-fills the editor (default: the package's example).
     """
 
     def __init__(self, source: Any, sample_input: Any = None, *, artifacts: dict | None = None,
                  timeout: float = 30.0, in_process: bool = False, csv_row_limit: int = 1000,
-                 history_size: int = 10, namespace: dict | None = None):
+                 history_size: int = 10, namespace: dict | None = None, endpoint: Any = None):
         tmp = tempfile.TemporaryDirectory(prefix="vj-panel-")
         try:
             self.model = resolve_source(source, Path(tmp.name), artifacts, sample_input, namespace)
@@ -76,7 +102,10 @@ class PredictPanel(widgets.VBox):
             tmp.cleanup()
             raise
         self._tmp = tmp
-        if in_process:
+        if endpoint is not None:  # a deployed model answers; the package still names and fills it
+            self.predictor = EndpointPredictor(endpoint)
+            self.model.origin["endpoint"] = getattr(endpoint, "url", repr(endpoint))
+        elif in_process:
             from .worker import InProcessPredictor
             self.predictor = InProcessPredictor(self.model.package_dir, self.model.artifacts, timeout)
         else:
@@ -97,7 +126,8 @@ class PredictPanel(widgets.VBox):
 
     def __repr__(self) -> str:
         # the text form (terminals, logs); front ends render the widget itself
-        where = "isolated worker" if self.predictor.isolated else "in process"
+        where = self.predictor.where if hasattr(self.predictor, "where") else (
+            "isolated worker" if self.predictor.isolated else "in process")
         return (f"PredictPanel({self.model.class_name}, package {self.model.digest[:12]}, "
                 f"{where}: open in Jupyter to use, or call .predict_json(text))")
 

@@ -73,7 +73,7 @@ def timing_text(predictor: Any) -> str:
         parts.append(f"predict {duration(p.last_model_seconds)}")
     if p.load_seconds is not None:
         parts.append(f"model loaded in {p.load_seconds:.2f} s")
-    parts.append("isolated worker" if p.isolated else "in this kernel")
+    parts.append(getattr(p, "where", None) or ("isolated worker" if p.isolated else "in this kernel"))
     return " · ".join(parts)
 
 

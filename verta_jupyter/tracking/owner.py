@@ -306,11 +306,22 @@ class Loggable:
             self._store.fetch_artifact(self._kind, self.id, MODEL_KEY, dest, progress=progress)
         return str(dest)
 
-    def panel(self):
-        """A predict panel (widget) on the rebuilt model."""
+    def export_mlflow(self, path: str | os.PathLike) -> str:
+        """Write the logged model as an MLflow model directory (pyfunc, models from code) at
+        `path`: `mlflow.pyfunc.load_model(path)` and `mlflow models serve -m path` answer like
+        `load_model()`. See docs/mlflow.md."""
+        from ..export_mlflow import export_mlflow
+        from ..package import read_manifest
+
+        package = self.model_package_dir()
+        keys = read_manifest(package).get("artifact_keys", [])
+        return str(export_mlflow(package, path, artifacts=self.fetch_artifacts(keys)))
+
+    def panel(self, **options):
+        """A predict panel (widget) on the rebuilt model; options go to `PredictPanel`."""
         from ..widget import PredictPanel
 
-        return PredictPanel(self)
+        return PredictPanel(self, **options)
 
     # -- display ---------------------------------------------------------------------------
     def _context(self) -> list[tuple[str, str]]:
