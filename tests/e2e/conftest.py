@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
+from harness import in_ci
 
 CHROMIUM = os.environ.get("VJ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -23,11 +23,6 @@ CHROMIUM_FLAGS = [
 ]
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
-
-
-def in_ci() -> bool:
-    # The same rule as tests/conftest.py (a conftest cannot import its parent by name).
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _unavailable(reason: str):

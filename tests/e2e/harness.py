@@ -81,6 +81,24 @@ class JupyterServer:
         return kill_marked(self.marker)
 
 
+def in_ci() -> bool:
+    """The rule of tests/conftest.py's `in_ci` (a nested conftest cannot import that by name)."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_without_playwright() -> None:
+    """Skip the calling test module when Playwright is missing, except in CI, where it fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        import pytest
+
+        reason = "the playwright package is not installed (pip install -e .[test])"
+        if in_ci():
+            pytest.fail(f"{reason}: required in CI", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

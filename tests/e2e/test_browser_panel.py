@@ -8,8 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
-from ui import cell_error_text, open_notebook, run_all
+from harness import skip_without_playwright
+
+skip_without_playwright()
+
+from playwright.sync_api import Page, expect  # noqa: E402
+from ui import cell_error_text, open_notebook, run_all  # noqa: E402
 
 pytestmark = pytest.mark.browser
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ui import open_notebook, outputs, run_all
+from harness import skip_without_playwright
+
+skip_without_playwright()
+
+from ui import open_notebook, outputs, run_all  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
