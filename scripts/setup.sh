@@ -19,6 +19,7 @@ PIP_FLAGS=(--disable-pip-version-check --progress-bar off -q)
 
 now() { date +%s.%N; }
 # step NAME CMD...: run CMD, then print its duration (and fail loudly with its name).
+# CMD runs in an `||` context, where bash ignores `set -e`: step functions check each command.
 step() {
     local name="$1" start rc=0
     shift
@@ -46,12 +47,12 @@ stamp_write() { stamp_key "$1" >"$VENV/.vj-stamp-$1"; }
 make_venv() { [[ -x "$VENV/bin/python" ]] || "$(pick_python)" -m venv "$VENV"; }
 
 install_base() {
-    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -e . ipykernel nbclient nbformat
+    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -e . ipykernel nbclient nbformat || return
     stamp_write base
 }
 
 install_test() {
-    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -e ".[test]"
+    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -e ".[test]" || return
     stamp_write test
     stamp_write base
 }
@@ -59,7 +60,7 @@ install_test() {
 install_chromium() {
     [[ -x /usr/bin/chromium ]] && return 0
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
+    apt-get update -q || return
     apt-get install -y -q chromium
 }
 
@@ -70,8 +71,8 @@ install_mlflow() {
           && "$(cat "$MLFLOW_VENV/.vj-stamp")" == "$key" ]]; then
         return 0
     fi
-    [[ -x "$MLFLOW_VENV/bin/python" ]] || "$(pick_python)" -m venv "$MLFLOW_VENV"
-    "$MLFLOW_VENV/bin/pip" install "${PIP_FLAGS[@]}" "$MLFLOW_SPEC"
+    [[ -x "$MLFLOW_VENV/bin/python" ]] || "$(pick_python)" -m venv "$MLFLOW_VENV" || return
+    "$MLFLOW_VENV/bin/pip" install "${PIP_FLAGS[@]}" "$MLFLOW_SPEC" || return
     echo "$key" >"$MLFLOW_VENV/.vj-stamp"
 }
 
