@@ -11,6 +11,7 @@ import ast
 import inspect
 import linecache
 import re
+import sys
 import textwrap
 import types
 from dataclasses import dataclass
@@ -36,8 +37,19 @@ class Definition:
     @property
     def origin(self) -> str:
         """'cell In[3], line 2' when the execution count is known, else like `where()`."""
-        match = re.match(r"<ipython-input-(\d+)-", self.filename)
-        return f"cell In[{match.group(1)}], line {self.first_line}" if match else self.where()
+        number = cell_number(self.filename)
+        return f"cell In[{number}], line {self.first_line}" if number is not None else self.where()
+
+
+def cell_number(filename: str) -> int | None:
+    """The execution count of the cell IPython compiled under `filename`, when known."""
+    match = re.match(r"<ipython-input-(\d+)-", filename)
+    if match:
+        return int(match.group(1))
+    ipython = sys.modules.get("IPython")  # never imported here: only asked if already loaded
+    shell = ipython.get_ipython() if ipython is not None else None
+    numbers = getattr(getattr(shell, "compile", None), "_filename_map", {})  # ipykernel's cells
+    return numbers.get(filename)
 
 
 def describe_file(filename: str) -> str:
