@@ -258,3 +258,15 @@ def test_get_by_name_never_creates(tmp_path):
     assert client.store.find("project") == [] and client.store.find("experiment") == []
     made = Client(store=tmp_path / "empty").set_experiment_run("here")
     assert client.get_experiment_run("here") == made
+
+
+def test_fetched_files_of_a_local_store_are_cached_inside_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("VERTA_JUPYTER_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    (tmp_path / "vocab.txt").write_text("cat dog")
+    run = Client(store=tmp_path / "store").set_experiment_run("cached")
+    run.log_artifact("vocab", str(tmp_path / "vocab.txt"))
+    path = run.fetch_artifacts(["vocab"])["vocab"]
+    assert str(path).startswith(str(tmp_path / "store" / "cache"))
+    assert not (tmp_path / "home").exists()

@@ -16,11 +16,15 @@ from pathlib import Path
 from .stores.base import ArtifactInfo, Progress, Store
 
 
-def cache_root() -> Path:
-    """$VERTA_JUPYTER_CACHE, else ~/.cache/verta_jupyter (XDG_CACHE_HOME respected)."""
+def cache_root(store: Store | None = None) -> Path:
+    """$VERTA_JUPYTER_CACHE; else a writable local store's own `cache/` folder (so a store in
+    a temporary folder leaves nothing behind); else ~/.cache/verta_jupyter (XDG respected)."""
     env = os.environ.get("VERTA_JUPYTER_CACHE")
     if env:
         return Path(env).expanduser()
+    root = getattr(store, "root", None)
+    if isinstance(root, Path) and not getattr(store, "read_only", True):
+        return root / "cache"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "verta_jupyter"
 
@@ -32,7 +36,7 @@ def fetch_cached(store: Store, kind: str, owner_id: str, info: ArtifactInfo,
     name = _safe_name(info)
     # the same bytes may be logged under several file names: one entry per (content, name)
     slot = hashlib.sha256(name.encode()).hexdigest()[:8]
-    entry = cache_root() / algorithm / hexdigest[:2] / f"{hexdigest}.{slot}"
+    entry = cache_root(store) / algorithm / hexdigest[:2] / f"{hexdigest}.{slot}"
     target = entry / name
     if target.exists():
         if _size(target) == info.size:
