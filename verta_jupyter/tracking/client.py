@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, StoreError
+from .named import Named
 from .run import ExperimentRun
 from .stores.base import Entity, Store
 
@@ -46,32 +47,7 @@ def open_store(store: Any = None) -> Store:
     return LocalStore(Path(text))
 
 
-class _Named:
-    def __init__(self, store: Store, entity: Entity):
-        self._store = store
-        self._entity = entity
-
-    @property
-    def id(self) -> str:
-        """The store's id."""
-        return self._entity.id
-
-    @property
-    def name(self) -> str:
-        """The name, unique within its parent."""
-        return self._entity.name
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, id={self.id!r})"
-
-
-class Project(_Named):
+class Project(Named):
     """A project: a group of experiments."""
 
     def find_runs(self, *, name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
@@ -84,7 +60,7 @@ class Project(_Named):
         return [Experiment(self._store, e) for e in self._store.find("experiment", parent_id=self.id)]
 
 
-class Experiment(_Named):
+class Experiment(Named):
     """An experiment: a group of runs inside a project."""
 
     @property

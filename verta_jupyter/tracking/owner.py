@@ -17,40 +17,20 @@ from ..package import MISSING
 from . import rules
 from .cache import evict, fetch_cached
 from .display import LoggedModel, html_summary, text_summary
+from .named import Named
 from .progress import total_size, transfer_progress
-from .stores.base import MODEL_KEY, REQUIREMENTS_KEY, ArtifactInfo, Entity, Store
+from .stores.base import MODEL_KEY, REQUIREMENTS_KEY, ArtifactInfo
 
 
-class Loggable:
+class Loggable(Named):
     """A store entity that carries fields, artifacts and a model (a run or a model version)."""
 
     _kind = "run"
-
-    def __init__(self, store: Store, entity: Entity):
-        self._store = store
-        self._entity = entity
-
-    @property
-    def id(self) -> str:
-        """The store's id: pass it to `get_experiment_run(id=...)` from any process."""
-        return self._entity.id
-
-    @property
-    def name(self) -> str:
-        """The name, unique within its experiment (or registered model)."""
-        return self._entity.name
 
     @property
     def store_location(self) -> str:
         """Where the store lives (a folder or an MLflow URL)."""
         return self._store.location
-
-    def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and other.id == self.id
-                and other._store.location == self._store.location)
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.id))
 
     def _label(self) -> str:
         return f"{self._kind.replace('_', ' ')} '{self.name}'"

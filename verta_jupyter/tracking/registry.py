@@ -9,9 +9,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .named import Named
 from .owner import Loggable
 from .run import ExperimentRun
-from .stores.base import Entity, Store
 
 
 class RegisteredModelVersion(Loggable):
@@ -37,22 +37,8 @@ class RegisteredModelVersion(Loggable):
             return []
 
 
-class RegisteredModel:
+class RegisteredModel(Named):
     """A named model in the registry; versions are numbered "1", "2", ... unless named."""
-
-    def __init__(self, store: Store, entity: Entity):
-        self._store = store
-        self._entity = entity
-
-    @property
-    def id(self) -> str:
-        """The store's id."""
-        return self._entity.id
-
-    @property
-    def name(self) -> str:
-        """The registered model's unique name."""
-        return self._entity.name
 
     def __repr__(self) -> str:
         return f"RegisteredModel({self.name!r}, id={self.id!r}, versions={len(self.versions)})"
