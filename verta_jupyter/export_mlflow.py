@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -123,7 +122,7 @@ def export_mlflow(package_dir: str | os.PathLike, path: str | os.PathLike, *,
     are copied in. `mlflow.pyfunc.load_model(path).predict(x)` then answers like our rebuilt
     model, and `mlflow models serve -m path` serves it. `path` must not exist yet.
     """
-    from .package import verify_package
+    from .package import staged_directory, verify_package
 
     package_dir, path = Path(package_dir), Path(path)
     manifest = verify_package(package_dir)
@@ -131,20 +130,12 @@ def export_mlflow(package_dir: str | os.PathLike, path: str | os.PathLike, *,
     _check_artifacts(manifest, artifacts)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise PackageError(f"{path} already exists; export the MLflow model into a new directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_directory(path) as staging:
         shutil.copytree(package_dir, staging / PACKAGE_DIR,
                         ignore=shutil.ignore_patterns("__pycache__"))
         placed = _copy_artifacts(artifacts, staging)
         for name, text in mlflow_files(package_dir, PACKAGE_DIR, placed).items():
             (staging / name).write_text(text)
-        if path.exists():
-            path.rmdir()
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

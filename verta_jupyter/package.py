@@ -22,6 +22,7 @@ import pickle
 import platform
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,19 +53,27 @@ def write_package(captured, path: Path, *, sample_input=MISSING, sample_output=M
     if path.exists() and any(path.iterdir()):
         raise PackageError(f"cannot write a model package to {path}: the folder is not empty. "
                            "Choose a new folder.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".vj-package-", dir=path.parent))
-    try:
+    with staged_directory(path) as staging:
         _write_files(captured, staging, sample_input, sample_output)
         manifest = _manifest(captured, staging, artifact_keys)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+@contextmanager
+def staged_directory(path: Path):
+    """Yield a staging folder beside `path` (absent or empty) that becomes `path` in one rename
+    when the block succeeds, and is removed when it fails: no reader sees half a directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    try:
+        yield staging
         if path.exists():
             path.rmdir()
         os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return path
 
 
 def _write_files(captured, root: Path, sample_input, sample_output) -> None:
