@@ -49,6 +49,22 @@ FIELDS = ("hyperparameters", "metrics", "attributes", "tags")
 #: Kinds that carry fields and artifacts.
 OWNER_KINDS = ("run", "model_version")
 
+
+def check_kind(kind: str) -> None:
+    """Refuse an entity kind the protocol does not know (a programming error, said plainly)."""
+    if kind not in KINDS:
+        from ...errors import StoreError
+
+        raise StoreError(f"unknown entity kind {kind!r}; use one of {KINDS}")
+
+
+def check_field(field: str) -> None:
+    """Refuse a field name the protocol does not know."""
+    if field not in FIELDS:
+        from ...errors import StoreError
+
+        raise StoreError(f"unknown field {field!r}; use one of {FIELDS}")
+
 #: Artifact key under which a model package directory is stored. User artifact keys must
 #: start with a letter or digit, so this key can never collide with one.
 MODEL_KEY = "_verta_model"

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ...errors import NotFoundError, StoreError
-from .base import (ARTIFACT_TYPES, FIELDS, KINDS, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
-                   CheckResult, Entity, Progress, iter_tree, tree_digest)
+from .base import (ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
+                   CheckResult, Entity, Progress, check_field, check_kind, iter_tree, tree_digest)
 from .blobs import BlobFiles
 from .local_check import check_store, collect_garbage
 from .local_folder import (DB_NAME, FORMAT_VERSION, MARKER, MIGRATIONS, SCHEMA_V1, open_folder,
@@ -130,7 +130,7 @@ class LocalStore:
 
     # -- entities --------------------------------------------------------------------------
     def get_or_create(self, kind: str, name: str | None, parent_id: str | None = None) -> Entity:
-        _check_kind(kind)
+        check_kind(kind)
         parent = parent_id or ""
         if PARENT_KIND[kind] and not parent:
             raise StoreError(f"a {kind} needs a parent {PARENT_KIND[kind]}")
@@ -155,7 +155,7 @@ class LocalStore:
         return _entity(kind, self._write(insert))
 
     def get(self, kind: str, id: str) -> Entity:
-        _check_kind(kind)
+        check_kind(kind)
         rows = self._read("SELECT id, name, parent_id, created_at FROM entities "
                           "WHERE id=? AND kind=?", (str(id), kind))
         if not rows:
@@ -165,7 +165,7 @@ class LocalStore:
 
     def find(self, kind: str, *, parent_id: str | None = None, ancestor_id: str | None = None,
              name: str | None = None, tag: str | None = None) -> list[Entity]:
-        _check_kind(kind)
+        check_kind(kind)
         sql = "SELECT ?, id, name, NULLIF(parent_id, ''), created_at FROM entities e WHERE kind=?"
         args: list = [kind, kind]
         if parent_id is not None:
@@ -185,7 +185,7 @@ class LocalStore:
 
     # -- fields ----------------------------------------------------------------------------
     def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
-        _check_field(field)
+        check_field(field)
         rows = [(id, field, str(k), json.dumps(v)) for k, v in values.items()]
 
         def put(conn: sqlite3.Connection) -> None:
@@ -195,7 +195,7 @@ class LocalStore:
         self._write(put)
 
     def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
-        _check_field(field)
+        check_field(field)
         self.get(kind, id)
         rows = self._read("SELECT key, value FROM fields WHERE owner_id=? AND field=? "
                           "ORDER BY key", (id, field))
@@ -378,16 +378,6 @@ def _artifact(row: tuple) -> ArtifactInfo:
     key, type_, filename, size, digest, meta = row
     return ArtifactInfo(key=key, type=type_, filename=filename, size=size, digest=digest,
                         meta=json.loads(meta))
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise StoreError(f"unknown entity kind {kind!r}; use one of {KINDS}")
-
-
-def _check_field(field: str) -> None:
-    if field not in FIELDS:
-        raise StoreError(f"unknown field {field!r}; use one of {FIELDS}")
 
 
 def _remove(path: Path) -> None:

@@ -32,9 +32,10 @@ from typing import Any, Callable, Mapping
 from ...errors import AlreadyExistsError, NotFoundError, StoreError
 from . import mlflow_artifacts as arts
 from . import mlflow_fields as fields_codec
-from .base import ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo, CheckResult, Entity, Progress
+from .base import (ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo, CheckResult, Entity,
+                   Progress, check_field, check_kind)
 from .mlflow_fields import PREFIX
-from .mlflow_names import (VERSION_NAME_TAG, _check_field, _check_kind, _escape,  # noqa: F401
+from .mlflow_names import (VERSION_NAME_TAG, _escape,  # noqa: F401
                            _generated, _name_filter, _run_data, _tags, _taglist, _unescape,
                            _version_entity)
 from .mlflow_rest import MlflowHttp, RetryPolicy, TransientError
@@ -86,7 +87,7 @@ class MlflowStore:
 
     # -- entities ---------------------------------------------------------------------------
     def get_or_create(self, kind: str, name: str | None, parent_id: str | None = None) -> Entity:
-        _check_kind(kind)
+        check_kind(kind)
         if PARENT_KIND[kind] and not parent_id:
             raise StoreError(f"a {kind} needs a parent {PARENT_KIND[kind]}")
         if parent_id:
@@ -110,7 +111,7 @@ class MlflowStore:
         return get_or_create_version(self, parent_id, name)
 
     def get(self, kind: str, id: str) -> Entity:
-        _check_kind(kind)
+        check_kind(kind)
         id = str(id)
         if kind in ("project", "experiment"):
             if not id.isdigit():
@@ -138,7 +139,7 @@ class MlflowStore:
 
     def find(self, kind: str, *, parent_id: str | None = None, ancestor_id: str | None = None,
              name: str | None = None, tag: str | None = None) -> list[Entity]:
-        _check_kind(kind)
+        check_kind(kind)
         if kind in ("project", "experiment"):
             found = [self._experiment_entity(kind, e) for e in self._experiments(kind)]
             found = [e for e in found if (parent_id is None or e.parent_id == parent_id)
@@ -158,7 +159,7 @@ class MlflowStore:
 
     # -- key-value fields -------------------------------------------------------------------
     def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
-        _check_field(field)
+        check_field(field)
         run = self._owner_run(kind, id)
         run_id = run["info"]["run_id"]
         if not values:
@@ -170,7 +171,7 @@ class MlflowStore:
             self.http.call("POST", "runs/log-batch", {"run_id": run_id, **batch})
 
     def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
-        _check_field(field)
+        check_field(field)
         return fields_codec.decode(field, _run_data(self._owner_run(kind, id)))
 
     # -- artifacts --------------------------------------------------------------------------

@@ -5,20 +5,10 @@ import uuid
 from typing import Mapping
 
 from ...errors import StoreError
-from .base import FIELDS, KINDS, Entity
+from .base import Entity
 from .mlflow_fields import PREFIX
 
 VERSION_NAME_TAG = PREFIX + "version_name"
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise StoreError(f"unknown entity kind {kind!r}; use one of {KINDS}")
-
-
-def _check_field(field: str) -> None:
-    if field not in FIELDS:
-        raise StoreError(f"unknown field {field!r}; use one of {FIELDS}")
 
 
 def _escape(name: str) -> str:
