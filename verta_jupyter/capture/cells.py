@@ -8,6 +8,7 @@ definition wins when a name is defined several times.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import linecache
 import re
@@ -68,9 +69,10 @@ def locate(obj, *, cell_source: str | None = None, history: list[str] | None = N
     obj = inspect.unwrap(obj) if callable(obj) and not isinstance(obj, type) else obj
     name = obj.__name__
     for filename, lines, line in _candidate_sources(obj, cell_source, history):
-        found = _find_statement("".join(lines), name, line, isinstance(obj, type))
+        text = _joined(lines)
+        found = _find_statement(text, name, line, isinstance(obj, type))
         if found is not None:
-            return _definition(name, found, "".join(lines), filename)
+            return _definition(name, found, lines, filename)
     kind = "class" if isinstance(obj, type) else "function"
     unreadable = sorted({c.co_filename for c in code_objects(obj) if not linecache.getlines(c.co_filename)})
     if "<timed exec>" in unreadable:
@@ -133,18 +135,39 @@ def code_objects(obj):
 
 def _find_statement(text: str, name: str, line: int | None, want_class: bool):
     """The top-level def/class `name` whose span contains `line` (else the last one)."""
-    try:
-        tree = ast.parse(textwrap.dedent(text))
-    except SyntaxError:
-        return None
     kinds = (ast.ClassDef,) if want_class else (ast.FunctionDef, ast.AsyncFunctionDef)
-    matches = [n for n in _top_level(tree) if isinstance(n, kinds) and n.name == name]
+    matches = [n for n in _definitions_by_name(text).get(name, ()) if isinstance(n, kinds)]
     if line is not None:
         for node in matches:
             if _first_line(node) <= line <= node.end_lineno:
                 return node
         return None
     return matches[-1] if matches else None
+
+
+_JOINED: dict[int, tuple[list[str], str]] = {}
+
+
+def _joined(lines: list[str]) -> str:
+    """"".join(lines), once per lines list: linecache hands out the same list for a cell, and
+    a capture asks for it once per definition in the cell (1,000 helpers in one cell)."""
+    cached = _JOINED.get(id(lines))
+    if cached is None or cached[0] is not lines:  # holding the list keeps its id unique
+        if len(_JOINED) > 256:
+            _JOINED.clear()
+        cached = _JOINED[id(lines)] = (lines, "".join(lines))
+    return cached[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _definitions_by_name(text: str) -> dict[str, list]:
+    """Top-level def/class nodes of a cell by name, in order (built once per cell text)."""
+    tree = parse_cell(text)
+    index: dict[str, list] = {}
+    for node in _top_level(tree) if tree is not None else ():
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            index.setdefault(node.name, []).append(node)
+    return index
 
 
 def _top_level(tree: ast.Module):
@@ -159,10 +182,10 @@ def _first_line(node) -> int:
     return min([node.lineno, *(d.lineno for d in node.decorator_list)])
 
 
-def _definition(name: str, node, text: str, filename: str) -> Definition:
+def _definition(name: str, node, lines: list[str], filename: str) -> Definition:
     first = _first_line(node)
-    lines = textwrap.dedent(text).splitlines(keepends=True)[first - 1: node.end_lineno]
-    source = textwrap.dedent("".join(lines))
+    # dedenting the slice equals slicing the dedented cell: dedent keeps every line break
+    source = textwrap.dedent("".join(lines[first - 1: node.end_lineno]))
     parsed = ast.parse(source).body[0]
     return Definition(name=name, source=source, node=parsed, filename=filename, first_line=first)
 
@@ -173,26 +196,34 @@ def classes_in_cell(cell_source: str) -> list[str]:
     return [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
 
 
-def last_cell_assigning(name: str, history: list[str]) -> int | None:
-    """Index (= execution count) of the latest history cell that binds `name` at top level."""
-    for number in range(len(history) - 1, 0, -1):
-        try:
-            tree = ast.parse(history[number])
-        except SyntaxError:
-            continue
-        if any(_binds(node, name) for node in tree.body):
-            return number
-    return None
+def assignment_cells(history: list[str]) -> dict[str, int]:
+    """Name -> index (= execution count) of the latest history cell that binds it at top level."""
+    latest: dict[str, int] = {}
+    for number, cell in enumerate(history):
+        tree = parse_cell(cell) if number else None
+        for node in tree.body if tree is not None else ():
+            for name in _bound_names(node):
+                latest[name] = number
+    return latest
 
 
-def _binds(node: ast.stmt, name: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def parse_cell(text: str) -> ast.Module | None:
+    """The parsed (dedented) text of a cell or file; cached, since one capture asks for the
+    same cell once per definition in it. Callers must not change the tree."""
+    try:
+        return ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return None
+
+
+def _bound_names(node: ast.stmt) -> list[str]:
     if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return any((a.asname or a.name.split(".")[0]) == name for a in node.names)
+        return [a.asname or a.name.split(".")[0] for a in node.names]
     targets = {ast.Assign: lambda n: n.targets, ast.AnnAssign: lambda n: [n.target],
                ast.AugAssign: lambda n: [n.target], ast.For: lambda n: [n.target],
                ast.With: lambda n: [i.optional_vars for i in n.items if i.optional_vars]}
     getter = targets.get(type(node))
     if getter is None:
-        return False
-    return any(isinstance(t, ast.Name) and t.id == name
-               for target in getter(node) for t in ast.walk(target))
+        return []
+    return [t.id for target in getter(node) for t in ast.walk(target) if isinstance(t, ast.Name)]

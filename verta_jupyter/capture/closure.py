@@ -69,6 +69,7 @@ class Closure:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.future_annotations = False  # a cell ran `from __future__ import annotations`
+        self._assignments: dict[str, int] | None = None
 
     @classmethod
     def of(cls, target: type, namespace: dict, root_module: str, cell_source: str | None) -> "Closure":
@@ -265,7 +266,9 @@ class Closure:
 
     def _assigned_in(self, name: str) -> str:
         """'cell In[4]' for the latest cell that assigns `name`, when the history shows it."""
-        number = cells.last_cell_assigning(name, self.history)
+        if self._assignments is None:  # one pass over the history per capture, not per value
+            self._assignments = cells.assignment_cells(self.history)
+        number = self._assignments.get(name)
         return f"cell In[{number}]" if number is not None else "the notebook"
 
     def _live_reference(self, pid: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import symtable
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 # Calls that look names up at run time, hiding what the model really needs.
