@@ -66,3 +66,14 @@ def make_package(shell, tmp_path):
                              artifact_keys=artifact_keys)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_current_run_between_tests():
+    """`set_experiment_run` remembers the process's current run (the magic's default target);
+    each test starts without one, whatever the tests before it did."""
+    from verta_jupyter.tracking import client
+
+    client._current_run = None
+    yield
+    client._current_run = None
