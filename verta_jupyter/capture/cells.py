@@ -190,12 +190,6 @@ def _definition(name: str, node, lines: list[str], filename: str) -> Definition:
     return Definition(name=name, source=source, node=parsed, filename=filename, first_line=first)
 
 
-def classes_in_cell(cell_source: str) -> list[str]:
-    """Names of the top-level classes a cell defines, in order."""
-    tree = ast.parse(cell_source)
-    return [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-
-
 def assignment_cells(history: list[str]) -> dict[str, int]:
     """Name -> index (= execution count) of the latest history cell that binds it at top level."""
     latest: dict[str, int] = {}
