@@ -46,7 +46,7 @@ try:
         cls = ns[req["class_name"]]
     out = cls(artifacts={}).predict(req["sample"])
     sys.path.append(req["root"])  # only to compare outputs the way the capture tests do
-    from verta_jupyter.jsonify import to_json_compatible
+    from verta_jupyter.jsonify.output import to_json_compatible
     print(json.dumps({"ok": True, "output": to_json_compatible(out)}))
 except BaseException as exc:
     print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}))
@@ -115,7 +115,7 @@ def robustness_rows(tmp: Path, smoke: bool = False) -> list[dict]:
 
 def _score(scenario, folder: Path, methods: dict, pool) -> dict:
     from verta_jupyter import capture_model, to_json_compatible
-    from verta_jupyter.rebuild import rebuild_in_subprocess
+    from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
     folder.mkdir()
     ip = shell()

@@ -252,7 +252,7 @@ _LOAD_OURS = """
 import sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-from verta_jupyter.rebuild import load_package
+from verta_jupyter.package.load import load_package
 cls = load_package({path!r})
 print(time.perf_counter() - t0)
 """

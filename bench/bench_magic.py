@@ -44,7 +44,7 @@ def _shell(store: Path):
 
 
 def _overhead_rows(shell, repeat: int) -> list[dict]:
-    from verta_jupyter.validate import prepare_model
+    from verta_jupyter.validation.validate import prepare_model
 
     run, ns = shell.user_ns["run"], shell.user_ns
     bare = measure(lambda: shell.run_cell(SEED, store_history=False).raise_error(), repeat=repeat)
@@ -90,7 +90,7 @@ def _full_rows(shell, repeat: int) -> tuple[list[dict], float]:
 
 def _breakdown_rows(shell, repeat: int) -> list[dict]:
     """Median seconds per check over `repeat` validations with the rebuild."""
-    from verta_jupyter.validate import validate
+    from verta_jupyter.validation.validate import validate
 
     cls, ns = shell.user_ns["MyModel"], shell.user_ns
     per_check: dict[str, list[float]] = {}

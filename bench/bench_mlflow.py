@@ -91,7 +91,7 @@ def run(quick: bool) -> list[dict]:
 
 def _run(url: str, tmp: Path):
     from verta_jupyter import Client
-    from verta_jupyter.tracking.stores.mlflow import MlflowStore
+    from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
 
     store = MlflowStore(url, namespace=f"bench{uuid.uuid4().hex[:6]}")
     run = Client(store=store).set_experiment_run("bench")

@@ -67,8 +67,8 @@ def _records(n: int) -> list[dict]:
 
 
 def _small_rows(packages: dict, repeat: int) -> list[dict]:
-    from verta_jupyter.rebuild import load_package
-    from verta_jupyter.worker import InProcessPredictor, WorkerClient
+    from verta_jupyter.package.load import load_package
+    from verta_jupyter.worker.client import InProcessPredictor, WorkerClient
 
     model = load_package(packages["Small"])(artifacts={})
     data = {"x": 21}
@@ -100,8 +100,8 @@ def _small_rows(packages: dict, repeat: int) -> list[dict]:
 def _table_rows(packages: dict, repeat: int) -> list[dict]:
     import pandas as pd
 
-    from verta_jupyter.rebuild import load_package
-    from verta_jupyter.worker import InProcessPredictor, WorkerClient
+    from verta_jupyter.package.load import load_package
+    from verta_jupyter.worker.client import InProcessPredictor, WorkerClient
 
     records = _records(10_000)
     model = load_package(packages["Table"])(artifacts={})
@@ -122,7 +122,7 @@ def _table_rows(packages: dict, repeat: int) -> list[dict]:
 
 
 def _echo_rows(packages: dict, sizes: list[int], repeat: int) -> list[dict]:
-    from verta_jupyter.worker import WorkerClient
+    from verta_jupyter.worker.client import WorkerClient
 
     rows = []
     with WorkerClient(packages["Echo"]) as worker:
@@ -144,7 +144,7 @@ def _conversion_rows(repeat: int, n: int) -> list[dict]:
     import numpy as np
     import pandas as pd
 
-    from verta_jupyter.jsonify import dumps, to_json_compatible
+    from verta_jupyter.jsonify.output import dumps, to_json_compatible
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.random((n, 10)), columns=[f"c{i}" for i in range(10)])

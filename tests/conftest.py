@@ -57,7 +57,7 @@ _package_counter = itertools.count()
 def make_package(shell, tmp_path):
     """Run class source in the real shell, capture it, save it as a package; return its path."""
     from verta_jupyter.capture import capture_model
-    from verta_jupyter.package import MISSING
+    from verta_jupyter.package.format import MISSING
 
     def make(source: str, name: str, sample=MISSING, artifact_keys=()):
         shell.run(textwrap.dedent(source))

@@ -10,7 +10,7 @@ HEAVY = ["IPython", "ipywidgets", "pandas", "requests", "numpy", "cloudpickle"]
 
 
 def test_import_is_light_in_a_clean_interpreter():
-    code = ("import sys, verta_jupyter, verta_jupyter.rebuild, verta_jupyter.package; "
+    code = ("import sys, verta_jupyter, verta_jupyter.package.load, verta_jupyter.worker.__main__; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

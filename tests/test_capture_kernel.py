@@ -12,7 +12,7 @@ CELLS = [
     "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
     "    def predict(self, data):\n        return {'tokens': tokenize(data['text'])}",
     "import json, tempfile\nfrom verta_jupyter import capture_model\n"
-    "from verta_jupyter.rebuild import rebuild_in_subprocess\n"
+    "from verta_jupyter.worker.rebuild import rebuild_in_subprocess\n"
     "captured = capture_model(MyModel)\n"
     "package = captured.save(tempfile.mkdtemp() + '/pkg', sample_input={'text': 'Hi THERE'})\n"
     "result = rebuild_in_subprocess(package, sample_input={'text': 'Hi THERE'})\n"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from verta_jupyter import capture_model, to_json_compatible
-from verta_jupyter.rebuild import rebuild_in_subprocess
+from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
 
 @dataclass

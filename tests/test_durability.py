@@ -18,7 +18,7 @@ import pytest
 
 from conftest import in_ci
 from verta_jupyter import capture_model, to_json_compatible
-from verta_jupyter.rebuild import rebuild_in_subprocess
+from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = {"3.10": "3.10.13", "3.12": "3.12.1", "3.13": "3.13.0"}
@@ -91,7 +91,7 @@ ENGINE_SCRIPT = r"""
 import json, sys, tempfile
 from IPython.core.interactiveshell import InteractiveShell
 from verta_jupyter import capture_model, load_package
-from verta_jupyter.rebuild import rebuild_in_subprocess
+from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 ip = InteractiveShell.instance()
 for cell in json.loads(sys.argv[1]):
     ip.run_cell(cell, store_history=True).raise_error()

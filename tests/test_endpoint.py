@@ -16,7 +16,7 @@ import pytest
 
 from mlflow_server import free_port, silent_server  # noqa: F401 (pytest fixture)
 from verta_jupyter import Endpoint
-from verta_jupyter.endpoint import EndpointError
+from verta_jupyter.panel.endpoint import EndpointError
 from verta_jupyter.errors import PredictError
 
 TOKEN = "tok-Verta-123"

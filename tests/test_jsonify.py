@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from verta_jupyter.errors import JsonConversionError
-from verta_jupyter.jsonify import convert_input, dumps, from_json_compatible, to_json_compatible
+from verta_jupyter.jsonify.input import convert_input, from_json_compatible
+from verta_jupyter.jsonify.output import dumps, to_json_compatible
 
 
 def _strict_loads(text: str):
@@ -152,7 +153,7 @@ def test_error_root_is_configurable_and_names_notebook_classes():
 
 
 def test_import_does_not_load_numpy_or_pandas():
-    code = ("import sys, verta_jupyter.jsonify as j; j.to_json_compatible({'a': [1.5, {2}]});"
+    code = ("import sys, verta_jupyter.jsonify.output as j; j.to_json_compatible({'a': [1.5, {2}]});"
             "print(sorted(m for m in ('numpy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,9 +13,9 @@ from IPython.utils.capture import capture_output
 
 from verta_jupyter.errors import ValidationError
 from verta_jupyter.magic import ModelCell, Options, defined_classes
-from verta_jupyter.package import MISSING
-from verta_jupyter.summary import ModelSummary
-from verta_jupyter.validate import validate
+from verta_jupyter.package.format import MISSING
+from verta_jupyter.validation.summary import ModelSummary
+from verta_jupyter.validation.validate import validate
 
 SEED_BODY = '''class MyModel(object):
     def __init__(self, artifacts):

@@ -14,8 +14,8 @@ from mlflow_server import (MLFLOW_BIN, MLFLOW_PYTHON, free_port, mlflow_bin,  # 
                            mlflow_server)
 from verta_jupyter import capture_model, load_package
 from verta_jupyter.errors import PackageError
-from verta_jupyter.export_mlflow import export_mlflow
-from verta_jupyter.rebuild import rebuild_in_subprocess
+from verta_jupyter.package.mlflow_export import export_mlflow
+from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
 pytestmark = pytest.mark.mlflow
 
@@ -108,7 +108,7 @@ def test_mlflow_models_serve_answers_invocations(package, exported, mlflow_bin):
             response = requests.post(f"{url}/invocations", json={"inputs": data}, timeout=30)
             assert response.status_code == 200, response.text
             assert response.json() == {"predictions": ours(package, data)}
-        from verta_jupyter.endpoint import Endpoint  # the same server through our client
+        from verta_jupyter.panel.endpoint import Endpoint  # the same server through our client
 
         assert Endpoint(f"{url}/invocations").predict(INPUTS[1]) == ours(package, INPUTS[1])
     finally:
@@ -168,7 +168,7 @@ def test_a_model_logged_to_an_mlflow_store_loads_with_mlflow_tools(mlflow_server
 
     from store_contract import EchoModel
     from verta_jupyter import Client
-    from verta_jupyter.tracking.stores.mlflow import MlflowStore
+    from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
 
     store = MlflowStore(mlflow_server.url, namespace=f"x{uuid.uuid4().hex[:8]}")
     client = Client(store=store)

@@ -10,8 +10,8 @@ import pytest
 
 from verta_jupyter import capture_model, load_package
 from verta_jupyter.errors import PackageError
-from verta_jupyter.package import FORMAT, MANIFEST, read_manifest, verify_package
-from verta_jupyter.rebuild import rebuild_in_subprocess
+from verta_jupyter.package.format import FORMAT, MANIFEST, read_manifest, verify_package
+from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
 MODEL = """
 import collections

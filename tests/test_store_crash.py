@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from verta_jupyter import Client
-from verta_jupyter.tracking.stores.local import LocalStore
+from verta_jupyter.tracking.stores.local.store import LocalStore
 
 KILLS = 50
 METRICS = 5

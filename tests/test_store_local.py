@@ -19,7 +19,7 @@ from store_contract import StoreContract
 from verta_jupyter import Client
 from verta_jupyter.errors import StoreError
 from verta_jupyter.tracking import client as client_module
-from verta_jupyter.tracking.stores.local import DB_NAME, FORMAT_VERSION, MARKER, LocalStore
+from verta_jupyter.tracking.stores.local.store import DB_NAME, FORMAT_VERSION, MARKER, LocalStore
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def test_blob_copy_falls_back_when_sendfile_is_unsupported(store, tmp_path, monk
     """sendfile is refused by some filesystems (EINVAL); the plain read/write path takes over."""
     import errno
 
-    from verta_jupyter.tracking.stores import blobs
+    from verta_jupyter.tracking.stores.local import blobs
 
     def refuse(*args):
         raise OSError(errno.EINVAL, "sendfile not supported here")
@@ -213,7 +213,8 @@ def test_blob_copy_falls_back_when_sendfile_is_unsupported(store, tmp_path, monk
 
 def test_an_older_store_is_migrated_in_one_step(tmp_path, monkeypatch):
     """The migration path, exercised with a made-up version 2 that adds a column."""
-    from verta_jupyter.tracking.stores import local, local_folder
+    from verta_jupyter.tracking.stores.local import folder as local_folder
+    from verta_jupyter.tracking.stores.local import store as local
 
     client = Client(store=tmp_path / "s")
     kept = client.set_experiment_run("kept")
@@ -237,7 +238,7 @@ def test_an_older_store_is_migrated_in_one_step(tmp_path, monkeypatch):
 
 
 def test_garbage_collection_keeps_everything_referenced(store, tmp_path):
-    from verta_jupyter.tracking.stores.blobs import BlobFiles
+    from verta_jupyter.tracking.stores.local.blobs import BlobFiles
 
     run = Client(store=store).set_experiment_run()
     (tmp_path / "kept.bin").write_bytes(b"kept" * 100)

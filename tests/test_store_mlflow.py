@@ -14,9 +14,9 @@ from mlflow_server import (MlflowServer, fault_proxy, mlflow_server,  # noqa: F4
                            require_mlflow, silent_server)
 from store_contract import EchoModel, StoreContract
 from verta_jupyter import Client
-from verta_jupyter.tracking.stores.mlflow import MlflowStore
+from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
 from verta_jupyter.errors import NotFoundError, VertaError
-from verta_jupyter.tracking.stores.mlflow_rest import (AuthenticationError, RetryPolicy,
+from verta_jupyter.tracking.stores.mlflow.rest import (AuthenticationError, RetryPolicy,
                                                        TransientError)
 
 pytestmark = pytest.mark.mlflow

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from verta_jupyter._checks import credential_kind, secret_reason
+from verta_jupyter.validation.checks import credential_kind, secret_reason
 from verta_jupyter.errors import ValidationError
-from verta_jupyter.validate import observe_reports, prepare_model, validate
+from verta_jupyter.validation.validate import observe_reports, prepare_model, validate
 
 SEED = '''
 class MyModel(object):
@@ -83,13 +83,9 @@ def test_prepare_model_raises_with_the_report_and_codes(shell):
     assert "MyModel" in str(info.value) and "VJ111" in str(info.value)
 
 
-def test_public_validate_is_the_function_even_after_the_submodule_is_imported(shell):
-    import importlib
-
+def test_public_validate_is_the_function(shell):
     import verta_jupyter
-
-    importlib.import_module("verta_jupyter.validate")
-    from verta_jupyter.validate import validate as from_module
+    from verta_jupyter.validation.validate import validate as from_module
 
     cls = define(shell, SEED)
     assert verta_jupyter.validate is from_module

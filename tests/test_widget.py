@@ -15,7 +15,7 @@ import pytest
 
 from served_models import FAULTY, TABLE, dead
 from verta_jupyter.capture import capture_model
-from verta_jupyter.widget import InvalidJsonError, PredictPanel, parse_json
+from verta_jupyter.panel.widget import InvalidJsonError, PredictPanel, parse_json
 
 pytestmark = pytest.mark.timeout(120)
 _NOW = datetime.datetime.now(datetime.timezone.utc)

@@ -16,7 +16,7 @@ import pytest
 from served_models import FAULTY, TABLE, dead
 from verta_jupyter.errors import (JsonConversionError, PackageError, PredictError,
                                   WorkerCrashedError, WorkerTimeoutError)
-from verta_jupyter.worker import InProcessPredictor, WorkerClient
+from verta_jupyter.worker.client import InProcessPredictor, WorkerClient
 
 pytestmark = pytest.mark.timeout(120)
 

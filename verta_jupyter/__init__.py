@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import importlib
 
+from ._version import __version__
 from .errors import VertaError
-
-# Imported eagerly (stdlib-only module): the function, not the submodule of the same name,
-# must be what `verta_jupyter.validate` means however the submodule gets imported later.
-from .validate import ValidationReport, validate
-
-__version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
 _EXPORTS = {
     "Client": "verta_jupyter.tracking.client",
     "capture_model": "verta_jupyter.capture",
     "CapturedModel": "verta_jupyter.capture",
-    "load_package": "verta_jupyter.rebuild",
-    "PredictPanel": "verta_jupyter.widget",
-    "to_json_compatible": "verta_jupyter.jsonify",
-    "from_json_compatible": "verta_jupyter.jsonify",
-    "Endpoint": "verta_jupyter.endpoint",
+    "load_package": "verta_jupyter.package.load",
+    "validate": "verta_jupyter.validation.validate",
+    "ValidationReport": "verta_jupyter.validation.validate",
+    "PredictPanel": "verta_jupyter.panel.widget",
+    "to_json_compatible": "verta_jupyter.jsonify.output",
+    "from_json_compatible": "verta_jupyter.jsonify.input",
+    "Endpoint": "verta_jupyter.panel.endpoint",
 }
 
-__all__ = sorted([*_EXPORTS, "VertaError", "ValidationReport", "validate", "load_ipython_extension",
-                  "__version__"])
+__all__ = sorted([*_EXPORTS, "VertaError", "load_ipython_extension", "__version__"])
 
 
 def __getattr__(name: str):

@@ -107,7 +107,7 @@ def _store_spec(args) -> str:
     import os
 
     from .tracking.client import DEFAULT_STORE
-    from .tracking.stores.local import MARKER
+    from .tracking.stores.local.store import MARKER
 
     spec = args.store or os.environ.get("VERTA_JUPYTER_STORE") or DEFAULT_STORE
     if not spec.startswith(("http://", "https://")) and not (Path(spec) / MARKER).is_file():
@@ -174,7 +174,7 @@ def _usage(message: str) -> VertaError:
 
 
 def _model_manifest(args) -> int:
-    from .package import read_manifest
+    from .package.format import read_manifest
 
     _print_json(read_manifest(_owner(args).model_package_dir()))
     return 0

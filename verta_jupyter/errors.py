@@ -7,6 +7,7 @@ Errors carry their problems, so `str(exc)` is the message a notebook user reads 
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -90,17 +91,57 @@ class AlreadyExistsError(StoreError):
     """Something is already logged under that key and `overwrite=True` was not given."""
 
 
+class ErrorKind(str, enum.Enum):
+    """Which step of a prediction failed; the worker's replies and the panel share these."""
+
+    INPUT = "input"  # the JSON does not fit predict's annotation
+    LOAD = "load"  # the package could not be built (model.py or __init__ raised)
+    MODEL = "model"  # predict raised
+    OUTPUT = "output"  # predict returned a value JSON cannot carry
+    TIMEOUT = "timeout"  # no answer in time: the worker was killed
+    CRASH = "crash"  # the worker process died
+
+
 class PredictError(VertaError, RuntimeError):
-    """A prediction failed: the model raised, the worker crashed, or it timed out."""
+    """A prediction failed: the model raised, the worker crashed, or it timed out.
+
+    `kind` says which step failed, `reason` is the model's own one-line error ("KeyError: 'x'"),
+    `model_traceback` the traceback trimmed to the model's frames.
+    """
+
+    def __init__(self, message: str = "", *, kind: ErrorKind = ErrorKind.MODEL, reason: str = "",
+                 model_traceback: str = ""):
+        super().__init__(message)
+        self.kind, self.reason, self.model_traceback = ErrorKind(kind), reason, model_traceback
 
 
 class WorkerCrashedError(PredictError):
-    """The isolated worker process died during a call."""
+    """The isolated worker process died during a call; `exit` says how ("killed by signal ...")."""
+
+    def __init__(self, message: str = "", *, exit: str = "", model_traceback: str = ""):
+        super().__init__(message, kind=ErrorKind.CRASH, reason=exit, model_traceback=model_traceback)
+        self.exit = exit
 
 
 class WorkerTimeoutError(PredictError, TimeoutError):
     """A call ran past its timeout; the worker was killed."""
 
+    def __init__(self, message: str = "", *, seconds: float = 0.0):
+        super().__init__(message, kind=ErrorKind.TIMEOUT,
+                         reason=f"no answer within {seconds:g} s (killed)")
+        self.seconds = seconds
+
 
 class JsonConversionError(VertaError, TypeError):
-    """A value has no JSON form; the message names its type and its path in the output."""
+    """A value has no JSON form, or JSON does not fit an annotation.
+
+    `path` is where in the value (`output["scores"][3]`), `type_name` the type involved, `kind`
+    whether it was the model's input or its output.
+    """
+
+    def __init__(self, message: str = "", problems=(), *, path: str | None = None,
+                 type_name: str | None = None, kind: ErrorKind = ErrorKind.OUTPUT,
+                 model_traceback: str = ""):
+        super().__init__(message, problems)
+        self.path, self.type_name, self.kind = path, type_name, ErrorKind(kind)
+        self.model_traceback = model_traceback

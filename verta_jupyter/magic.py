@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from .catalog import problem
 from .errors import AlreadyExistsError, ValidationError
-from .package import MISSING
+from .package.format import MISSING
 
 __all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
 
@@ -74,7 +74,7 @@ def parse_sample(text: str, namespace: dict) -> Any:
         raise BadArguments(f"--sample {text!r} is neither JSON nor a Python expression that "
                            f"evaluates in the notebook ({type(exc).__name__}: {exc}). Quote JSON "
                            "like --sample '{\"x\": 1}' or name a variable: --sample my_sample") from None
-    from .jsonify import to_json_compatible
+    from .jsonify.output import to_json_compatible
     from .errors import JsonConversionError
 
     try:
@@ -175,7 +175,7 @@ class ModelCell:
 
     # -- validate and log
     def validate_only(self, cls: type, paths: dict, cell: str):
-        from .validate import prepare_model
+        from .validation.validate import prepare_model
 
         return prepare_model(cls, namespace=self.ns, cell_source=cell,
                              artifacts=paths, sample_input=self.options.sample,
@@ -198,7 +198,7 @@ class ModelCell:
         return paths
 
     def log(self, cls: type, run, cell: str):
-        from .validate import observe_reports, prepare_model
+        from .validation.validate import observe_reports, prepare_model
 
         o = self.options
         kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample, overwrite=o.overwrite,
@@ -325,11 +325,11 @@ class VertaMagics(Magics):
     def _show(self, outcome: Outcome, options: Options) -> None:
         from IPython.display import display
 
-        from .summary import ModelSummary
+        from .validation.summary import ModelSummary
 
         display(ModelSummary(outcome.report, logged_to=outcome.logged_to, seconds=outcome.seconds))
         if options.panel:
-            from .widget import PredictPanel
+            from .panel.widget import PredictPanel
 
             sample = None if options.sample is MISSING else options.sample
             if outcome.run is not None and hasattr(outcome.run, "model_package_dir"):

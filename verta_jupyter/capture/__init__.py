@@ -10,9 +10,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._version import __version__
 from ..catalog import problem
 from ..errors import CaptureError, Problem
-from ..package import MISSING, write_package
+from ..package.format import MISSING, write_package
 from . import emit, requirements
 from .closure import Closure, Dependency
 
@@ -57,7 +58,7 @@ def capture_model(cls, namespace: dict | None = None, cell_source: str | None = 
         return _captured_by_import(cls, module)
     closure = Closure.of(cls, namespace, cls.__module__, cell_source)
     items = emit.dependency_order(closure.items, cls.__name__)
-    source = emit.render(cls.__name__, _version(), list(closure.imports), items, bool(closure.local.files),
+    source = emit.render(cls.__name__, __version__, list(closure.imports), items, bool(closure.local.files),
                          closure.future_annotations)
     pinned = _pins(closure.modules_used | closure.local.third_party)
     return CapturedModel(
@@ -87,7 +88,7 @@ def _captured_by_source(module) -> bool:
 def _captured_by_import(cls: type, module) -> CapturedModel:
     line = f"from {module.__name__} import {cls.__qualname__}"
     dep = Dependency(cls.__name__, "library", line, requirements.requirement_for(module.__name__) or module.__name__)
-    source = emit.render(cls.__name__, _version(), [line], [], False)
+    source = emit.render(cls.__name__, __version__, [line], [], False)
     return CapturedModel(cls=cls, class_name=cls.__name__, source=source,
                          requirements=_pins({module.__name__}), dependencies=[dep], warnings=[],
                          class_pickle=_class_pickle(cls))
@@ -105,8 +106,3 @@ def _class_pickle(cls: type) -> bytes | None:
     except Exception:  # the source is the durable record; the fast path is optional
         return None
 
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

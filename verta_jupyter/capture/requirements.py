@@ -62,8 +62,3 @@ def is_local_module(module: types.ModuleType) -> bool:
         return False
     return not os.path.realpath(path).startswith(_INSTALL_DIRS)
 
-
-def cloudpickle_version() -> str:
-    import cloudpickle
-
-    return cloudpickle.__version__

@@ -39,10 +39,10 @@ def open_store(store: Any = None) -> Store:
                          "path or an http:// URL of an MLflow tracking server")
     text = os.fspath(store)
     if text.startswith(("http://", "https://")):
-        from .stores.mlflow import MlflowStore
+        from .stores.mlflow.store import MlflowStore
 
         return MlflowStore(text)
-    from .stores.local import LocalStore
+    from .stores.local.store import LocalStore
 
     return LocalStore(Path(text))
 

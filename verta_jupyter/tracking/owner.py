@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from ..catalog import problem
 from ..errors import AlreadyExistsError, NotFoundError, StoreError, ValidationError
-from ..package import MISSING
+from ..package.format import MISSING
 from . import rules
 from .cache import evict, fetch_cached
 from .display import LoggedModel, html_summary, text_summary
@@ -211,8 +211,8 @@ class Loggable(Named):
         gets them as `model(artifacts={key: local_path})`. Nothing is written if this raises."""
         keys = self._check_model_args(model, artifacts, overwrite)
         paths = self.fetch_artifacts(keys)
-        from ..package import package_digest, read_manifest
-        from ..validate import prepare_model
+        from ..package.format import package_digest, read_manifest
+        from ..validation.validate import prepare_model
 
         prepared = prepare_model(model, namespace=namespace, cell_source=cell_source,
                                  artifacts=paths, sample_input=sample_input,
@@ -258,7 +258,7 @@ class Loggable(Named):
     def get_model(self) -> type:
         """The model class rebuilt from the stored package (never the live notebook class)."""
         from ..errors import PackageError
-        from ..rebuild import load_package
+        from ..package.load import load_package
 
         path = self.model_package_dir()
         try:
@@ -290,8 +290,8 @@ class Loggable(Named):
         """Write the logged model as an MLflow model directory (pyfunc, models from code) at
         `path`: `mlflow.pyfunc.load_model(path)` and `mlflow models serve -m path` answer like
         `load_model()`. See docs/mlflow.md."""
-        from ..export_mlflow import export_mlflow
-        from ..package import read_manifest
+        from ..package.mlflow_export import export_mlflow
+        from ..package.format import read_manifest
 
         package = self.model_package_dir()
         keys = read_manifest(package).get("artifact_keys", [])
@@ -299,7 +299,7 @@ class Loggable(Named):
 
     def panel(self, **options):
         """A predict panel (widget) on the rebuilt model; options go to `PredictPanel`."""
-        from ..widget import PredictPanel
+        from ..panel.widget import PredictPanel
 
         return PredictPanel(self, **options)
 

@@ -1,0 +1,177 @@
+"""Model package v1: write, read and verify the directory a captured model becomes.
+
+| file | what |
+|---|---|
+| verta_model.json | manifest: format, class, entry, versions, artifact keys, requirements, dependencies, warnings, sha256 of every file |
+| model.py | standalone readable source (imports, helpers, literals, the class) |
+| globals.pkl | pickled captured values (data only; definitions referenced by name) |
+| class.pkl | optional cloudpickle fast path, used only on exact Python + cloudpickle match |
+| requirements.txt | pinned distributions the model needs |
+| lib/ | bundled local modules |
+| input_example.json, output_example.json | the sample round trip |
+
+A package is written to a temporary sibling directory and renamed into place, so a reader never
+sees half of one. Reading verifies every digest first and refuses a modified file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import PackageError
+
+FORMAT = "verta_jupyter.model/1"
+MANIFEST = "verta_model.json"
+_IGNORED = {"__pycache__"}
+
+
+class _Missing:
+    """Marks an argument that was not given (None is a valid JSON sample)."""
+
+    def __repr__(self):
+        return "MISSING"
+
+    def __bool__(self):
+        return False
+
+
+MISSING = _Missing()
+
+
+def write_package(captured, path: Path, *, sample_input=MISSING, sample_output=MISSING,
+                  artifact_keys=()) -> Path:
+    """Write `captured` (a CapturedModel) as a package at `path`; return `path`."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise PackageError(f"cannot write a model package to {path}: the folder is not empty. "
+                           "Choose a new folder.")
+    with staged_directory(path) as staging:
+        _write_files(captured, staging, sample_input, sample_output)
+        manifest = _manifest(captured, staging, artifact_keys)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+@contextmanager
+def staged_directory(path: Path):
+    """Yield a staging folder beside `path` (absent or empty) that becomes `path` in one rename
+    when the block succeeds, and is removed when it fails: no reader sees half a directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_files(captured, root: Path, sample_input, sample_output) -> None:
+    (root / "model.py").write_text(captured.source)
+    (root / "requirements.txt").write_text("".join(f"{r}\n" for r in captured.requirements))
+    if captured.pickled:
+        (root / "globals.pkl").write_bytes(pickle.dumps(captured.pickled, protocol=4))
+    if captured.class_pickle is not None:
+        (root / "class.pkl").write_bytes(captured.class_pickle)
+    for relative, data in captured.bundled.items():
+        target = root / "lib" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    if sample_input is not MISSING:
+        (root / "input_example.json").write_text(json.dumps(sample_input, allow_nan=False, indent=2))
+    if sample_output is not MISSING:
+        (root / "output_example.json").write_text(json.dumps(sample_output, allow_nan=False, indent=2))
+
+
+def _manifest(captured, root: Path, artifact_keys) -> dict:
+    import cloudpickle
+
+    from .._version import __version__
+
+    return {
+        "format": FORMAT,
+        "class_name": captured.class_name,
+        "entry": f"model:{captured.class_name}",
+        "defined_in": captured.defined_in,
+        "python": platform.python_version(),
+        "cloudpickle": cloudpickle.__version__,
+        "verta_jupyter": __version__,
+        "artifact_keys": sorted(artifact_keys),
+        "requirements": list(captured.requirements),
+        "dependencies": [asdict(d) for d in captured.dependencies],
+        "warnings": [{"code": w.code, "message": w.message, "where": w.where} for w in captured.warnings],
+        "files": _digests(root),
+    }
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {rel: _sha256(root / rel) for rel in _package_files(root)}
+
+
+def _package_files(root: Path) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED)
+        for name in sorted(filenames):
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                files.append(rel)
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path) -> dict:
+    """The package's manifest; raises PackageError if `path` is not a model package."""
+    manifest_path = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise PackageError(f"{path} is not a verta_jupyter model package: {MANIFEST} is missing. "
+                           "Point at the folder written by CapturedModel.save() or run.download_model().") from None
+    except (OSError, ValueError) as exc:
+        raise PackageError(f"cannot read {manifest_path}: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise PackageError(f"{path}: unsupported package format {manifest.get('format')!r} "
+                           f"(this verta_jupyter reads {FORMAT}). Upgrade verta_jupyter.")
+    return manifest
+
+
+def verify_package(path) -> dict:
+    """Check every file's sha256 against the manifest; return the manifest or raise PackageError."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    expected = manifest["files"]
+    actual = set(_package_files(root))
+    for rel in sorted(actual - set(expected)):
+        raise PackageError(f"{root}: unexpected file {rel!r} is not in the manifest; the package was "
+                           "modified after it was written. Download or capture it again.")
+    for rel, digest in sorted(expected.items()):
+        if rel not in actual:
+            raise PackageError(f"{root}: {rel!r} is missing. Download or capture the package again.")
+        if _sha256(root / rel) != digest:
+            raise PackageError(f"{root}: {rel!r} was modified after the package was written (sha256 "
+                               "mismatch); refusing to load it. Download or capture the package again.")
+    return manifest
+
+
+def package_digest(manifest: dict) -> str:
+    """One sha256 naming the package's content (over the files' digests)."""
+    canonical = json.dumps(manifest["files"], sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()

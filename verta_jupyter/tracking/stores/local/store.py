@@ -1,0 +1,391 @@
+"""`LocalStore`: the embedded store — one SQLite file (WAL) plus content-addressed blob files.
+
+On-disk format (documented in docs/store-format.md; `local_folder` holds the schema, the
+version, and the migrations)::
+
+    verta_store/
+      VERTA_STORE.json     {"format": "verta_jupyter.store", "version": 1}  (marks the folder)
+      metadata.sqlite3     entities, fields, artifacts, artifact_files (+ -wal/-shm while open)
+      blobs/ab/ab12...     file contents named by sha256
+      tmp/                 in-flight writes (stray files here after a crash are harmless)
+
+Crash safety: blobs are complete before the one transaction that makes an artifact visible.
+Concurrency: WAL lets readers run while one process writes; writers take the lock up front
+(BEGIN IMMEDIATE), wait via busy_timeout, and retry "database is locked" themselves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ....errors import NotFoundError, StoreError
+from ..base import (ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
+                   CheckResult, Entity, Progress, check_field, check_kind, iter_tree, tree_digest)
+from .blobs import BlobFiles
+from .check import check_store, collect_garbage
+from .folder import (DB_NAME, FORMAT_VERSION, MARKER, MIGRATIONS, SCHEMA_V1, open_folder,
+                           write_marker)
+
+_LOCK_WAIT_SECONDS = 120.0  # total patience for "database is locked" before telling the user
+
+class LocalStore:
+    """The embedded store in a folder. `LocalStore(path)` creates the folder if it is absent
+    or empty, opens it if it is a store, and refuses anything else."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.root = Path(path).expanduser().resolve()
+        self.location = str(self.root)
+        self.read_only = open_folder(self.root)
+        self.blobs = BlobFiles(self.root)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._init_db()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.location!r})"
+
+    # -- connection ------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():  # a forked child needs its own
+            self._conn = _connect(self.root / DB_NAME, self.read_only)
+            self._pid = os.getpid()
+        return self._conn
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._retry(lambda: self._db().execute(sql, args).fetchall())
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn` in one IMMEDIATE transaction, retrying while another process holds the lock."""
+        if self.read_only:
+            raise StoreError(f"the store folder {self.location} is read-only; make it writable "
+                             "(chmod u+w) or log to another store")
+
+        def attempt():
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        with self._lock:
+            return self._retry(attempt)
+
+    def _retry(self, attempt: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise _store_error(exc, self.location) from exc
+            # back off with jitter so eight writers do not retry in lock step
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+    def _init_db(self) -> None:
+        version = self._read("PRAGMA user_version")[0][0]
+        if version > FORMAT_VERSION:
+            raise StoreError(f"the store {self.location} has format {version}, newer than this "
+                             f"verta_jupyter understands ({FORMAT_VERSION}); upgrade verta_jupyter")
+        if version == FORMAT_VERSION:
+            return
+        if self.read_only and version:
+            raise StoreError(f"the store {self.location} has format {version} and needs migrating "
+                             f"to {FORMAT_VERSION}; open it once from a writable location")
+        self._write(self._create_or_migrate)
+        write_marker(self.root / MARKER)
+
+    def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
+        if current == 0:  # a new store starts at version 1 and takes the migration path up
+            for statement in SCHEMA_V1.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            current = 1
+        while current < FORMAT_VERSION:
+            MIGRATIONS[current](conn, self.root)
+            current += 1
+        conn.execute(f"PRAGMA user_version = {current}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # -- entities --------------------------------------------------------------------------
+    def get_or_create(self, kind: str, name: str | None, parent_id: str | None = None) -> Entity:
+        check_kind(kind)
+        parent = parent_id or ""
+        if PARENT_KIND[kind] and not parent:
+            raise StoreError(f"a {kind} needs a parent {PARENT_KIND[kind]}")
+        if name is not None:
+            found = self._read("SELECT id, name, parent_id, created_at FROM entities "
+                               "WHERE kind=? AND parent_id=? AND name=?", (kind, parent, name))
+            if found:
+                return _entity(kind, found[0])
+
+        def insert(conn: sqlite3.Connection) -> tuple:
+            if parent and not conn.execute("SELECT 1 FROM entities WHERE id=? AND kind=?",
+                                           (parent, PARENT_KIND[kind])).fetchone():
+                raise NotFoundError(f"no {PARENT_KIND[kind]} with id {parent!r} in {self.location}")
+            new_id = uuid.uuid4().hex
+            chosen = name if name is not None else _generated_name(conn, kind, parent, new_id)
+            conn.execute("INSERT OR IGNORE INTO entities (id, kind, name, parent_id, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (new_id, kind, chosen, parent, time.time()))
+            return conn.execute("SELECT id, name, parent_id, created_at FROM entities "
+                                "WHERE kind=? AND parent_id=? AND name=?",
+                                (kind, parent, chosen)).fetchone()
+
+        return _entity(kind, self._write(insert))
+
+    def get(self, kind: str, id: str) -> Entity:
+        check_kind(kind)
+        rows = self._read("SELECT id, name, parent_id, created_at FROM entities "
+                          "WHERE id=? AND kind=?", (str(id), kind))
+        if not rows:
+            raise NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} in {self.location}; "
+                                "check the id (list them with `verta-jupyter runs list`)")
+        return _entity(kind, rows[0])
+
+    def find(self, kind: str, *, parent_id: str | None = None, ancestor_id: str | None = None,
+             name: str | None = None, tag: str | None = None) -> list[Entity]:
+        check_kind(kind)
+        sql = "SELECT ?, id, name, NULLIF(parent_id, ''), created_at FROM entities e WHERE kind=?"
+        args: list = [kind, kind]
+        if parent_id is not None:
+            sql += " AND parent_id=?"
+            args.append(parent_id)
+        if ancestor_id is not None:
+            sql += " AND parent_id IN (SELECT id FROM entities WHERE parent_id=?)"
+            args.append(ancestor_id)
+        if name is not None:
+            sql += " AND name=?"
+            args.append(name)
+        if tag is not None:
+            sql += (" AND EXISTS (SELECT 1 FROM fields f WHERE f.owner_id=e.id "
+                    "AND f.field='tags' AND f.key=?)")
+            args.append(tag)
+        return list(map(Entity._make, self._read(sql + " ORDER BY seq", tuple(args))))
+
+    # -- fields ----------------------------------------------------------------------------
+    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
+        check_field(field)
+        rows = [(id, field, str(k), json.dumps(v)) for k, v in values.items()]
+
+        def put(conn: sqlite3.Connection) -> None:
+            self._require_owner(conn, kind, id)
+            conn.executemany("INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)", rows)
+
+        self._write(put)
+
+    def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
+        check_field(field)
+        self.get(kind, id)
+        rows = self._read("SELECT key, value FROM fields WHERE owner_id=? AND field=? "
+                          "ORDER BY key", (id, field))
+        return {key: json.loads(value) for key, value in rows}
+
+    # -- artifacts -------------------------------------------------------------------------
+    def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
+                     meta: Mapping[str, Any] | None = None,
+                     progress: Progress | None = None) -> ArtifactInfo:
+        if type not in ARTIFACT_TYPES:
+            raise StoreError(f"unknown artifact type {type!r}; use one of {ARTIFACT_TYPES}")
+        path = Path(path)
+        self.get(kind, id)  # fail before writing any blob
+        if self.read_only:
+            self._write(lambda conn: None)  # raises the read-only error
+        for attempt in (1, 2):
+            files = self._put_blobs(path, progress)
+            try:
+                return self._record_artifact(kind, id, key, path.name, type, meta, files)
+            except _BlobsVanished:
+                if attempt == 2:  # pragma: no cover - a second gc in the same instant
+                    raise StoreError(f"blobs of artifact {key!r} keep vanishing from "
+                                     f"{self.location}; is a garbage collection running?")
+        raise AssertionError("unreachable")
+
+    def _record_artifact(self, kind: str, id: str, key: str, filename: str, type: str,
+                         meta: Mapping[str, Any] | None,
+                         files: list[tuple[str, str, int]]) -> ArtifactInfo:
+        if type in ("directory", "model"):
+            digest = tree_digest((rel, "sha256:" + hx, size) for rel, hx, size in files)
+        else:
+            digest = "sha256:" + files[0][1]
+        info = ArtifactInfo(key=key, type=type, filename=filename,
+                            size=sum(f[2] for f in files), digest=digest, meta=dict(meta or {}))
+
+        def record(conn: sqlite3.Connection) -> None:
+            self._require_owner(conn, kind, id)
+            # under the write lock, which garbage collection also holds: a blob seen here
+            # stays until this transaction has committed its reference
+            if not all(self.blobs.exists(hx) for _, hx, _ in files):
+                raise _BlobsVanished()
+            conn.execute("DELETE FROM artifact_files WHERE owner_id=? AND key=?", (id, key))
+            conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (id, key, type, info.filename, info.size, digest,
+                          json.dumps(info.meta), time.time()))
+            conn.executemany("INSERT INTO artifact_files VALUES (?, ?, ?, ?, ?)",
+                             [(id, key, rel, hx, size) for rel, hx, size in files])
+
+        self._write(record)
+        return info
+
+    def _put_blobs(self, path: Path, progress: Progress | None) -> list[tuple[str, str, int]]:
+        if path.is_dir():
+            return [(rel, *self.blobs.put(p, progress)) for rel, p in iter_tree(path)]
+        if path.is_file():
+            return [("", *self.blobs.put(path, progress))]
+        raise NotFoundError(f"no file or directory at {path}; check the path")
+
+    def artifact_info(self, kind: str, id: str, key: str) -> ArtifactInfo:
+        rows = self._read("SELECT key, type, filename, size, digest, meta FROM artifacts "
+                          "WHERE owner_id=? AND key=?", (id, key))
+        if not rows:
+            self.get(kind, id)
+            raise NotFoundError(f"no artifact {key!r} in {kind} {id}; log it first with "
+                                f"log_artifact({key!r}, ...)")
+        return _artifact(rows[0])
+
+    def list_artifacts(self, kind: str, id: str) -> list[ArtifactInfo]:
+        self.get(kind, id)
+        rows = self._read("SELECT key, type, filename, size, digest, meta FROM artifacts "
+                          "WHERE owner_id=? ORDER BY key", (id,))
+        return [_artifact(row) for row in rows]
+
+    def fetch_artifact(self, kind: str, id: str, key: str, dest: Path, *,
+                       progress: Progress | None = None) -> Path:
+        info = self.artifact_info(kind, id, key)
+        files = self._read("SELECT relpath, blob FROM artifact_files WHERE owner_id=? AND key=? "
+                           "ORDER BY relpath", (id, key))
+        dest = Path(dest)
+        if dest.exists():
+            raise StoreError(f"{dest} already exists; fetch into a new path")
+        try:
+            if info.type in ("directory", "model"):
+                dest.mkdir(parents=True)
+                for rel, blob in files:
+                    target = dest / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self.blobs.copy_out(blob, target, progress)
+            else:
+                self.blobs.copy_out(files[0][1], dest, progress)
+        except BaseException:
+            _remove(dest)
+            raise
+        return dest
+
+    def copy_artifacts(self, src_kind: str, src_id: str, dst_kind: str, dst_id: str,
+                       extra_meta: Mapping[str, Any] | None = None) -> None:
+        """Give `dst` every artifact of `src` in one transaction, sharing the blobs (optional
+        fast path beyond the protocol: the registry uses it when a store has it)."""
+        def copy(conn: sqlite3.Connection) -> None:
+            self._require_owner(conn, src_kind, src_id)
+            self._require_owner(conn, dst_kind, dst_id)
+            rows = conn.execute("SELECT key, type, filename, size, digest, meta FROM artifacts "
+                                "WHERE owner_id=?", (src_id,)).fetchall()
+            for key, type_, filename, size, digest, meta in rows:
+                merged = json.dumps({**json.loads(meta), **(extra_meta or {})})
+                conn.execute("DELETE FROM artifact_files WHERE owner_id=? AND key=?", (dst_id, key))
+                conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (dst_id, key, type_, filename, size, digest, merged, time.time()))
+                conn.execute("INSERT INTO artifact_files SELECT ?, key, relpath, blob, size "
+                             "FROM artifact_files WHERE owner_id=? AND key=?", (dst_id, src_id, key))
+
+        self._write(copy)
+
+    # -- maintenance -----------------------------------------------------------------------
+    def check(self, verify_blobs: bool = True) -> CheckResult:
+        """Integrity check (see `local_check.check_store`); read-only."""
+        with self._lock:
+            return check_store(self, verify_blobs=verify_blobs)
+
+    def collect_garbage(self, min_age: float = 3600.0) -> dict[str, int]:
+        """Delete temporary files and unreferenced blobs older than `min_age` seconds (what
+        interrupted writes leave); return what was removed."""
+        return collect_garbage(self, min_age)
+
+    def _require_owner(self, conn: sqlite3.Connection, kind: str, id: str) -> None:
+        if kind not in OWNER_KINDS:
+            raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
+        if not conn.execute("SELECT 1 FROM entities WHERE id=? AND kind=?", (id, kind)).fetchone():
+            raise NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} in {self.location}")
+
+
+def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        # immutable: SQLite creates no -wal/-shm files, which a read-only folder cannot hold
+        conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+        return conn
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _store_error(exc: sqlite3.Error, location: str) -> StoreError:
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"the store folder {location} is read-only; make it writable "
+                          "(chmod u+w) or log to another store")
+    if _is_lock_error(exc):
+        return StoreError(f"the store {location} stayed locked by another process for "
+                          f"{_LOCK_WAIT_SECONDS:.0f} s; find the process holding it and retry")
+    return StoreError(f"the store {location} failed: {exc}; run `verta-jupyter store check`")
+
+
+def _generated_name(conn: sqlite3.Connection, kind: str, parent: str, new_id: str) -> str:
+    if kind != "model_version":
+        return f"{kind.replace('_', '-')}-{new_id[:8]}"
+    n = conn.execute("SELECT COUNT(*) FROM entities WHERE kind=? AND parent_id=?",
+                     (kind, parent)).fetchone()[0] + 1
+    while conn.execute("SELECT 1 FROM entities WHERE kind=? AND parent_id=? AND name=?",
+                       (kind, parent, str(n))).fetchone():
+        n += 1
+    return str(n)
+
+
+def _entity(kind: str, row: tuple) -> Entity:
+    id_, name, parent, created = row
+    return Entity(kind=kind, id=id_, name=name, parent_id=parent or None, created_at=created)
+
+
+def _artifact(row: tuple) -> ArtifactInfo:
+    key, type_, filename, size, digest, meta = row
+    return ArtifactInfo(key=key, type=type_, filename=filename, size=size, digest=digest,
+                        meta=json.loads(meta))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class _BlobsVanished(Exception):
+    """A blob was garbage-collected between being written and being referenced: put again."""

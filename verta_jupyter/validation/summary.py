@@ -1,0 +1,165 @@
+"""The summary `%%verta_model` shows: rich HTML in notebooks, plain text in terminals.
+
+One `ModelSummary` object carries both forms (`_repr_html_` and `__repr__`), so IPython's
+display machinery sends a bundle with text/plain and text/html and each front end picks its own.
+It shows what will be deployed: the class, what it uses (a tree of who uses what, where each
+was defined, what value was captured), pinned requirements, every check with its status, where
+it was logged, timing, and the generated model.py itself.
+"""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from .checks import credential_kind, secret_name
+from ..package.format import MISSING
+
+__all__ = ["ModelSummary", "dependency_tree"]
+
+_MARK = {"ok": "✓", "warning": "⚠", "error": "✗", "skipped": "–"}
+_COLOR = {"ok": "#1a7f37", "warning": "#9a6700", "error": "#cf222e", "skipped": "#6e7781"}
+
+
+def dependency_tree(captured: Any) -> list[tuple[int, Any]]:
+    """(depth, Dependency) rows: what the class uses, then what those use, depth-first.
+
+    `used_by` entries name a scope ("MyModel.predict", "helper"); its first part is the user.
+    A dependency reached twice is listed under its first user only.
+    """
+    deps = list(getattr(captured, "dependencies", []) or [])
+    by_user: dict[str, list[Any]] = {}
+    for dep in deps:
+        for user in dep.used_by or [captured.class_name]:
+            by_user.setdefault(user.split(".")[0], []).append(dep)
+    rows: list[tuple[int, Any]] = []
+    seen = {captured.class_name}
+
+    def visit(user: str, depth: int) -> None:
+        for dep in by_user.get(user, []):
+            if dep.name in seen:
+                continue
+            seen.add(dep.name)
+            rows.append((depth, dep))
+            visit(dep.name, depth + 1)
+
+    visit(captured.class_name, 0)
+    rows += [(0, d) for d in deps if d.name not in seen]  # anything not reached from the class
+    return rows
+
+
+def captured_value(captured: Any, dep: Any) -> str:
+    """The value frozen at capture, shortened; secret-looking ones are never shown."""
+    values = getattr(captured, "values", None) or {}
+    if dep.kind not in ("literal", "value") or dep.name not in values:
+        return ""
+    value = values[dep.name]
+    if secret_name(dep.name) or (isinstance(value, str) and credential_kind(value)):
+        return "<hidden>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class ModelSummary:
+    """What `%%verta_model` validated and logged; displays as HTML or plain text."""
+
+    def __init__(self, report: Any, *, logged_to: str = "", seconds: float | None = None):
+        self.report = report
+        self.logged_to = logged_to
+        self.seconds = report.timings.get("total", 0.0) if seconds is None else seconds
+
+    # -- plain text
+    def __repr__(self) -> str:
+        return "\n".join(self._text_lines())
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))
+
+    def _text_lines(self) -> list[str]:
+        r = self.report
+        lines = [f"{r.class_name}: {self._headline()}"]
+        lines.append(f"sample: {sample_text(r)}")
+        lines.append("checks:")
+        for c in r.checks:
+            lines.append(f"  {_MARK[c.status]} {c.name:<10} {c.detail}"[:110] + _ms(c.seconds, c.status))
+        for p in r.problems:
+            lines.append(f"  {p}")
+        captured = r.captured
+        if captured is not None:
+            lines.append("uses:" if captured.dependencies else "uses: nothing outside the class")
+            for depth, dep in dependency_tree(captured):
+                lines.append("  " + "  " * depth + _dep_text(captured, dep))
+            lines.append("requirements: " + (", ".join(captured.requirements) or "none (standard library only)"))
+            where = f" ({r.package_dir}/model.py)" if r.package_dir else ""
+            lines.append(f"model.py: {len(captured.source.splitlines())} lines{where}")
+        lines += [f"note: {n}" for n in r.rebuild_notes]
+        return lines
+
+    def _headline(self) -> str:
+        r = self.report
+        state = (f"logged to {self.logged_to}" if self.logged_to and r.ok
+                 else "validated, not logged (--no-log)" if r.ok else "NOT logged")
+        counts = f"{len(r.errors)} error(s), {len(r.warnings)} warning(s)"
+        return f"{state}; {counts}; {self.seconds * 1000:.0f} ms"
+
+    # -- HTML
+    def _repr_html_(self) -> str:
+        r = self.report
+        esc = html.escape
+        parts = [f'<div class="vj-summary" style="font-family:var(--jp-ui-font-family,sans-serif);'
+                 f'font-size:13px;line-height:1.45">',
+                 f"<div><b>{esc(r.class_name)}</b> — {esc(self._headline())}</div>",
+                 f'<div class="vj-sample">sample: <code>{esc(sample_text(r))}</code></div>',
+                 self._checks_html()]
+        if r.problems:
+            parts.append('<ul class="vj-problems" style="margin:4px 0">' + "".join(
+                f'<li style="color:{_COLOR["error" if p.is_error else "warning"]}">{esc(str(p))}</li>'
+                for p in r.problems) + "</ul>")
+        if r.captured is not None:
+            parts.append(self._captured_html(r.captured))
+        parts += [f'<div class="vj-note">note: {esc(n)}</div>' for n in r.rebuild_notes]
+        parts.append("</div>")
+        return "".join(parts)
+
+    def _checks_html(self) -> str:
+        rows = "".join(
+            f'<tr class="vj-check vj-{c.status}"><td style="color:{_COLOR[c.status]}">{_MARK[c.status]}</td>'
+            f'<td style="padding:0 .8em 0 .3em">{html.escape(c.name)}</td><td>{html.escape(c.detail)}</td>'
+            f'<td style="text-align:right;padding-left:.8em">{_ms(c.seconds, c.status).strip()}</td></tr>'
+            for c in self.report.checks)
+        return f'<table class="vj-checks" style="border-collapse:collapse;margin:4px 0">{rows}</table>'
+
+    def _captured_html(self, captured: Any) -> str:
+        esc = html.escape
+        tree = "".join(
+            f'<li style="margin-left:{depth * 1.2}em;list-style:none">{esc(_dep_text(captured, dep))}</li>'
+            for depth, dep in dependency_tree(captured)) or "<li style='list-style:none'>nothing outside the class</li>"
+        requirements = esc(", ".join(captured.requirements) or "none (standard library only)")
+        source = esc(captured.source)
+        lines = len(captured.source.splitlines())
+        return (f'<div class="vj-uses"><b>uses</b><ul style="margin:2px 0;padding-left:0.5em">{tree}</ul></div>'
+                f'<div class="vj-requirements"><b>requirements</b>: {requirements}</div>'
+                f'<details class="vj-model-py"><summary>model.py ({lines} lines): exactly what will be '
+                f'deployed</summary><pre style="max-height:30em;overflow:auto">{source}</pre></details>')
+
+
+def _dep_text(captured: Any, dep: Any) -> str:
+    value = captured_value(captured, dep)
+    shown = f" = {value}, captured" if value else ""
+    return f"{dep.name}{shown} [{dep.kind}: {dep.detail}] from {dep.defined_in}"
+
+
+def _ms(seconds: float, status: str) -> str:
+    return "" if status == "skipped" else f"  {seconds * 1000:.1f} ms"
+
+
+def sample_text(report: Any) -> str:
+    """The sample round trip as one line, for messages."""
+    if report.sample_input is MISSING:
+        return "none given (rebuild checked import and construction only)"
+    text = f"{_short(report.sample_input)} -> {_short(report.sample_output)}"
+    return text
+
+
+def _short(value: Any) -> str:
+    text = "(not run)" if value is MISSING else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
