@@ -12,7 +12,8 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from verta_jupyter.errors import ValidationError
-from verta_jupyter.magic import ModelCell, Options, defined_classes
+from verta_jupyter.capture.cells import top_level_classes
+from verta_jupyter.magic import ModelCell, Options
 from verta_jupyter.package.format import MISSING
 from verta_jupyter.validation.summary import ModelSummary
 from verta_jupyter.validation.validate import validate
@@ -117,9 +118,9 @@ def test_helper_classes_without_predict_are_ignored(ip):
     assert outputs[0].data["text/plain"].startswith("MyModel:")
 
 
-def test_defined_classes_looks_inside_compound_statements_only():
+def test_top_level_classes_looks_inside_compound_statements_only():
     cell = "if True:\n    class A: pass\nclass B:\n    class Inner: pass\ndef f():\n    class C: pass\n"
-    assert defined_classes(cell) == ["B", "A"]
+    assert top_level_classes(cell) == ["B", "A"]
 
 
 # -- flags -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from verta_jupyter.validation.checks import credential_kind, secret_reason
 from verta_jupyter.errors import ValidationError
-from verta_jupyter.validation.validate import observe_reports, prepare_model, validate
+from verta_jupyter.validation.validate import prepare_model, validate
 
 SEED = '''
 class MyModel(object):
@@ -90,13 +90,6 @@ def test_public_validate_is_the_function(shell):
     cls = define(shell, SEED)
     assert verta_jupyter.validate is from_module
     assert verta_jupyter.validate(cls, namespace=shell.ns, check_rebuild=False).ok
-
-
-def test_observe_reports_sees_nested_validations(shell):
-    cls = define(shell, SEED)
-    with observe_reports() as seen:
-        validate(cls, namespace=shell.ns, check_rebuild=False)
-    assert [r.class_name for r in seen] == ["MyModel"]
 
 
 # -- the class and its interface ---------------------------------------------------------------

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from .errors import Problem
 
+#: Artifact keys Verta's own model format uses; a user artifact may not take them.
+RESERVED_ARTIFACT_KEYS = frozenset({"model.pkl", "model_api.json", "requirements.txt", "custom_modules"})
+
 
 @dataclass(frozen=True)
 class Check:

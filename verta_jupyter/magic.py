@@ -7,7 +7,6 @@ problems are `ValidationError`s naming the identifier and the check code, and no
 """
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import shlex
@@ -19,6 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from .capture.cells import top_level_classes
 from .catalog import problem
 from .errors import AlreadyExistsError, ValidationError
 from .package.format import MISSING
@@ -85,23 +85,6 @@ def parse_sample(text: str, namespace: dict) -> Any:
             name=text)]) from None
 
 
-def defined_classes(cell: str) -> list[str]:
-    """Names of the classes a cell defines at module level (inside if/try/with too)."""
-    try:
-        tree = ast.parse(cell)
-    except SyntaxError:
-        return []
-    found: list[str] = []
-    todo = list(tree.body)
-    while todo:
-        node = todo.pop(0)
-        if isinstance(node, ast.ClassDef):
-            found.append(node.name)
-        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            todo.extend(n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt))
-    return list(dict.fromkeys(found))
-
-
 class ModelCell:
     """The engine behind `%%verta_model`: execute the cell, pick the class, validate, log."""
 
@@ -141,7 +124,7 @@ class ModelCell:
                     "VJ101", f"--class {name}: no class named '{name}' is defined in the notebook",
                     name=name, remedy=f"Define `class {name}` in this cell, or fix the name.")])
             return value
-        classes = [n for n in defined_classes(cell) if isinstance(self.ns.get(n), type)]
+        classes = [n for n in top_level_classes(cell) if isinstance(self.ns.get(n), type)]
         with_predict = [n for n in classes if hasattr(self.ns[n], "predict")]
         if len(with_predict) == 1 or (len(classes) == 1 and not with_predict):
             return self.ns[(with_predict or classes)[0]]
@@ -198,7 +181,7 @@ class ModelCell:
         return paths
 
     def log(self, cls: type, run, cell: str):
-        from .validation.validate import observe_reports, prepare_model
+        from .validation.validate import prepare_model
 
         o = self.options
         kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample, overwrite=o.overwrite,
@@ -213,13 +196,13 @@ class ModelCell:
                                    allow_secrets=o.allow_secrets).report
         if o.sample is MISSING:
             accepted.pop("sample_input", None)
-        with observe_reports() as seen:
-            try:
-                result = run.log_model(cls, **accepted)
-            except AlreadyExistsError as exc:
-                raise AlreadyExistsError(f"{exc} (here: add --overwrite to the %%verta_model line)",
-                                         exc.problems) from None
-        report = seen[-1] if seen else getattr(result, "report", report)
+        try:
+            result = run.log_model(cls, **accepted)
+        except AlreadyExistsError as exc:
+            raise AlreadyExistsError(f"{exc} (here: add --overwrite to the %%verta_model line)",
+                                     exc.problems) from None
+        # our log_model returns a LoggedModel whose report is the validation it ran
+        report = getattr(result, "report", None) or report
         return report, _describe_run(run)
 
 

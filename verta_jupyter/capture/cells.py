@@ -170,12 +170,22 @@ def _definitions_by_name(text: str) -> dict[str, list]:
     return index
 
 
+def top_level_classes(text: str) -> list[str]:
+    """Names of the classes a cell defines at module level (inside if/try/with too), in order."""
+    tree = parse_cell(text)
+    names = [n.name for n in _top_level(tree) if isinstance(n, ast.ClassDef)] if tree else []
+    return list(dict.fromkeys(names))
+
+
 def _top_level(tree: ast.Module):
-    """Top-level statements, looking inside `if`/`try` blocks as notebooks sometimes do."""
-    for node in tree.body:
+    """Module-level statements, looking inside `if`/`try`/`with` blocks as notebooks sometimes
+    do, but never into a def or class body (a method is not a module-level definition)."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop(0)
         yield node
-        if isinstance(node, (ast.If, ast.Try)):
-            yield from (n for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo.extend(n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt))
 
 
 def _first_line(node) -> int:

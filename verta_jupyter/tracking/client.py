@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, StoreError
-from .named import Named
-from .run import ExperimentRun
+from .registry import RegisteredModel
+from .run import Experiment, ExperimentRun, Project, find_runs
 from .stores.base import Entity, Store
 
 DEFAULT_STORE = "verta_store"
@@ -45,36 +45,6 @@ def open_store(store: Any = None) -> Store:
     from .stores.local.store import LocalStore
 
     return LocalStore(Path(text))
-
-
-class Project(Named):
-    """A project: a group of experiments."""
-
-    def find_runs(self, *, name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
-        """Runs of every experiment of this project, oldest first."""
-        return _runs(self._store, ancestor_id=self.id, name=name, tag=tag)
-
-    @property
-    def experiments(self) -> list[Experiment]:
-        """The project's experiments, oldest first."""
-        return [Experiment(self._store, e) for e in self._store.find("experiment", parent_id=self.id)]
-
-
-class Experiment(Named):
-    """An experiment: a group of runs inside a project."""
-
-    @property
-    def project(self) -> Project:
-        """The project this experiment belongs to."""
-        return Project(self._store, self._store.get("project", self._entity.parent_id))
-
-    def find_runs(self, *, name: str | None = None, tag: str | None = None) -> list[ExperimentRun]:
-        """Runs of this experiment, oldest first."""
-        return _runs(self._store, parent_id=self.id, name=name, tag=tag)
-
-
-def _runs(store: Store, **filters: Any) -> list[ExperimentRun]:
-    return [ExperimentRun(store, e) for e in store.find("run", **filters)]
 
 
 class Client:
@@ -186,20 +156,16 @@ class Client:
                 filters["ancestor_id"] = proj.id
         elif experiment is not None:
             ids = [e.id for e in self._store.find("experiment", name=experiment)]
-            return [r for i in ids for r in _runs(self._store, parent_id=i, **filters)]
-        return _runs(self._store, **filters)
+            return [r for i in ids for r in find_runs(self._store, parent_id=i, **filters)]
+        return find_runs(self._store, **filters)
 
     # -- registry --------------------------------------------------------------------------
     def get_or_create_registered_model(self, name: str | None = None):
         """Get or create the registered model `name`."""
-        from .registry import RegisteredModel
-
         return RegisteredModel(self._store, self._store.get_or_create("registered_model", _name(name)))
 
     def get_registered_model(self, name: str | None = None, id: str | None = None):
         """An existing registered model, by name or id."""
-        from .registry import RegisteredModel
-
         return RegisteredModel(self._store, self._get("registered_model", name, id))
 
 

@@ -2,60 +2,40 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..errors import VertaError
-from .stores.base import MODEL_KEY, REQUIREMENTS_KEY
+from .._text import shorten
+from .stores.base import ArtifactInfo
 
-if TYPE_CHECKING:
-    from .owner import Loggable
-    from .stores.base import ArtifactInfo
+Rows = list[tuple[str, str]]  # (label, text) lines, in display order
 
 
-def _rows(owner: Loggable) -> list[tuple[str, str]]:
-    """(label, text) lines describing an owner; store failures become a line, never a crash
-    (a repr that raises hides the object it should describe)."""
-    rows = [("id", owner.id), *owner._context(), ("store", owner.store_location)]
-    try:
-        store, kind = owner._store, owner._kind
-        for field in ("hyperparameters", "metrics", "attributes"):
-            values = store.get_fields(kind, owner.id, field)
-            if values:
-                rows.append((field, ", ".join(f"{k}={_short(v)}" for k, v in values.items())))
-        tags = store.get_fields(kind, owner.id, "tags")
-        if tags:
-            rows.append(("tags", ", ".join(sorted(tags))))
-        artifacts = store.list_artifacts(kind, owner.id)
-        user = [a for a in artifacts if a.key not in (MODEL_KEY, REQUIREMENTS_KEY)]
-        if user:
-            rows.append(("artifacts", ", ".join(f"{a.key} ({a.type}, {human_size(a.size)})"
-                                                for a in user)))
-        model = [a for a in artifacts if a.key == MODEL_KEY]
-        if model:
-            rows.append(("model", _model_line(model[0])))
-    except VertaError as exc:
-        rows.append(("error", str(exc)))
-    return rows
+class Owner(Protocol):
+    """What a summary needs to name an owner (a run or a model version)."""
+
+    id: str
+    name: str
 
 
-def _model_line(info: ArtifactInfo) -> str:
+def model_line(info: ArtifactInfo) -> str:
+    """A stored model in one line: class, size, artifact keys."""
     meta = info.meta
     keys = meta.get("artifact_keys") or []
     extra = f", artifacts: {', '.join(keys)}" if keys else ""
     return f"{meta.get('class_name', '?')} ({human_size(info.size)}{extra})"
 
 
-def text_summary(owner: Loggable) -> str:
-    head = f"{type(owner).__name__} '{owner.name}'"
-    return "\n".join([head] + [f"  {label}: {text}" for label, text in _rows(owner)])
+def text_summary(title: str, rows: Rows) -> str:
+    """`title` then one indented `label: text` line per row (a repr)."""
+    return "\n".join([title] + [f"  {label}: {text}" for label, text in rows])
 
 
-def html_summary(owner: Loggable) -> str:
+def html_summary(title: str, rows: Rows) -> str:
+    """`title` in bold over a two-column table (a notebook's rich repr)."""
     cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(label)}</th>"
                     f"<td style='text-align:left'>{html.escape(text)}</td></tr>"
-                    for label, text in _rows(owner))
-    return (f"<div class='vj-summary'><b>{html.escape(type(owner).__name__)} "
-            f"'{html.escape(owner.name)}'</b><table>{cells}</table></div>")
+                    for label, text in rows)
+    return f"<div class='vj-summary'><b>{html.escape(title)}</b><table>{cells}</table></div>"
 
 
 def human_size(size: int) -> str:
@@ -67,15 +47,10 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class LoggedModel:
     """What `log_model` returns: the stored package's metadata and the validation report."""
 
-    def __init__(self, owner: Loggable, info: ArtifactInfo, report: Any = None):
+    def __init__(self, owner: Owner, info: ArtifactInfo, report: Any = None):
         self.owner = owner
         self.info = info
         self.report = report
@@ -97,14 +72,11 @@ class LoggedModel:
                 ("requirements", ", ".join(self.info.meta.get("requirements") or []) or "none")]
 
     def __repr__(self) -> str:
-        return "LoggedModel\n" + "\n".join(f"  {k}: {v}" for k, v in self._lines())
+        return text_summary("LoggedModel", self._lines())
 
     def _repr_html_(self) -> str:
-        cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
-                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-                        for k, v in self._lines())
-        return f"<div class='vj-summary'><b>Logged model</b><table>{cells}</table></div>"
+        return html_summary("Logged model", self._lines())
 
 
-def owner_label(owner: Loggable) -> str:
+def owner_label(owner: Owner) -> str:
     return f"{type(owner).__name__} '{owner.name}' (id {owner.id})"

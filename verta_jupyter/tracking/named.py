@@ -12,6 +12,11 @@ class Named:
         self._entity = entity
 
     @property
+    def store(self) -> Store:
+        """The store this entity lives in."""
+        return self._store
+
+    @property
     def id(self) -> str:
         """The store's id: pass it to the matching `get_...(id=...)` from any process."""
         return self._entity.id

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..catalog import problem
-from ..errors import AlreadyExistsError, NotFoundError, StoreError, ValidationError
+from .._text import shorten
+from ..errors import AlreadyExistsError, NotFoundError, StoreError, ValidationError, VertaError
 from ..package.format import MISSING
 from . import rules
 from .cache import evict, fetch_cached
-from .display import LoggedModel, html_summary, text_summary
+from .display import LoggedModel, Rows, html_summary, human_size, model_line, text_summary
 from .named import Named
 from .progress import total_size, transfer_progress
 from .stores.base import MODEL_KEY, REQUIREMENTS_KEY, ArtifactInfo
@@ -26,6 +27,11 @@ class Loggable(Named):
     """A store entity that carries fields, artifacts and a model (a run or a model version)."""
 
     _kind = "run"
+
+    @property
+    def kind(self) -> str:
+        """The store's kind for this owner: "run" or "model_version"."""
+        return self._kind
 
     @property
     def store_location(self) -> str:
@@ -307,11 +313,36 @@ class Loggable(Named):
     def _context(self) -> list[tuple[str, str]]:
         return []
 
+    def _summary_rows(self) -> Rows:
+        """(label, text) lines describing this owner; store failures become a line, never a
+        crash (a repr that raises hides the object it should describe)."""
+        rows = [("id", self.id), *self._context(), ("store", self.store_location)]
+        try:
+            store, kind = self._store, self._kind
+            for field in ("hyperparameters", "metrics", "attributes"):
+                values = store.get_fields(kind, self.id, field)
+                if values:
+                    rows.append((field, ", ".join(f"{k}={shorten(repr(v), 40)}" for k, v in values.items())))
+            tags = store.get_fields(kind, self.id, "tags")
+            if tags:
+                rows.append(("tags", ", ".join(sorted(tags))))
+            artifacts = store.list_artifacts(kind, self.id)
+            user = [a for a in artifacts if a.key not in (MODEL_KEY, REQUIREMENTS_KEY)]
+            if user:
+                rows.append(("artifacts", ", ".join(f"{a.key} ({a.type}, {human_size(a.size)})"
+                                                    for a in user)))
+            model = [a for a in artifacts if a.key == MODEL_KEY]
+            if model:
+                rows.append(("model", model_line(model[0])))
+        except VertaError as exc:
+            rows.append(("error", str(exc)))
+        return rows
+
     def __repr__(self) -> str:
-        return text_summary(self)
+        return text_summary(f"{type(self).__name__} '{self.name}'", self._summary_rows())
 
     def _repr_html_(self) -> str:
-        return html_summary(self)
+        return html_summary(f"{type(self).__name__} '{self.name}'", self._summary_rows())
 
 
 def _shown(key: str) -> str:

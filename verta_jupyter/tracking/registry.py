@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from ..errors import NotFoundError
 from .named import Named
 from .owner import Loggable
 from .run import ExperimentRun
@@ -56,8 +57,6 @@ class RegisteredModel(Named):
 
     def get_version(self, name: str | None = None, id: str | None = None) -> RegisteredModelVersion:
         """An existing version by name ("1") or id."""
-        from ..errors import NotFoundError
-
         if id is not None:
             return RegisteredModelVersion(self._store, self._store.get("model_version", id))
         found = self._store.find("model_version", parent_id=self.id, name=str(name))
@@ -72,17 +71,17 @@ class RegisteredModel(Named):
         run.model_info()  # refuse before creating anything: the run must have a model
         version = self.create_version(name)
         fast = getattr(self._store, "copy_artifacts", None)
-        same_store = (type(run._store) is type(self._store)
-                      and run._store.location == self._store.location)
+        same_store = (type(run.store) is type(self._store)
+                      and run.store.location == self._store.location)
         if fast is not None and same_store:
-            fast(run._kind, run.id, version._kind, version.id, {"source_run_id": run.id})
+            fast(run.kind, run.id, version.kind, version.id, {"source_run_id": run.id})
             return version
-        source = run._store
-        for info in source.list_artifacts(run._kind, run.id):
+        source = run.store
+        for info in source.list_artifacts(run.kind, run.id):
             with tempfile.TemporaryDirectory(prefix="vj-copy-") as tmp:
-                path = source.fetch_artifact(run._kind, run.id, info.key,
+                path = source.fetch_artifact(run.kind, run.id, info.key,
                                              Path(tmp) / (Path(info.filename).name or "a"))
                 meta = dict(info.meta, source_run_id=run.id)
-                version._store.put_artifact(version._kind, version.id, info.key, path,
-                                            type=info.type, meta=meta)
+                self._store.put_artifact(version.kind, version.id, info.key, path,
+                                         type=info.type, meta=meta)
         return version

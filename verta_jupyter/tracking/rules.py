@@ -9,7 +9,7 @@ import numbers
 import re
 from typing import Any, Mapping
 
-from ..catalog import problem
+from ..catalog import RESERVED_ARTIFACT_KEYS, problem
 from ..errors import AlreadyExistsError, InvalidKeyError, InvalidValueError, ValidationError
 
 MAX_KEY_LENGTH = 128
@@ -17,7 +17,6 @@ MAX_KEY_LENGTH = 128
 # dot or underscore (keys starting with "_" are the tracking layer's own).
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*")
 #: Artifact keys Verta reserves for its own files (problem VJ302).
-RESERVED_KEYS = ("model.pkl", "model_api.json", "requirements.txt", "custom_modules")
 
 _WHAT = {"hyperparameters": "hyperparameter", "metrics": "metric", "attributes": "attribute",
          "tags": "tag", "artifacts": "artifact"}
@@ -42,7 +41,7 @@ def check_key(key: Any, field: str) -> str:
 def check_artifact_key(key: Any) -> str:
     """Validate a user artifact key; reserved keys raise ValidationError (VJ302)."""
     check_key(key, "artifacts")
-    if key in RESERVED_KEYS:
+    if key in RESERVED_ARTIFACT_KEYS:
         raise ValidationError(problems=[problem("VJ302", f"artifact key '{key}' is reserved",
                                                 name=key)])
     return key

@@ -16,10 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..catalog import problem
+from ..catalog import RESERVED_ARTIFACT_KEYS, problem
 from ..errors import Problem
 
-RESERVED_ARTIFACT_KEYS = frozenset({"model.pkl", "model_api.json", "requirements.txt", "custom_modules"})
 _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 

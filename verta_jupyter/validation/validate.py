@@ -18,19 +18,18 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from . import checks as _checks
-from .checks import RESERVED_ARTIFACT_KEYS, json_sample_problem
+from .checks import json_sample_problem
+from .._text import shorten
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
 from ..package.format import MISSING
 
-__all__ = ["validate", "prepare_model", "ValidationReport", "PreparedModel", "CheckStatus",
-           "observe_reports", "RESERVED_ARTIFACT_KEYS"]
+__all__ = ["validate", "prepare_model", "ValidationReport", "PreparedModel", "CheckStatus"]
 
 
 @dataclass
@@ -100,21 +99,6 @@ class PreparedModel(NamedTuple):
     captured: Any
 
 
-_observers: list[list[ValidationReport]] = []
-
-
-@contextmanager
-def observe_reports() -> Iterator[list[ValidationReport]]:
-    """Collect every report `validate` produces inside the block (the magic's view into
-    `run.log_model`, which validates on its own)."""
-    seen: list[ValidationReport] = []
-    _observers.append(seen)
-    try:
-        yield seen
-    finally:
-        _observers.remove(seen)
-
-
 def validate(cls, *, namespace: dict | None = None, cell_source: str | None = None,
              artifacts: Mapping[str, Any] | list[str] | None = None, sample_input: Any = MISSING,
              check_rebuild: bool = True, allow_secrets: bool = False) -> ValidationReport:
@@ -130,8 +114,6 @@ def validate(cls, *, namespace: dict | None = None, cell_source: str | None = No
         run.runtime_checks(check_rebuild)
     else:
         run.skip("construct", "predict", "package", "rebuild", reason="skipped after an error")
-    for seen in _observers:
-        seen.append(run.report)
     return run.report
 
 
@@ -336,9 +318,8 @@ def _same_output(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, allow_nan=False, default=repr)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _short(value: Any) -> str:
+    return shorten(json.dumps(value, allow_nan=False, default=repr))
 
 
 def _one_line(exc: BaseException) -> str:
