@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from .._digest import sha256_file
 from ..errors import PackageError
 
 FORMAT = "verta_jupyter.model/1"
@@ -130,11 +131,7 @@ def _package_files(root: Path) -> list[str]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)[0]
 
 
 def read_manifest(path) -> dict:

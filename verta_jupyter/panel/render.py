@@ -9,6 +9,8 @@ import html
 import json
 from typing import Any
 
+from .predictors import Predictor
+
 TABLE_ROWS = 200  # rows shown in an HTML table; the raw view always has everything
 PRETTY_CHARS = 200_000
 
@@ -65,7 +67,7 @@ def history_label(entry: dict) -> str:
     return f"{entry['at']} {timing} {outcome}: {summary}"
 
 
-def timing_text(predictor: Any) -> str:
+def timing_text(predictor: Predictor) -> str:
     """Round trip, time inside predict, load time and where the model runs."""
     p = predictor
     parts = [f"{duration(p.last_seconds)} round trip"]
@@ -73,7 +75,7 @@ def timing_text(predictor: Any) -> str:
         parts.append(f"predict {duration(p.last_model_seconds)}")
     if p.load_seconds is not None:
         parts.append(f"model loaded in {p.load_seconds:.2f} s")
-    parts.append(getattr(p, "where", None) or ("isolated worker" if p.isolated else "in this kernel"))
+    parts.append(p.where)
     return " · ".join(parts)
 
 

@@ -26,6 +26,8 @@ from ..errors import JsonConversionError, PredictError, VertaError
 from ..jsonify.output import to_json_compatible
 from .render import (KIND_TITLES, error_html, history_label, output_html, snippets_html,
                      status_html, table_html, timing_text)
+from ..worker.client import InProcessPredictor, WorkerClient
+from .predictors import EndpointPredictor, Predictor
 from .sources import resolve_source
 
 __all__ = ["PredictPanel", "InvalidJsonError"]
@@ -56,31 +58,6 @@ def parse_json(text: str) -> Any:
         raise InvalidJsonError(f"line {line}, column {column}: {exc}", line, column) from None
 
 
-class EndpointPredictor:
-    """The panel's predictor for a deployed model: the same JSON, sent to an `Endpoint`."""
-
-    isolated = True  # the model runs elsewhere: nothing it does can hurt this kernel
-    load_seconds = None
-    last_model_seconds = None
-
-    def __init__(self, endpoint: Any):
-        self.endpoint = endpoint
-        self.where = f"endpoint {getattr(endpoint, 'url', endpoint)!s}"
-        self.last_seconds = 0.0
-
-    def predict(self, data: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.endpoint.predict(data)
-        finally:
-            self.last_seconds = time.perf_counter() - started
-
-    def close(self) -> None:
-        close = getattr(self.endpoint, "close", None)
-        if close is not None:
-            close()
-
-
 class PredictPanel(widgets.VBox):
     """A widget that sends JSON through a logged model and shows the answer.
 
@@ -102,13 +79,11 @@ class PredictPanel(widgets.VBox):
             raise
         self._tmp = tmp
         if endpoint is not None:  # a deployed model answers; the package still names and fills it
-            self.predictor = EndpointPredictor(endpoint)
+            self.predictor: Predictor = EndpointPredictor(endpoint)
             self.model.origin["endpoint"] = getattr(endpoint, "url", repr(endpoint))
         elif in_process:
-            from ..worker.client import InProcessPredictor
             self.predictor = InProcessPredictor(self.model.package_dir, self.model.artifacts, timeout)
         else:
-            from ..worker.client import WorkerClient
             self.predictor = WorkerClient(self.model.package_dir, self.model.artifacts, timeout)
         self.csv_row_limit = csv_row_limit
         self.history: collections.deque[dict] = collections.deque(maxlen=history_size)
@@ -125,10 +100,8 @@ class PredictPanel(widgets.VBox):
 
     def __repr__(self) -> str:
         # the text form (terminals, logs); front ends render the widget itself
-        where = self.predictor.where if hasattr(self.predictor, "where") else (
-            "isolated worker" if self.predictor.isolated else "in process")
         return (f"PredictPanel({self.model.class_name}, package {self.model.digest[:12]}, "
-                f"{where}: open in Jupyter to use, or call .predict_json(text))")
+                f"{self.predictor.where}: open in Jupyter to use, or call .predict_json(text))")
 
     # -- the one predict path ---------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class WorkerClient:
     """
 
     isolated = True
+    where = "isolated worker"
 
     def __init__(self, package_dir, artifacts: dict | None = None, timeout: float = 30.0, *,
                  load_timeout: float | None = None, python: str | None = None,
@@ -200,6 +201,7 @@ class InProcessPredictor:
     """
 
     isolated = False
+    where = "in this kernel"
 
     def __init__(self, source, artifacts: dict | None = None, timeout: float | None = None):
         self.source = source

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, runtime_checkable
 
+from ..._digest import sha256_file
+
 #: Entity kinds, parent first. `parent_id` of each is an id of the kind before it
 #: ("project" and "registered_model" have no parent; a model version's parent is its
 #: registered model).
@@ -205,17 +207,7 @@ def tree_digest(entries: Iterable[tuple[str, str, int]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-CHUNK = 1 << 20  # 1 MiB: large enough for full disk throughput, small enough for memory
-
-
 def hash_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
     """("sha256:<hex>", size) of a file, read in chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-            if progress:
-                progress(len(chunk))
-    return "sha256:" + h.hexdigest(), size
+    hexdigest, size = sha256_file(path, progress)
+    return "sha256:" + hexdigest, size
