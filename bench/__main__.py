@@ -28,8 +28,8 @@ from . import common
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "RESULTS.md"
-# Report order follows the user's path: the magic, capture, predict, store, MLflow.
-EXPECTED = ["magic", "capture", "worker", "store", "mlflow"]
+# Report order follows the user's path: the magic, capture, predict, store, big models, MLflow.
+EXPECTED = ["magic", "capture", "worker", "store", "big", "mlflow"]
 READING_START, READING_END = "<!-- reading:start -->", "<!-- reading:end -->"
 PROFILE_BUDGET_S = 240.0  # skip fallback profiles once the run has taken this long (quick mode)
 
