@@ -242,3 +242,16 @@ def test_cli_model_verify_env(shell, tmp_path, capsys):
     assert "ok in a clean environment" in out and "sample output matches" in out
     assert main(["model", "verify", plain.id, "--python", "3.12", "--store", store]) == 1
     assert "add --env" in capsys.readouterr().err
+
+
+def test_model_verify_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["model", "verify", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--env" in out and "--python" in out
+
+
+def test_an_unknown_proof_is_refused(shell):
+    shell.run(SIX_MODEL)
+    with pytest.raises(ValueError, match="proof='docker': use 'process'"):
+        validate(shell.ns["Shouter"], namespace=shell.ns, proof="docker")

@@ -138,8 +138,12 @@ def _explain(error: str, module: str | None, lines: list[str]) -> str:
     from ..capture.requirements import requirement_for
 
     here = requirement_for(module)
+    if here and here in lines:  # the right distribution is pinned, yet the module is not there
+        return (f"module '{module}' is missing although requirements.txt lists {here}, which "
+                f"provides it here: that version does not ship it for Python "
+                f"{platform.python_version()} on this platform, or it is installed differently")
     provided = f"; here it comes from {here}" if here else ""
-    listed = ", ".join(lines) or "nothing"
+    listed = f"which lists {', '.join(lines)}" if lines else "which is empty"
     return (f"module '{module}' is imported but not in requirements.txt ({listed}): it is "
             f"imported dynamically (e.g. importlib.import_module with a name in a string), so "
             f"capture could not see it{provided}")
