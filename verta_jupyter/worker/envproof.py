@@ -140,8 +140,8 @@ def _explain(error: str, module: str | None, lines: list[str]) -> str:
     here = requirement_for(module)
     if here and here in lines:  # the right distribution is pinned, yet the module is not there
         return (f"module '{module}' is missing although requirements.txt lists {here}, which "
-                f"provides it here: that version does not ship it for Python "
-                f"{platform.python_version()} on this platform, or it is installed differently")
+                "provides it here: that release does not ship it for the environment's Python or "
+                "platform, or this interpreter has it from somewhere else too")
     provided = f"; here it comes from {here}" if here else ""
     listed = f"which lists {', '.join(lines)}" if lines else "which is empty"
     return (f"module '{module}' is imported but not in requirements.txt ({listed}): it is "
