@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -133,23 +132,28 @@ def test_the_environment_holds_only_the_requirements(env_cache):
     assert "six" in names and not {"verta-jupyter", "cloudpickle", "pandas", "ipython"} & names
 
 
-def test_concurrent_builds_of_one_environment_both_get_a_whole_one(tmp_path):
-    cache, results, errors = tmp_path / "race", [], []
+_BUILD = """
+import json, sys
+from verta_jupyter.worker.envproof import ensure_environment
+env = ensure_environment([], cache_dir=sys.argv[1])
+print(json.dumps({"path": str(env.path), "python": env.python, "key": env.key}))
+"""
 
-    def build():
-        try:
-            results.append(envproof.ensure_environment([], cache_dir=cache))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=build) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors and len(results) == 2
-    assert results[0].path == results[1].path and Path(results[0].python).exists()
-    assert [p.name for p in cache.iterdir()] == [results[0].key]  # no staging folder left
+def test_racing_processes_building_one_environment_both_get_a_whole_one(tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "race"
+    racers = [subprocess.Popen([sys.executable, "-c", _BUILD, str(cache)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=300)
+        assert racer.returncode == 0, err
+        results.append(json.loads(out))
+    assert results[0] == results[1] and Path(results[0]["python"]).exists()
+    assert [p.name for p in cache.iterdir()] == [results[0]["key"]]  # no staging folder left
 
 
 def test_an_uninstallable_pin_fails_with_vj501_naming_it(shell, tmp_path):
