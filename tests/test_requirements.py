@@ -24,8 +24,10 @@ _DISTS = {  # name: (version, {relative path: source})
     "vjns-beta": ("3.4.0", {"vjtestns/beta/__init__.py": "VALUE = 'beta'\n"}),
     "vjlocal": ("1.0+cu121", {"vjlocal_mod/__init__.py": "def scale(x):\n    return 2 * x\n"}),
     "vjlazy": ("0.3.0", {"vjlazy_mod/__init__.py": "def shout(s):\n    return s.upper()\n"}),
+    "vjlate": ("2.0.0", {"vjlate_mod/__init__.py": "X = 1\n"}),  # built, installed by a test
 }
-_MODULES = ("vjtestns", "vjlocal_mod", "vjlazy_mod", "vj_helper_outer", "vj_helper_inner")
+_MODULES = ("vjtestns", "vjlocal_mod", "vjlazy_mod", "vjlate_mod", "vj_helper_outer", "vj_helper_inner")
+_PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
 
 
 def _write_source_tree(root: Path, name: str, version: str, files: dict[str, str]) -> Path:
@@ -52,23 +54,26 @@ def _write_source_tree(root: Path, name: str, version: str, files: dict[str, str
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The four distributions, really built and installed; their folder is on sys.path."""
+    """The distributions, really built; all but vjlate installed into a folder on sys.path.
+    Yields the wheels' folder."""
     root = tmp_path_factory.mktemp("dists")
     trees = [_write_source_tree(root / "src", n, v, f) for n, (v, f) in _DISTS.items()]
     wheels, target = root / "wheels", root / "site"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), *map(str, trees)],
+    subprocess.run([*_PIP, "wheel", "--no-deps", "-w", str(wheels), *map(str, trees)],
                    check=True, timeout=300, capture_output=True)
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(target),
-                    *map(str, sorted(wheels.glob("*.whl")))], check=True, timeout=120,
-                   capture_output=True)
+    _install(target, [w for w in sorted(wheels.glob("*.whl")) if not w.name.startswith("vjlate-")])
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
-    yield target
+    yield wheels
     sys.path.remove(str(target))
     for name in [m for m in sys.modules if m.split(".")[0] in _MODULES]:
         del sys.modules[name]
     importlib.invalidate_caches()
+
+
+def _install(target: Path, wheels: list[Path]) -> None:
+    subprocess.run([*_PIP, "install", "--no-deps", "--no-index", "--target", str(target),
+                    *map(str, wheels)], check=True, timeout=120, capture_output=True)
 
 
 def _capture(shell, cell: str, name: str = "M"):
@@ -132,14 +137,29 @@ def test_pinned_version(version, pinned):
     assert requirements.pinned_version(version) == pinned
 
 
-def test_an_install_mid_session_is_seen(tmp_path, shell, installed):
+def test_a_folder_added_to_sys_path_mid_session_is_seen(installed):
     # What was learnt before the folder was on sys.path must not hide its distributions.
-    sys.path.remove(str(installed))
+    site = next(p for p in sys.path if p.endswith("site") and (Path(p) / "vjtestns").is_dir())
+    sys.path.remove(site)
     try:
         assert requirements.candidates("vjtestns") == []
     finally:
-        sys.path.insert(0, str(installed))
+        sys.path.insert(0, site)
     assert len(requirements.candidates("vjtestns")) == 2
+
+
+def test_a_pip_install_mid_session_is_seen(installed, tmp_path):
+    # `%pip install` into a site-packages folder already on sys.path, after a capture.
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    sys.path.insert(0, str(site))
+    try:
+        assert requirements.candidates("vjlate_mod") == []
+        _install(site, list(installed.glob("vjlate-*.whl")))
+        assert requirements.candidates("vjlate_mod") == ["vjlate"]
+        assert requirements.requirement_for("vjlate_mod") == "vjlate==2.0.0"
+    finally:
+        sys.path.remove(str(site))
 
 
 def test_bundled_local_module_brings_what_it_imports_lazily(installed, shell, tmp_path):

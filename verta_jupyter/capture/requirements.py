@@ -28,14 +28,18 @@ _LOCAL_LABEL = re.compile(r"^(?P<public>[^+\s]+)\+[a-zA-Z0-9]+(?:[-_.][a-zA-Z0-9
 
 
 def _path_fingerprint() -> tuple:
-    """sys.path with each folder's mtime: an install (a new dist-info folder) or a path change
-    mid-session invalidates what was learnt about the environment."""
+    """sys.path, with the mtime of each site-packages folder on it: a path change or an install
+    mid-session (a new dist-info folder) invalidates what was learnt about the environment.
+    Other folders (the notebook's own, which autosave touches) are not watched."""
     stamps = []
     for entry in sys.path:
-        try:
-            stamps.append((entry, os.stat(entry or ".").st_mtime_ns))
-        except OSError:
-            stamps.append((entry, None))
+        stamp = None
+        if os.path.basename(entry.rstrip("/\\")) in ("site-packages", "dist-packages"):
+            try:
+                stamp = os.stat(entry).st_mtime_ns
+            except OSError:
+                pass
+        stamps.append((entry, stamp))
     return tuple(stamps)
 
 
