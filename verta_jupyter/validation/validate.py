@@ -128,8 +128,8 @@ def validate(cls, *, namespace: dict | None = None, cell_source: str | None = No
     hash; `proof_python="3.12"` picks another interpreter) instead of this interpreter.
     """
     _check_proof(proof)
-    run = _Validation(cls, namespace, cell_source, artifacts, sample_input, allow_secrets)
-    run.proof, run.proof_python = proof, proof_python
+    run = _Validation(cls, namespace, cell_source, artifacts, sample_input, allow_secrets,
+                      proof=proof, proof_python=proof_python)
     run.static_checks()
     if run.report.ok:
         run.runtime_checks(check_rebuild)
@@ -155,13 +155,14 @@ def prepare_model(cls, *, namespace: dict | None = None, cell_source: str | None
 class _Validation:
     """One validation run: holds the inputs and fills the report check by check."""
 
-    def __init__(self, cls, namespace, cell_source, artifacts, sample_input, allow_secrets):
+    def __init__(self, cls, namespace, cell_source, artifacts, sample_input, allow_secrets, *,
+                 proof: str = "process", proof_python: str | None = None):
         self.cls, self.namespace, self.cell_source = cls, namespace, cell_source
         self.artifact_paths = _artifact_paths(artifacts)
         self.sample = None if sample_input is None else sample_input
         self.has_sample = sample_input is not MISSING and sample_input is not None
         self.allow_secrets = allow_secrets
-        self.proof, self.proof_python = "process", None
+        self.proof, self.proof_python = proof, proof_python  # how the rebuild check proves
         name = getattr(cls, "__name__", None) if isinstance(cls, type) else type(cls).__name__
         self.report = ValidationReport(class_name=name or repr(cls),
                                        sample_input=sample_input if self.has_sample else MISSING)
