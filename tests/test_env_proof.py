@@ -259,3 +259,11 @@ def test_an_unknown_proof_is_refused(shell):
     shell.run(SIX_MODEL)
     with pytest.raises(ValueError, match="proof='docker': use 'process'"):
         validate(shell.ns["Shouter"], namespace=shell.ns, proof="docker")
+
+
+def test_a_damaged_cached_environment_is_rebuilt(tmp_path):
+    first = envproof.ensure_environment([], cache_dir=tmp_path / "envs")
+    (first.path / "vj-env.json").unlink()  # someone cleaned up by hand
+    again = envproof.ensure_environment([], cache_dir=tmp_path / "envs")
+    assert again.reused is False and again.path == first.path and Path(again.python).exists()
+    assert envproof.ensure_environment([], cache_dir=tmp_path / "envs").reused is True

@@ -168,6 +168,8 @@ def ensure_environment(requirements: list[str], *, python: str | None = None,
                            cached["build_seconds"], lines)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(root)
+    if final.exists() and _cached(final) is None:  # no vj-env.json: damaged by hand, rebuild it
+        _discard(final)
     return _build(root, final, key, base, identity, lines)
 
 
@@ -195,9 +197,10 @@ def _build(root: Path, final: Path, key: str, base: str, identity: dict,
             "build_seconds": seconds, "created": time.time()}, indent=2))
         try:
             os.rename(staging, final)
-        except OSError:  # another process finished the same environment first: use that one
+        except OSError as exc:  # another process finished the same environment first: use that one
             if _cached(final) is None:
-                raise
+                raise EnvironmentBuildError(f"could not move the new environment to {final}: "
+                                            f"{exc}") from exc
             _discard(staging)
     except BaseException:
         _discard(staging)
