@@ -267,3 +267,20 @@ def test_a_damaged_cached_environment_is_rebuilt(tmp_path):
     again = envproof.ensure_environment([], cache_dir=tmp_path / "envs")
     assert again.reused is False and again.path == first.path and Path(again.python).exists()
     assert envproof.ensure_environment([], cache_dir=tmp_path / "envs").reused is True
+
+
+def test_a_value_that_needs_cloudpickle_brings_it_and_passes(shell):
+    shell.run("""
+double = lambda x: 2 * x  # pickled by value: loading it needs cloudpickle
+
+class Doubler:
+    def __init__(self, artifacts):
+        pass
+
+    def predict(self, data):
+        return double(data)
+""")
+    report = validate(shell.ns["Doubler"], namespace=shell.ns, sample_input=21, proof="env")
+    assert report.ok, report.error_message()
+    assert [r.split("==")[0] for r in report.captured.requirements] == ["cloudpickle"]
+    assert report.rebuilt_output == 42
