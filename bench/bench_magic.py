@@ -9,7 +9,10 @@ Rows:
 - the full magic as a user runs it (cell + all checks incl. the fresh-process rebuild + log +
   summary; target < 1.5 s), against `mlflow.pyfunc.log_model` of the same class when MLflow is
   importable (here or in .venv-mlflow), default and with pinned `pip_requirements`;
-- where the full magic's time goes, check by check (medians from the validation report).
+- where the full magic's time goes, check by check (medians from the validation report);
+- the clean-environment proof (`proof="env"`) of the quickstart model (WordCounter): the first
+  proof, which builds the environment from requirements.txt (uv when installed), and a cached
+  proof with the same requirements, against the fresh-process proof of this interpreter.
 """
 from __future__ import annotations
 
@@ -103,6 +106,68 @@ def _breakdown_rows(shell, repeat: int) -> list[dict]:
             for name, times in per_check.items()]
 
 
+QUICKSTART = '''STOPWORDS = {"the", "a", "an", "of", "on"}
+
+
+def tokenize(text):
+    return [word for word in text.lower().split() if word not in STOPWORDS]
+
+
+class WordCounter:
+    """Counts the words that matter and finds the longest."""
+
+    def __init__(self, artifacts):
+        self.artifacts = artifacts
+
+    def predict(self, data):
+        words = tokenize(data["text"])
+        return {"words": len(words), "longest": max(words, key=len) if words else None}
+'''
+QUICKSTART_SAMPLE = {"text": "the quick brown fox"}
+
+
+def _env_proof_rows(shell, quick: bool) -> list[dict]:
+    """First (environment built) and cached clean-environment proofs of the quickstart model."""
+    import os
+
+    from verta_jupyter.validation.validate import validate
+    from verta_jupyter.worker.envproof import ENV_CACHE_VARIABLE, _uv_binary
+
+    shell.run_cell(QUICKSTART, store_history=False).raise_error()
+    cls, ns = shell.user_ns["WordCounter"], shell.user_ns
+    caches = tempfile.TemporaryDirectory(prefix="vj-bench-envs-")
+    fresh = iter(range(1000))
+    saved = os.environ.get(ENV_CACHE_VARIABLE)
+
+    def proof(kind: str) -> None:
+        report = validate(cls, namespace=ns, sample_input=QUICKSTART_SAMPLE, proof=kind)
+        assert report.ok, report.error_message()
+
+    def new_cache() -> None:
+        os.environ[ENV_CACHE_VARIABLE] = str(Path(caches.name) / f"c{next(fresh)}")
+
+    try:
+        process = measure(lambda: proof("process"), repeat=5 if quick else 15)
+        first = measure(lambda: proof("env"), setup=new_cache, repeat=3 if quick else 9, warmup=0)
+        cached = measure(lambda: proof("env"), repeat=5 if quick else 15)
+    finally:
+        if saved is None:
+            os.environ.pop(ENV_CACHE_VARIABLE, None)
+        else:
+            os.environ[ENV_CACHE_VARIABLE] = saved
+        caches.cleanup()
+    installer = "uv" if _uv_binary() else "venv + pip (uv not installed)"
+    base = dict(baseline=process.median, baseline_name="validate() with the fresh-process proof")
+    return [row(f"env proof, first: build the environment + rebuild + predict (quickstart, {installer})",
+                first.median, "s", spread=first.spread("s"), **base,
+                note="validate(WordCounter, proof=\"env\") with an empty environment cache: creates "
+                     "the venv from requirements.txt (none: standard library only), then the worker "
+                     "rebuilds and predicts there"),
+            row("env proof, cached: the same requirements again (quickstart)", cached.median, "s",
+                spread=cached.spread("s"), target="< 0.5 s", **base,
+                note="the environment is found by the requirements' hash: only the worker runs")]
+
+
 _MLFLOW = r'''
 import json, statistics, sys, tempfile, time, warnings
 warnings.filterwarnings("ignore")
@@ -171,6 +236,7 @@ def run(quick: bool = True) -> list[dict]:
         full, seconds = _full_rows(shell, 5 if quick else 15)
         rows += full
         rows += _breakdown_rows(shell, 5 if quick else 15)
+        rows += _env_proof_rows(shell, quick)
     rows += _mlflow_rows(seconds, quick)
     return rows
 

@@ -6,6 +6,7 @@
     verta-jupyter model source   (RUN_ID | --registered-model NAME --version V)
     verta-jupyter model download (RUN_ID | --registered-model NAME --version V) DEST
     verta-jupyter model export-mlflow (RUN_ID | --registered-model NAME --version V) DEST
+    verta-jupyter model verify   (RUN_ID | --registered-model NAME --version V) [--env [--python 3.X]]
     verta-jupyter store check [--quick]
     verta-jupyter store gc [--min-age SECONDS]
 
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     _command(model, "export-mlflow", "write the model as an MLflow model directory (pyfunc)",
              _model_export_mlflow,
              lambda p: (_add_model_target(p), p.add_argument("dest", help="a new folder")))
+    _command(model, "verify", "rebuild the model in a fresh process (--env: in a clean environment "
+             "holding only its requirements.txt) and check its sample output (exit 1 if not)",
+             _model_verify, _add_verify_arguments)
     store = _group(groups, "store", "maintain a store")
     _command(store, "check", "verify the store's integrity (exit 1 on damage)", _store_check,
              lambda p: p.add_argument("--quick", action="store_true",
@@ -100,6 +104,16 @@ def _add_model_target(parser) -> None:
     parser.add_argument("run_id", nargs="?", help="the run the model was logged to")
     parser.add_argument("--registered-model", metavar="NAME", help="a registered model instead")
     parser.add_argument("--version", help="its version (with --registered-model)")
+
+
+def _add_verify_arguments(parser) -> None:
+    _add_model_target(parser)
+    parser.add_argument("--env", action="store_true", help="prove it in a clean environment "
+                        "built from requirements.txt (cached by its hash)")
+    parser.add_argument("--python", metavar="3.X", help="with --env: build the environment for "
+                        "this Python version (one installed on this machine)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long the model may take to build and predict (default 60)")
 
 
 def _store_spec(args) -> str:
@@ -195,6 +209,62 @@ def _model_export_mlflow(args) -> int:
     path = _owner(args).export_mlflow(args.dest)
     print(Path(path).resolve())
     return 0
+
+
+def _model_verify(args) -> int:
+    from .catalog import problem
+    from .errors import ValidationError
+    from .package.format import MISSING, read_manifest
+    from .validation.validate import _same_output, clean_env_problem
+    from .worker.envproof import prove_in_clean_env
+    from .worker.rebuild import rebuild_in_subprocess
+
+    if args.python and not args.env:
+        raise _usage("--python picks the interpreter of the clean environment: add --env")
+    owner = _owner(args)
+    package = owner.model_package_dir()
+    manifest = read_manifest(package)
+    sample = _example(package / "input_example.json")
+    artifacts = owner.fetch_artifacts(manifest.get("artifact_keys", []))
+    name = manifest["class_name"]
+    if args.env:
+        proof = prove_in_clean_env(package, artifacts=artifacts, sample_input=sample,
+                                   python=args.python, timeout=args.timeout)
+        if not proof.ok:
+            raise ValidationError(problems=[clean_env_problem(name, proof)])
+        result, where = proof.rebuild, _env_label(proof)
+    else:
+        result = rebuild_in_subprocess(package, artifacts=artifacts, sample_input=sample,
+                                       timeout=args.timeout)
+        if not result.ok:
+            raise ValidationError(problems=[problem(
+                "VJ501", f"{name} failed in a fresh process: {result.error}", name=name)])
+        where = "a fresh process"
+    expected = _example(package / "output_example.json")
+    if sample is not MISSING and expected is not MISSING and not _same_output(expected, result.output):
+        raise ValidationError(problems=[problem(
+            "VJ502", f"{name}.predict gave {json.dumps(result.output)[:200]} in {where} but "
+            f"{json.dumps(expected)[:200]} when it was logged", name=name)])
+    checked = ("its sample output matches the logged one" if expected is not MISSING
+               else "predict answered the sample" if sample is not MISSING
+               else "no sample: import and construction only")
+    print(f"{name}: ok in {where}; {checked}")
+    return 0
+
+
+def _example(path: Path) -> Any:
+    from .package.format import MISSING
+
+    return json.loads(path.read_text()) if path.is_file() else MISSING
+
+
+def _env_label(proof) -> str:
+    env = proof.environment
+    if env is None:
+        return "a clean environment"
+    how = "cached" if env.reused else f"built in {env.build_seconds:.1f} s"
+    return (f"a clean environment ({env.installer}, Python {proof.rebuild.python if proof.rebuild else '?'}, "
+            f"{len(env.requirements)} requirements, {how}: {env.path})")
 
 
 # -- store -----------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Options:
     panel: bool = True
     overwrite: bool = False
     allow_secrets: bool = False
+    proof: str = "process"
 
 
 @dataclass
@@ -162,7 +163,7 @@ class ModelCell:
 
         return prepare_model(cls, namespace=self.ns, cell_source=cell,
                              artifacts=paths, sample_input=self.options.sample,
-                             allow_secrets=self.options.allow_secrets).report
+                             allow_secrets=self.options.allow_secrets, proof=self.options.proof).report
 
     def artifact_paths(self, run) -> dict[str, Any]:
         """key -> local path from the run (None for a key it does not have: VJ301)."""
@@ -185,15 +186,18 @@ class ModelCell:
 
         o = self.options
         kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample, overwrite=o.overwrite,
-                      namespace=self.ns, cell_source=cell, allow_secrets=o.allow_secrets)
+                      namespace=self.ns, cell_source=cell, allow_secrets=o.allow_secrets,
+                      proof=o.proof)
         accepted = _accepted(run.log_model, kwargs)
         if "allow_secrets" not in accepted and o.allow_secrets:
             raise BadArguments(f"--allow-secrets: {type(run).__name__}.log_model cannot take it")
+        if o.proof != "process" and "proof" not in accepted and "namespace" in accepted:
+            raise BadArguments(f"--proof {o.proof}: {type(run).__name__}.log_model cannot take it")
         report = None
         if "namespace" not in accepted:  # a foreign log_model: validate here, before it logs
             report = prepare_model(cls, namespace=self.ns, cell_source=cell,
                                    artifacts=self.artifact_paths(run), sample_input=o.sample,
-                                   allow_secrets=o.allow_secrets).report
+                                   allow_secrets=o.allow_secrets, proof=o.proof).report
         if o.sample is MISSING:
             accepted.pop("sample_input", None)
         try:
@@ -249,6 +253,8 @@ class VertaMagics(Magics):
     @argument("--overwrite", action="store_true", help="replace a model already logged to the run")
     @argument("--allow-secrets", action="store_true", help="capture globals that look like "
               "secrets (only when they are not secret)")
+    @argument("--proof", choices=("process", "env"), default="process", help="env: prove the "
+              "package in a clean environment holding only its requirements.txt (cached)")
     @no_var_expand
     @cell_magic
     def verta_model(self, line: str, cell: str):
@@ -286,7 +292,7 @@ class VertaMagics(Magics):
         sample = MISSING if args.sample is None else parse_sample(args.sample, self.shell.user_ns)
         return Options(run=args.run, artifacts=artifacts, sample=sample, class_name=args.class_name,
                        log=not args.no_log, panel=not args.no_panel, overwrite=args.overwrite,
-                       allow_secrets=args.allow_secrets)
+                       allow_secrets=args.allow_secrets, proof=args.proof)
 
     def _run_body(self, cell: str) -> str:
         """Run the body as IPython runs a cell (transforms, cached source, real cell filename).

@@ -95,7 +95,7 @@ def _captured_by_import(cls: type, module) -> CapturedModel:
 
 
 def _pins(modules: set[str]) -> list[str]:
-    return sorted({r for m in modules if (r := requirements.requirement_for(m))}, key=str.lower)
+    return requirements.pins(modules)
 
 
 def _class_pickle(cls: type) -> bytes | None:

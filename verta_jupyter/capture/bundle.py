@@ -55,10 +55,30 @@ class LocalModules:
             else:
                 continue
             for name in imported:
-                module = sys.modules.get(name)
-                if module is None:
-                    continue
-                if requirements.is_local_module(module):
+                module = sys.modules.get(name) or _import_if_local(name)
+                if module is None:  # not imported yet (an import inside a function): still needed
+                    self.third_party.add(name)
+                elif requirements.is_local_module(module):
                     self.add(module)
                 else:
                     self.third_party.add(name)
+
+
+def _import_if_local(name: str) -> types.ModuleType | None:
+    """A local module a bundled file imports only inside a function: imported now, so it is
+    bundled too. Installed and unknown modules are left alone (their requirement is by name)."""
+    import importlib
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(requirements.top_level(name))
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    if (spec is None or not origin or requirements.is_stdlib(name)
+            or requirements.distribution_of(name) is not None or not requirements.is_local_file(origin)):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # a guarded import that fails here is not ours to report
+        return None

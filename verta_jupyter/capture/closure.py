@@ -176,6 +176,7 @@ class Closure:
             sub = self._longest_submodule(full, chain.split(".")[1:])
             if sub and full == name:
                 self.imports[f"import {sub}"] = name
+                self._require_module(sys.modules[sub])  # a namespace package is pinned by what is used
         self._require_module(module)
         self._note(name, "module", line, self._origin(full), user)
 

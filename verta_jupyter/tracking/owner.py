@@ -211,10 +211,12 @@ class Loggable(Named):
     def log_model(self, model: type, artifacts: Iterable[str] | None = None,
                   sample_input: Any = MISSING, overwrite: bool = False, *,
                   namespace: dict | None = None, cell_source: str | None = None,
-                  allow_secrets: bool = False, check_rebuild: bool = True) -> LoggedModel:
+                  allow_secrets: bool = False, check_rebuild: bool = True,
+                  proof: str = "process", proof_python: str | None = None) -> LoggedModel:
         """Validate the class `model`, package it, and store the package (the class is logged,
         never an instance). `artifacts` are keys logged earlier with log_artifact; the model
-        gets them as `model(artifacts={key: local_path})`. Nothing is written if this raises."""
+        gets them as `model(artifacts={key: local_path})`. `proof="env"` proves the package in
+        a clean environment holding only its requirements.txt. Nothing is written if this raises."""
         keys = self._check_model_args(model, artifacts, overwrite)
         paths = self.fetch_artifacts(keys)
         from ..package.format import package_digest, read_manifest
@@ -222,7 +224,8 @@ class Loggable(Named):
 
         prepared = prepare_model(model, namespace=namespace, cell_source=cell_source,
                                  artifacts=paths, sample_input=sample_input,
-                                 check_rebuild=check_rebuild, allow_secrets=allow_secrets)
+                                 check_rebuild=check_rebuild, allow_secrets=allow_secrets,
+                                 proof=proof, proof_python=proof_python)
         manifest = read_manifest(prepared.package_dir)
         meta = {"class_name": manifest.get("class_name"), "artifact_keys": keys,
                 "package_digest": package_digest(manifest), "python": manifest.get("python"),

@@ -101,14 +101,19 @@ class PreparedModel(NamedTuple):
 
 def validate(cls, *, namespace: dict | None = None, cell_source: str | None = None,
              artifacts: Mapping[str, Any] | list[str] | None = None, sample_input: Any = MISSING,
-             check_rebuild: bool = True, allow_secrets: bool = False) -> ValidationReport:
+             check_rebuild: bool = True, allow_secrets: bool = False, proof: str = "process",
+             proof_python: str | None = None) -> ValidationReport:
     """Run the validation catalog on `cls` and return the report (never raises for findings).
 
     `artifacts` maps each artifact key to its local path (None for a key that was never logged);
     a plain list of keys only checks the keys. `sample_input` MISSING or None means no sample:
-    the fresh-process rebuild then checks import and construction only.
+    the fresh-process rebuild then checks import and construction only. `proof="env"` runs the
+    rebuild in a clean environment holding only the package's requirements.txt (cached by its
+    hash; `proof_python="3.12"` picks another interpreter) instead of this interpreter.
     """
-    run = _Validation(cls, namespace, cell_source, artifacts, sample_input, allow_secrets)
+    _check_proof(proof)
+    run = _Validation(cls, namespace, cell_source, artifacts, sample_input, allow_secrets,
+                      proof=proof, proof_python=proof_python)
     run.static_checks()
     if run.report.ok:
         run.runtime_checks(check_rebuild)
@@ -119,11 +124,12 @@ def validate(cls, *, namespace: dict | None = None, cell_source: str | None = No
 
 def prepare_model(cls, *, namespace: dict | None = None, cell_source: str | None = None,
                   artifacts: Mapping[str, Any] | list[str] | None = None, sample_input: Any = MISSING,
-                  check_rebuild: bool = True, allow_secrets: bool = False) -> PreparedModel:
+                  check_rebuild: bool = True, allow_secrets: bool = False, proof: str = "process",
+                  proof_python: str | None = None) -> PreparedModel:
     """Validate `cls` and return its package; raise ValidationError(report=...) on any error."""
     report = validate(cls, namespace=namespace, cell_source=cell_source, artifacts=artifacts,
                       sample_input=sample_input, check_rebuild=check_rebuild,
-                      allow_secrets=allow_secrets)
+                      allow_secrets=allow_secrets, proof=proof, proof_python=proof_python)
     report.raise_for_errors()
     return PreparedModel(report.package_dir, report, report.captured)
 
@@ -131,12 +137,14 @@ def prepare_model(cls, *, namespace: dict | None = None, cell_source: str | None
 class _Validation:
     """One validation run: holds the inputs and fills the report check by check."""
 
-    def __init__(self, cls, namespace, cell_source, artifacts, sample_input, allow_secrets):
+    def __init__(self, cls, namespace, cell_source, artifacts, sample_input, allow_secrets, *,
+                 proof: str = "process", proof_python: str | None = None):
         self.cls, self.namespace, self.cell_source = cls, namespace, cell_source
         self.artifact_paths = _artifact_paths(artifacts)
         self.sample = None if sample_input is None else sample_input
         self.has_sample = sample_input is not MISSING and sample_input is not None
         self.allow_secrets = allow_secrets
+        self.proof, self.proof_python = proof, proof_python  # how the rebuild check proves
         name = getattr(cls, "__name__", None) if isinstance(cls, type) else type(cls).__name__
         self.report = ValidationReport(class_name=name or repr(cls),
                                        sample_input=sample_input if self.has_sample else MISSING)
@@ -273,6 +281,8 @@ class _Validation:
     def rebuild(self) -> None:
         from ..worker.rebuild import rebuild_in_subprocess
 
+        if self.proof == "env":
+            return self.rebuild_in_clean_env()
         name = self.report.class_name
         started = time.perf_counter()
         result = rebuild_in_subprocess(self.report.package_dir, artifacts=dict(self.artifact_paths),
@@ -292,6 +302,53 @@ class _Validation:
                     f"{_short(result.output)} after rebuild", name=name))
         detail = "import, construct, predict, compare" if self.has_sample else "import and construct only"
         self.record("rebuild", found, started, detail)
+
+    def rebuild_in_clean_env(self) -> None:
+        from ..worker.envproof import prove_in_clean_env
+
+        name = self.report.class_name
+        started = time.perf_counter()
+        proof = prove_in_clean_env(self.report.package_dir, artifacts=dict(self.artifact_paths),
+                                   sample_input=self.sample if self.has_sample else MISSING,
+                                   python=self.proof_python)
+        if proof.rebuild is not None:
+            self.report.rebuild_notes = list(proof.rebuild.notes or [])
+        if not proof.ok:
+            self.report.details["VJ501"] = proof.details or proof.error
+            self.record("rebuild", [clean_env_problem(name, proof)], started, "clean environment")
+            return
+        found = []
+        if self.has_sample:
+            self.report.rebuilt_output = proof.rebuild.output
+            if not _same_output(self.report.sample_output, proof.rebuild.output):
+                found.append(problem(
+                    "VJ502", f"{name}.predict gave {_short(self.report.sample_output)} in the notebook "
+                    f"but {_short(proof.rebuild.output)} in a clean environment", name=name))
+        env = proof.environment
+        how = "cached" if env.reused else f"built in {env.build_seconds:.1f} s"
+        self.record("rebuild", found, started,
+                    f"clean environment ({env.installer}, Python {proof.rebuild.python}, "
+                    f"{len(env.requirements)} requirements, {how})")
+
+
+def _check_proof(proof: str) -> None:
+    if proof not in ("process", "env"):
+        raise ValueError(f"proof={proof!r}: use 'process' (a fresh process of this interpreter) "
+                         "or 'env' (a clean environment holding only requirements.txt)")
+
+
+def clean_env_problem(name: str, proof) -> Problem:
+    """The VJ501 problem for a failed clean-environment proof (`worker.envproof.EnvProof`)."""
+    remedy = None
+    if proof.missing_module:
+        top = proof.missing_module.split(".")[0]
+        remedy = (f"Import it with a plain `import {proof.missing_module}` in the class or the cell, "
+                  f"so capture sees '{top}' and pins the distribution that provides it.")
+    elif proof.stage == "environment":
+        remedy = ("Check that every pin in requirements.txt is served by the package index (a local "
+                  "build or a private index is not) and that the index is reachable.")
+    return problem("VJ501", f"{name} failed in a clean environment with only requirements.txt "
+                   f"installed: {proof.error}", name=name, remedy=remedy)
 
 
 def _artifact_paths(artifacts) -> dict[str, Any]:
