@@ -17,7 +17,7 @@ from verta_jupyter import Client
 from verta_jupyter.capture import capture_model
 from verta_jupyter.cli import main
 from verta_jupyter.errors import ValidationError
-from verta_jupyter.validation.validate import observe_reports, validate
+from verta_jupyter.validation.validate import validate
 from verta_jupyter.worker import envproof
 
 SIX_MODEL = """
@@ -218,10 +218,10 @@ def test_an_unknown_python_version_is_refused_clearly():
 
 def test_magic_proof_env(shell):
     shell.run("%load_ext verta_jupyter")
-    with observe_reports() as seen:
-        shell.run("%%verta_model --no-log --no-panel --proof env --sample '{\"text\": \"hi\"}'\n"
-                  + SIX_MODEL)
-    assert "clean environment" in _rebuild_check(seen[-1]).detail
+    shell.run("%%verta_model --no-log --no-panel --proof env --sample '{\"text\": \"hi\"}'\n"
+              + SIX_MODEL)
+    magics = shell.ip.magics_manager.registry["VertaMagics"]
+    assert "clean environment" in _rebuild_check(magics.last_outcome.report).detail
     error = shell.run_failing("%%verta_model --no-log --no-panel --proof env --sample '{\"text\": \"hi\"}'\n"
                               + DYNAMIC_MODEL)
     assert isinstance(error, ValidationError) and error.codes == ["VJ501"] and "'six'" in str(error)

@@ -238,6 +238,7 @@ class VertaMagics(Magics):
     """The `%%verta_model` cell magic."""
 
     last_panel = None  # the PredictPanel shown by the latest successful cell
+    last_outcome = None  # the latest successful cell's Outcome (class, report, run)
 
     @magic_arguments()
     @argument("--run", metavar="NAME", help="variable holding the run (or model version) to log to; "
@@ -271,6 +272,7 @@ class VertaMagics(Magics):
             outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body).run(cell)
         except BadArguments as exc:
             raise UsageError(str(exc)) from None
+        self.last_outcome = outcome
         self._show(outcome, options)
 
     def _parse(self, line: str):
