@@ -49,8 +49,13 @@ def parse_json(text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidJsonError(f"line {exc.lineno}, column {exc.colno}: {exc.msg}",
                                exc.lineno, exc.colno) from None
+    except RecursionError:  # hostile or accidental nesting: an error to show, not a traceback
+        raise InvalidJsonError("nested too deeply to read (past Python's recursion limit); "
+                               "send a flatter structure") from None
     except ValueError as exc:
         position = text.find(str(exc).split()[0])
+        if position < 0 or "integer string conversion" in str(exc):  # a too-long integer
+            raise InvalidJsonError(f"{exc}".split("; use")[0] + "; send it as a string") from None
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
         raise InvalidJsonError(f"line {line}, column {column}: {exc}", line, column) from None

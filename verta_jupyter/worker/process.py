@@ -8,8 +8,9 @@ Every OS-specific fast path has a portable twin, chosen by capability (and force
 VERTA_JUPYTER_PORTABLE=1, so the twins are tested on Linux too):
 - waiting on the pipes: non-blocking fds and `select.poll` where pipes can be polled (POSIX);
   else one reader and one writer thread per worker (Windows cannot select() on pipes);
-- stopping the model's whole process tree: `killpg` on the worker's session (POSIX); else
-  psutil, which walks the tree on every OS;
+- stopping the model's whole process tree: psutil walks the tree on every OS (and finds
+  children that left the session); on POSIX `killpg` also stops the session, which holds
+  children whose parent already exited;
 - the memory limit: setrlimit in the worker (Linux); else a psutil watchdog (`limits`).
 """
 from __future__ import annotations
@@ -142,15 +143,19 @@ class WorkerProcess:
         if self._killed:
             return
         self._killed = True
+        family = _freeze_tree(self.popen.pid)  # psutil: works everywhere, sees setsid children
         if not portable() and hasattr(os, "killpg"):
             import signal
 
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)  # the session: the model's children too
+            try:  # the session too: it holds children whose parent has already exited
+                os.killpg(self.popen.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        else:
-            _kill_tree(self.popen.pid)
+        for member in family:
+            try:
+                member.kill()
+            except Exception:  # noqa: BLE001 - psutil.Error: already gone or not ours
+                pass
 
     def stop(self) -> None:
         """Kill, reap, close the pipes, remove the worker's folder."""
@@ -179,24 +184,19 @@ def _own_group() -> dict:
     return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
 
 
-def _kill_tree(pid: int) -> None:
-    """The portable tree kill: freeze the worker, list its descendants, kill them all."""
+def _freeze_tree(pid: int) -> list:
+    """The worker (suspended, so it cannot start more children) and all its descendants."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         try:
-            root.suspend()  # it cannot start more children while we list them
+            root.suspend()
         except psutil.Error:
             pass
-        family = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for process in family:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def _can_poll() -> bool:
