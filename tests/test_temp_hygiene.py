@@ -163,3 +163,11 @@ def test_a_package_that_fails_validation_leaves_no_copy_in_temp(shell, tmp_path)
     with pytest.raises(ValidationError, match="VJ502"):
         run.log_model(shell.ns["Drifting"], sample_input={"x": 2}, namespace=shell.ns)
     assert _packages_left() == before
+
+
+def test_a_worker_that_cannot_start_leaves_no_folder(make_package, tmp_path):
+    package = make_package(FAULTY, "Faulty")
+    before = _ours("worker")
+    with pytest.raises(OSError):
+        WorkerClient(package, python=str(tmp_path / "no-such-python")).start()
+    assert _ours("worker") == before

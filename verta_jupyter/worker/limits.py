@@ -117,7 +117,10 @@ class MemoryWatchdog:
         import psutil
 
         self.limit, self.peak, self.exceeded = limit, 0, False
-        self._process = psutil.Process(pid)
+        try:
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:  # already gone: the client sees that on its own
+            self._process = None
         self._stop, self._done = stop, threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vj-worker-memory", daemon=True)
         self._thread.start()
@@ -127,7 +130,7 @@ class MemoryWatchdog:
 
         children: list = []
         tick = 0
-        while not self._done.wait(self.INTERVAL):
+        while self._process is not None and not self._done.wait(self.INTERVAL):
             try:
                 if tick % 10 == 0:
                     children = self._process.children(recursive=True)

@@ -84,10 +84,14 @@ class WorkerProcess:
             arguments += ["--rlimit", rlimit]
         if message_limit:
             arguments += ["--message-limit", str(message_limit)]
-        self.popen = subprocess.Popen(child_command(python, arguments), cwd=self.cwd,
-                                      env=child_environment(), stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                                      **_own_group())
+        try:
+            self.popen = subprocess.Popen(child_command(python, arguments), cwd=self.cwd,
+                                          env=child_environment(), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          bufsize=0, **_own_group())
+        except BaseException:  # e.g. no such interpreter: leave no folder behind
+            remove_scratch(self.cwd)
+            raise
         # a reply may carry the whole output plus a small envelope (traceback, timings)
         frame_limit = (message_limit or FRAME_MAX) + _ENVELOPE
         pipes = _ThreadedPipes if portable() or not _can_poll() else _PolledPipes
