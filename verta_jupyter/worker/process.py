@@ -38,6 +38,9 @@ sys.exit(main(sys.argv[1:]))
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _STDERR_KEEP = 64 * 1024  # enough for a faulthandler dump; a model printing megabytes is fine
 _ENVELOPE = 1 << 20  # room for a reply's fields around the output
+# The smallest pipe buffer among the OSes (Windows' default); a request is sent only when the
+# worker has answered the last one, so the pipe is empty and a write this small cannot block.
+_PIPE_BUFFER = 4096
 # the worker process's own files: faulthandler lists their frames under the model's
 _WORKER_FILES = tuple(str(Path(__file__).resolve().with_name(name))
                       for name in ("__main__.py", "protocol.py"))
@@ -282,6 +285,14 @@ class _ThreadedPipes:
     def send(self, payload: bytes, deadline: float) -> None:
         import threading
 
+        if len(payload) <= _PIPE_BUFFER:  # fits the (empty) pipe: cannot block, no hand-off
+            try:
+                written = os.write(self.write_fd, payload)
+            except OSError:
+                raise Gone() from None
+            if written == len(payload):
+                return
+            payload = payload[written:]
         done = threading.Event()
         outcome: list = []
         self._requests.put((payload, done, outcome))
