@@ -12,7 +12,6 @@ import time
 import psutil
 import pytest
 
-import test_worker
 from served_models import dead
 from test_worker import (client, faulty,  # noqa: F401 - fixtures the imported tests use
                          test_abort_is_a_crash_with_the_model_stack_and_the_next_call_restarts,
@@ -91,5 +90,3 @@ def test_the_switch_is_read_at_each_start(faulty, monkeypatch):  # noqa: F811
         assert worker.predict({"x": 1}) == {"y": 2}
         assert isinstance(worker._process.pipes, process._ThreadedPipes)
 
-
-assert test_worker  # the module the key cases come from

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from served_models import dead
-from verta_jupyter.errors import JsonConversionError, WorkerCrashedError
+from verta_jupyter.errors import JsonConversionError, PredictError, WorkerCrashedError
 from verta_jupyter.worker.client import InProcessPredictor, WorkerClient
 from verta_jupyter.worker.limits import ENV_MEMORY, ENV_MESSAGE, ENV_PORTABLE
 
@@ -44,6 +44,8 @@ class Abusive:
             return {"n": 10 ** 5000}
         if do == "string":
             return "x" * data["size"]
+        if do == "shout_error":
+            raise ValueError("x" * data["size"])
         if do == "hoard":  # a runaway model: 16 MiB blocks, every page touched, until stopped
             while True:
                 self.hoard.append(b"x" * (16 << 20))
@@ -181,6 +183,17 @@ def test_output_past_the_message_limit_is_an_output_error(abusive):
             worker.predict({"do": "string", "size": 3 << 20})
         assert info.value.kind == "output" and "message_limit=" in str(info.value)
         _still_serving(worker, pid)
+
+
+def test_a_model_error_with_a_huge_message_is_cut_not_fatal(worker):
+    pid = worker.pid
+    with pytest.raises(PredictError) as info:
+        worker.predict({"do": "shout_error", "size": 50_000_000})
+    exc = info.value
+    assert exc.kind == "model" and exc.reason.startswith("ValueError: xxx")
+    assert exc.reason.endswith("... (49,990,000 more characters)") and len(exc.reason) < 11_000
+    assert len(exc.model_traceback) < 20_000 and "in predict" in exc.model_traceback
+    _still_serving(worker, pid)
 
 
 def test_in_process_predictor_gives_the_same_errors(abusive):

@@ -124,9 +124,19 @@ def _mib(size: int) -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """`Type: message` (or just the type when the message is empty)."""
-    text = str(exc)
+    """`Type: message` (or just the type when the message is empty); a message of megabytes
+    is cut, so an error reply always fits a frame."""
+    try:
+        text = _cut(str(exc))
+    except Exception:  # noqa: BLE001 - a model's __str__ may raise; the type still says a lot
+        text = ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cut(text: str, keep: int = 10_000) -> str:
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}... ({len(text) - keep:,} more characters)"
 
 
 def model_traceback(exc: BaseException, roots: list[Path]) -> str:
@@ -146,4 +156,4 @@ def model_traceback(exc: BaseException, roots: list[Path]) -> str:
         kept.append(frames[-1])
     stack = traceback.StackSummary.from_list(kept)
     return "Traceback (most recent call last):\n" + "".join(stack.format()) + \
-        "".join(te.format_exception_only())
+        _cut("".join(te.format_exception_only()))
