@@ -171,3 +171,14 @@ def test_a_worker_that_cannot_start_leaves_no_folder(make_package, tmp_path):
     with pytest.raises(OSError):
         WorkerClient(package, python=str(tmp_path / "no-such-python")).start()
     assert _ours("worker") == before
+
+
+def test_a_panels_folder_is_named_by_its_owner(make_package):
+    from verta_jupyter.panel.widget import PredictPanel
+
+    panel = PredictPanel(make_package(FAULTY, "Faulty"))
+    try:
+        assert Path(panel._tmp.name).name.startswith(f"vj-panel-{os.getpid()}-")
+    finally:
+        panel.close()
+    assert not Path(panel._tmp.name).exists()

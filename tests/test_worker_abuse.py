@@ -290,3 +290,21 @@ def test_no_memory_limit_when_switched_off(abusive, monkeypatch):
         assert worker._process.memory_enforcement is None
         limits = psutil.Process(worker.pid).rlimit(psutil.RLIMIT_DATA)
         assert limits[0] == psutil.RLIM_INFINITY
+
+
+def test_the_worker_never_loosens_a_limit_the_user_set_on_the_kernel(abusive):
+    script = f"""
+import resource, psutil
+from verta_jupyter.worker.client import WorkerClient
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+with WorkerClient({str(abusive)!r}, memory_limit="8GiB") as worker:
+    worker.start()
+    print(psutil.Process(worker.pid).rlimit(psutil.RLIMIT_DATA)[0])
+with WorkerClient({str(abusive)!r}, memory_limit="1GiB") as worker:
+    worker.start()
+    print(psutil.Process(worker.pid).rlimit(psutil.RLIMIT_DATA)[0])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(3 << 30), str(1 << 30)]

@@ -15,6 +15,7 @@ import collections
 import html
 import io
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -99,7 +100,8 @@ class PredictPanel(widgets.VBox):
     def __init__(self, source: Any, sample_input: Any = None, *, artifacts: dict | None = None,
                  timeout: float = 30.0, in_process: bool = False, csv_row_limit: int = 1000,
                  history_size: int = 10, namespace: dict | None = None, endpoint: Any = None):
-        tmp = tempfile.TemporaryDirectory(prefix="vj-panel-")
+        # named by its owner: a killed kernel's folder is swept by the next (worker.scratch)
+        tmp = tempfile.TemporaryDirectory(prefix=f"vj-panel-{os.getpid()}-")
         try:
             self.model = resolve_source(source, Path(tmp.name), artifacts, sample_input, namespace)
         except BaseException:

@@ -104,8 +104,9 @@ def _limit_memory(spec: str) -> None:
 
     kind, size = spec.split(":")
     which = resource.RLIMIT_DATA if kind == "data" else resource.RLIMIT_AS
-    hard = resource.getrlimit(which)[1]
-    limit = int(size) if hard == resource.RLIM_INFINITY else min(int(size), hard)
+    soft, hard = resource.getrlimit(which)
+    # never loosen a limit the user set for the kernel (ulimit -d / -v)
+    limit = min(x for x in (int(size), soft, hard) if x != resource.RLIM_INFINITY)
     resource.setrlimit(which, (limit, hard))
 
 
