@@ -122,7 +122,7 @@ def test_hostile_lines_sent_straight_to_the_worker_are_answered_not_fatal(abusiv
     assert done.returncode == 0 and replies[0]["ok"]
     assert replies[1]["kind"] == "input" and "nested too deeply" in replies[1]["error"]
     assert replies[2]["kind"] == "input" and "4300 digits" in replies[2]["error"]
-    assert replies[3] == {"ok": True, "output": {"echo": {"x": 2}}, "seconds": replies[3]["seconds"]}
+    assert replies[3]["ok"] and replies[3]["output"] == {"echo": {"x": 2}}
     assert "Traceback" not in done.stderr
 
 

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     if args.rlimit:
         _limit_memory(args.rlimit)
-    channel: _Channel = _FramedChannel(*_take_stdio()) if args.framed else _LineChannel(0, os.dup(1))
+    channel: _Channel = (_FramedChannel(*_take_stdio()) if args.framed
+                         else _LineChannel(0, os.dup(1)))
     os.dup2(2, 1)  # the model's prints go to stderr, never into a reply
     started = time.perf_counter()
     try:
@@ -72,7 +73,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("package", help="model package directory (CapturedModel.save / download_model)")
     parser.add_argument("--artifacts", default="{}", help='JSON object {"key": "/local/path"}')
     parser.add_argument("--framed", action="store_true",
-                        help="length-prefixed frames on stdin/stdout (WorkerClient) instead of lines")
+                        help="length-prefixed frames on stdin/stdout (as WorkerClient runs it)")
     parser.add_argument("--use-pickle", action="store_true",
                         help="take the class.pkl fast path when Python and cloudpickle match")
     parser.add_argument("--rlimit", default="",

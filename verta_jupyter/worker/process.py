@@ -126,7 +126,7 @@ class WorkerProcess:
         self.pipes.send(payload, deadline)
 
     def receive(self, deadline: float) -> dict:
-        """The next reply; Undecodable if its JSON cannot be read here (the stream stays in step)."""
+        """The next reply; Undecodable if its JSON cannot be read here (still in step)."""
         return decode(self.pipes.receive(deadline))
 
     def exit_description(self) -> str:
