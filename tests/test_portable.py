@@ -90,3 +90,50 @@ def test_the_switch_is_read_at_each_start(faulty, monkeypatch):  # noqa: F811
         assert worker.predict({"x": 1}) == {"y": 2}
         assert isinstance(worker._process.pipes, process._ThreadedPipes)
 
+
+
+NO_PSUTIL = r"""
+import json, os, sys, tempfile
+sys.modules["psutil"] = None  # an environment without psutil: importing it fails
+from verta_jupyter.errors import WorkerTimeoutError
+from verta_jupyter.worker.client import WorkerClient
+from verta_jupyter.worker.scratch import sweep_stale
+
+package, pidfile, stale = sys.argv[1:]
+worker = WorkerClient(package, timeout=1.5)
+result = {"limit": worker.memory_limit, "answer": worker.predict({"x": 2}),
+          "enforcement": worker._process.memory_enforcement, "pid": worker.pid}
+try:
+    worker.predict({"do": "hang", "pidfile": pidfile})
+except WorkerTimeoutError:
+    result["timeout"] = True
+worker.close()
+result["swept"] = [str(p) for p in sweep_stale(os.path.dirname(stale))]
+print(json.dumps(result))
+"""
+
+
+def test_without_psutil_the_worker_still_works_and_stops_its_tree(faulty, tmp_path):  # noqa: F811
+    """psutil is a dependency, but a hand-made environment may lack it: POSIX then falls back
+    to the session kill, sysconf for physical memory and kill(pid, 0) for the sweep."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pidfile, stale = tmp_path / "child.pid", tmp_path / "vj-worker-999999999-gone01"
+    stale.mkdir()
+    done = subprocess.run([sys.executable, "-c", NO_PSUTIL, str(faulty), str(pidfile), str(stale)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, ENV_PORTABLE: "1"})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    pages = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert result["limit"] == int(pages * 0.75) and result["enforcement"] is None
+    assert result["answer"] == {"y": 4} and result["timeout"] and dead(result["pid"])
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while not dead(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dead(child), "the model's child outlived the timeout"
+    assert result["swept"] == [str(stale)] and not stale.exists()

@@ -10,7 +10,8 @@ the kernel). Enforcement is chosen by capability:
   without using it. Older kernels get RLIMIT_AS. Allocation then fails with MemoryError.
 - elsewhere (macOS ignores these limits, Windows has none), or with VERTA_JUPYTER_PORTABLE=1:
   a watchdog thread in the kernel samples the worker's resident memory (children included)
-  with psutil and stops it past the limit.
+  with psutil and stops it past the limit. (Without psutil, a dependency only a hand-made
+  environment lacks, the limit is not enforced there.)
 Messages: `VERTA_JUPYTER_WORKER_MESSAGE_LIMIT` or `WorkerClient(message_limit=...)` caps one
 request's or one output's JSON (default 256 MiB); past it the call fails as an input or output
 error instead of the kernel or the worker running out of memory on one answer.
@@ -24,7 +25,7 @@ import threading
 from typing import Callable
 
 __all__ = ["portable", "memory_limit", "message_limit", "rlimit_spec", "MemoryWatchdog",
-           "ENV_MEMORY", "ENV_MESSAGE", "ENV_PORTABLE"]
+           "psutil_or_none", "ENV_MEMORY", "ENV_MESSAGE", "ENV_PORTABLE"]
 
 ENV_MEMORY = "VERTA_JUPYTER_WORKER_MEMORY"
 ENV_MESSAGE = "VERTA_JUPYTER_WORKER_MESSAGE_LIMIT"
@@ -78,7 +79,7 @@ def _size(value: int | str, where: str, share_of: Callable[[], int] | None) -> i
     match = _SIZE.fullmatch(text)
     unit = match and match[2]
     if match and unit == "%" and share_of is not None:
-        return int(share_of() * float(match[1]) / 100)
+        return int(share_of() * float(match[1]) / 100) or None
     if not match or unit not in _UNITS or _UNITS[unit] is None:
         hint = ", '75%'" if share_of is not None else ""
         raise ValueError(f"{where}={value!r} is not a size: give a number with a unit, such as "
@@ -86,10 +87,23 @@ def _size(value: int | str, where: str, share_of: Callable[[], int] | None) -> i
     return int(float(match[1]) * _UNITS[unit]) or None
 
 
-def _physical_memory() -> int:
-    import psutil
+def psutil_or_none():
+    """psutil if it is installed (a dependency; a hand-made environment may lack it)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil
 
-    return psutil.virtual_memory().total
+
+def _physical_memory() -> int:
+    psutil = psutil_or_none()
+    if psutil is not None:
+        return psutil.virtual_memory().total
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # Windows without psutil: no share to take
+        return 0
 
 
 def rlimit_spec(limit: int | None) -> str:

@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from .limits import MemoryWatchdog, portable, rlimit_spec
+from .limits import MemoryWatchdog, portable, psutil_or_none, rlimit_spec
 from .protocol import FRAME_MAX, HEADER, decode
 from .scratch import remove_scratch, scratch_dir
 
@@ -79,7 +79,8 @@ class WorkerProcess:
         self.cwd = scratch_dir("worker")
         self.memory_limit, self._killed = memory_limit, False
         rlimit = rlimit_spec(memory_limit)
-        self.memory_enforcement = ("rlimit" if rlimit else "watchdog") if memory_limit else None
+        self.memory_enforcement = ("rlimit" if rlimit else "watchdog" if psutil_or_none()
+                                   else None) if memory_limit else None
         arguments = [str(package_dir), "--artifacts", json.dumps(artifacts), "--framed"]
         if use_pickle:
             arguments.append("--use-pickle")
@@ -151,18 +152,27 @@ class WorkerProcess:
             return
         self._killed = True
         family = _freeze_tree(self.popen.pid)  # psutil: works everywhere, sees setsid children
-        if not portable() and hasattr(os, "killpg"):
+        if hasattr(os, "killpg") and (not portable() or family is None):
             import signal
 
             try:  # the session too: it holds children whose parent has already exited
                 os.killpg(self.popen.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        for member in family:
+        elif family is None and os.name == "nt":  # no psutil: Windows' own tree kill
+            import subprocess
+
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.popen.pid)],
+                           capture_output=True, timeout=30, check=False)
+        for member in family or ():
             try:
                 member.kill()
             except Exception:  # noqa: BLE001 - psutil.Error: already gone or not ours
                 pass
+        try:
+            self.popen.kill()  # whatever happened above, the worker itself goes
+        except OSError:
+            pass
 
     def stop(self) -> None:
         """Kill, reap, close the pipes, remove the worker's folder."""
@@ -191,10 +201,12 @@ def _own_group() -> dict:
     return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
 
 
-def _freeze_tree(pid: int) -> list:
-    """The worker (suspended, so it cannot start more children) and all its descendants."""
-    import psutil
-
+def _freeze_tree(pid: int) -> list | None:
+    """The worker (suspended, so it cannot start more children) and all its descendants;
+    None without psutil."""
+    psutil = psutil_or_none()
+    if psutil is None:
+        return None
     try:
         root = psutil.Process(pid)
         try:

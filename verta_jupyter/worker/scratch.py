@@ -16,6 +16,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .limits import psutil_or_none
+
 __all__ = ["scratch_dir", "sweep_stale", "remove_scratch"]
 
 _NAME = re.compile(r"vj-([a-z]+)-(\d+)-[A-Za-z0-9_]+")
@@ -77,8 +79,9 @@ def _mine(entry: os.DirEntry) -> bool:
 
 
 def _owner_alive(pid: int, touched: float) -> bool:
-    import psutil
-
+    psutil = psutil_or_none()
+    if psutil is None:
+        return _pid_exists(pid)
     try:
         process = psutil.Process(pid)
         started = process.create_time()
@@ -89,3 +92,16 @@ def _owner_alive(pid: int, touched: float) -> bool:
     except psutil.Error:  # exists, but we may not look at it: assume it is the owner
         return True
     return started <= touched + 1.0  # a younger process only recycled the pid
+
+
+def _pid_exists(pid: int) -> bool:
+    """Without psutil: POSIX can ask (a recycled pid then keeps a folder); elsewhere assume yes."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
