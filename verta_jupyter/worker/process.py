@@ -96,15 +96,22 @@ class WorkerProcess:
         except BaseException:  # e.g. no such interpreter: leave no folder behind
             remove_scratch(self.cwd)
             raise
-        # a reply may carry the whole output plus a small envelope (traceback, timings)
-        frame_limit = (message_limit or FRAME_MAX) + _ENVELOPE
-        pipes = _ThreadedPipes if portable() or not _can_poll() else _PolledPipes
-        self.pipes = pipes(self.popen.stdin.fileno(), self.popen.stdout.fileno(), frame_limit)
-        self.stderr: collections.deque[bytes] = collections.deque()
-        self.drain = threading.Thread(target=self._drain, name="vj-worker-stderr", daemon=True)
-        self.drain.start()
-        self.watchdog = (MemoryWatchdog(self.popen.pid, memory_limit, self.kill)
-                         if self.memory_enforcement == "watchdog" else None)
+        try:
+            # a reply may carry the whole output plus a small envelope (traceback, timings)
+            frame_limit = (message_limit or FRAME_MAX) + _ENVELOPE
+            pipes = _ThreadedPipes if portable() or not _can_poll() else _PolledPipes
+            self.pipes = pipes(self.popen.stdin.fileno(), self.popen.stdout.fileno(), frame_limit)
+            self.stderr: collections.deque[bytes] = collections.deque()
+            self.drain = threading.Thread(target=self._drain, name="vj-worker-stderr",
+                                          daemon=True)
+            self.drain.start()
+            self.watchdog = (MemoryWatchdog(self.popen.pid, memory_limit, self.kill)
+                             if self.memory_enforcement == "watchdog" else None)
+        except BaseException:  # e.g. Ctrl-C right now: no orphan worker, no folder
+            self.popen.kill()
+            self.popen.wait()
+            remove_scratch(self.cwd)
+            raise
 
     def _drain(self) -> None:
         fd, kept = self.popen.stderr.fileno(), 0
