@@ -308,3 +308,24 @@ with WorkerClient({str(abusive)!r}, memory_limit="1GiB") as worker:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(3 << 30), str(1 << 30)]
+
+
+GREEDY = '''
+class Greedy:
+    def __init__(self, artifacts):
+        self.table = b"x" * (2 << 30)  # 2 GiB at construction
+
+    def predict(self, data):
+        return len(self.table)
+'''
+
+
+@pytest.mark.parametrize("portable", ["0", "1"], ids=["rlimit", "watchdog"])
+def test_a_model_too_big_to_build_under_the_limit_says_so(make_package, monkeypatch, portable):
+    monkeypatch.setenv(ENV_PORTABLE, portable)
+    package = make_package(GREEDY, "Greedy")  # captured, never constructed here
+    with WorkerClient(package, memory_limit="512MiB") as worker:
+        with pytest.raises(WorkerCrashedError, match="Greedy reached the worker's memory limit "
+                           "of 512 MiB while loading the model") as info:
+            worker.start()
+        assert info.value.exit == "memory limit of 512 MiB reached" and not worker.running

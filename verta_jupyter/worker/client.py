@@ -111,8 +111,8 @@ class WorkerClient:
             _LIVE.add(self)
             hello = self._exchange(None, self.load_timeout, "while loading the model")
             if not hello.get("ok"):
-                self._stop_process()
                 self._check_memory(hello, "while loading the model")
+                self._stop_process()
                 _result(hello, self.class_name)
             self.info.update({k: v for k, v in hello.items() if k not in ("ok", "load_seconds")})
             self.load_seconds = time.perf_counter() - started
@@ -132,7 +132,8 @@ class WorkerClient:
 
     def _check_memory(self, reply: dict, when: str) -> None:
         """A MemoryError under an enforced limit is the limit's doing: say so, start afresh."""
-        if self.memory_limit and reply.get("error", "").startswith("MemoryError"):
+        enforced = self._process is not None and self._process.memory_enforcement
+        if enforced and reply.get("error", "").startswith("MemoryError"):
             self._stop_process()
             raise self._memory_error(when, reply.get("traceback", ""))
 
