@@ -135,14 +135,15 @@ class WorkerClient:
         enforced = self._process is not None and self._process.memory_enforcement
         if enforced and reply.get("error", "").startswith("MemoryError"):
             self._stop_process()
-            raise self._memory_error(when, reply.get("traceback", ""))
+            raise self._memory_error(when, reply.get("traceback", ""), reply["error"])
 
-    def _memory_error(self, when: str, trace: str) -> WorkerCrashedError:
+    def _memory_error(self, when: str, trace: str, reason: str = "") -> WorkerCrashedError:
         mib = self.memory_limit // MiB
+        said = f" ({reason})" if reason not in ("", "MemoryError") else ""
         return WorkerCrashedError(
-            f"{self.class_name} reached the worker's memory limit of {mib} MiB {when}; the worker "
-            "was stopped and the next call starts a new one. If the model needs more, raise the "
-            f"limit: WorkerClient(..., memory_limit='{max(2 * mib // 1024, 1)}GiB') or the "
+            f"{self.class_name} reached the worker's memory limit of {mib} MiB {when}{said}; the "
+            "worker was stopped and the next call starts a new one. If the model needs more, raise "
+            f"the limit: WorkerClient(..., memory_limit='{max(2 * mib // 1024, 1)}GiB') or the "
             f"environment variable {ENV_MEMORY} (a size, a share such as '90%', or 'off')",
             exit=f"memory limit of {mib} MiB reached", model_traceback=trace.strip())
 
