@@ -309,3 +309,47 @@ def test_ndarray_round_trip_nonfinite_becomes_nan(rows):
     back = from_json_compatible(_strict_loads(dumps(array)), np.ndarray)
     expected = np.where(np.isfinite(array), array, np.nan)
     np.testing.assert_array_equal(back, expected)
+
+
+# -- abusive values: a clear error, never a RecursionError or a raw ValueError ----------------
+
+def _nested(levels: int, leaf=None) -> list:
+    out = [leaf]
+    for _ in range(levels):
+        out = [out]
+    return out
+
+
+def test_output_nested_past_the_recursion_limit_is_a_conversion_error():
+    import numpy as np
+
+    with pytest.raises(JsonConversionError, match=r"^prediction is nested too deeply for JSON "
+                       r"here \(past Python's recursion limit of \d+ levels\)") as info:
+        to_json_compatible(_nested(100_000, np.float32(1.5)), root="prediction")
+    assert info.value.path == "prediction" and info.value.kind == "output"
+
+
+@dataclasses.dataclass
+class TreeNode:
+    children: list[TreeNode]
+
+
+def test_input_nested_past_the_recursion_limit_is_an_input_error():
+    data: dict = {"children": []}
+    for _ in range(100_000):
+        data = {"children": [data]}
+    with pytest.raises(JsonConversionError, match=r"^data is nested too deeply") as info:
+        from_json_compatible(data, TreeNode)
+    assert info.value.kind == "input" and info.value.path == "data"
+    assert from_json_compatible({"children": [{"children": []}]}, TreeNode) == \
+        TreeNode([TreeNode([])])
+
+
+def test_oversized_int_is_located_without_recursion():
+    from verta_jupyter.jsonify.output import oversized_int_message, oversized_int_path
+
+    value = {"ok": [1, 2**64, True], "deep": _nested(50_000, {"n": 10 ** 5000})}
+    path = oversized_int_path(value, root="result")
+    assert path == 'result["deep"]' + "[0]" * 50_001 + '["n"]'
+    assert oversized_int_path({"ok": [1, 2**64, -(10 ** 4000)]}) is None
+    assert "more than 4300 digits" in oversized_int_message('result["n"]')

@@ -54,6 +54,10 @@ def convert_input(predict_method: Callable[..., Any], data: Any) -> Any:
 def _from_root(data: Any, annotation: Any, root: str) -> Any:
     try:
         return _from(data, annotation)
+    except RecursionError:
+        raise JsonConversionError(f"{root} is nested too deeply to convert (past Python's "
+                                  "recursion limit). Send a flatter structure", path=root,
+                                  kind=ErrorKind.INPUT) from None
     except NoJsonForm as exc:
         where = exc.where(root)
         raise JsonConversionError(f"{where}: cannot make a {exc.type_name} from this JSON "

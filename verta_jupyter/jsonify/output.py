@@ -20,6 +20,7 @@ import datetime as _dt
 import enum
 import json
 import math
+import sys
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -32,7 +33,8 @@ from ..errors import JsonConversionError
 # the input side lives in its own module; importing it from here keeps every caller working
 from .input import convert_input, from_json_compatible
 
-__all__ = ["to_json_compatible", "dumps", "from_json_compatible", "convert_input"]
+__all__ = ["to_json_compatible", "dumps", "from_json_compatible", "convert_input",
+           "too_deep_message", "oversized_int_path", "oversized_int_message"]
 
 
 def to_json_compatible(obj: Any, *, root: str = "result") -> Any:
@@ -42,6 +44,9 @@ def to_json_compatible(obj: Any, *, root: str = "result") -> Any:
     """
     try:
         return _convert(obj)
+    except RecursionError:
+        # past ~1,000 levels; a clear error here, never a RecursionError through our frames
+        raise JsonConversionError(too_deep_message(root), path=root, type_name=None) from None
     except NoJsonForm as exc:
         where = exc.where(root)
         detail = f" ({exc.detail})" if exc.detail else ""
@@ -51,6 +56,37 @@ def to_json_compatible(obj: Any, *, root: str = "result") -> Any:
         found = problem("VJ403", f"{where} is a {exc.type_name}{detail}", name=exc.type_name,
                         where=where)
         raise JsonConversionError(message, [found], path=where, type_name=exc.type_name) from None
+
+
+def too_deep_message(root: str) -> str:
+    """What to say about a value nested past what Python (and most JSON readers) can walk."""
+    return (f"{root} is nested too deeply for JSON here (past Python's recursion limit of "
+            f"{sys.getrecursionlimit()} levels). Send or return a flatter structure")
+
+
+def oversized_int_path(obj: Any, *, root: str = "result") -> str | None:
+    """Where in plain JSON values `obj` an int too long for `str()` sits (Python's int->str
+    digit limit, sys.get_int_max_str_digits), or None. Walks without recursion."""
+    stack = [(obj, root)]
+    while stack:
+        value, where = stack.pop()
+        if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+            try:
+                str(value)
+            except ValueError:
+                return where
+        elif isinstance(value, dict):
+            stack.extend((v, f"{where}[{json.dumps(str(k))}]") for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+def oversized_int_message(where: str) -> str:
+    digits = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    return (f"{where} is an integer with more than {digits} digits, past Python's int->str "
+            "limit (sys.set_int_max_str_digits), so it has no JSON text here. Send or return it "
+            "as a string (str(n)), or as a float if the precision does not matter")
 
 
 def dumps(obj: Any, **kwargs: Any) -> str:

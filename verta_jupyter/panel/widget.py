@@ -15,6 +15,7 @@ import collections
 import html
 import io
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -51,8 +52,13 @@ def parse_json(text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidJsonError(f"line {exc.lineno}, column {exc.colno}: {exc.msg}",
                                exc.lineno, exc.colno) from None
+    except RecursionError:  # hostile or accidental nesting: an error to show, not a traceback
+        raise InvalidJsonError("nested too deeply to read (past Python's recursion limit); "
+                               "send a flatter structure") from None
     except ValueError as exc:
         position = text.find(str(exc).split()[0])
+        if position < 0 or "integer string conversion" in str(exc):  # a too-long integer
+            raise InvalidJsonError(f"{exc}".split("; use")[0] + "; send it as a string") from None
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
         raise InvalidJsonError(f"line {line}, column {column}: {exc}", line, column) from None
@@ -71,7 +77,8 @@ class PredictPanel(widgets.VBox):
     def __init__(self, source: Any, sample_input: Any = None, *, artifacts: dict | None = None,
                  timeout: float = 30.0, in_process: bool = False, csv_row_limit: int = 1000,
                  history_size: int = 10, namespace: dict | None = None, endpoint: Any = None):
-        tmp = tempfile.TemporaryDirectory(prefix="vj-panel-")
+        # named by its owner: a killed kernel's folder is swept by the next (worker.scratch)
+        tmp = tempfile.TemporaryDirectory(prefix=f"vj-panel-{os.getpid()}-")
         try:
             self.model = resolve_source(source, Path(tmp.name), artifacts, sample_input, namespace)
         except BaseException:

@@ -221,16 +221,20 @@ class Loggable(Named):
         paths = self.fetch_artifacts(keys)
         from ..package.format import package_digest, read_manifest
         from ..validation.validate import prepare_model
+        from ..worker.scratch import remove_scratch
 
         prepared = prepare_model(model, namespace=namespace, cell_source=cell_source,
                                  artifacts=paths, sample_input=sample_input,
                                  check_rebuild=check_rebuild, allow_secrets=allow_secrets,
                                  proof=proof, proof_python=proof_python)
-        manifest = read_manifest(prepared.package_dir)
-        meta = {"class_name": manifest.get("class_name"), "artifact_keys": keys,
-                "package_digest": package_digest(manifest), "python": manifest.get("python"),
-                "requirements": manifest.get("requirements", [])}
-        info = self._put(MODEL_KEY, Path(prepared.package_dir), "model", meta)
+        try:
+            manifest = read_manifest(prepared.package_dir)
+            meta = {"class_name": manifest.get("class_name"), "artifact_keys": keys,
+                    "package_digest": package_digest(manifest), "python": manifest.get("python"),
+                    "requirements": manifest.get("requirements", [])}
+            info = self._put(MODEL_KEY, Path(prepared.package_dir), "model", meta)
+        finally:  # stored (or not): the temp copy has served its purpose
+            remove_scratch(prepared.package_dir)
         return LoggedModel(self, info, prepared.report)
 
     def _check_model_args(self, model: Any, artifacts: Any, overwrite: bool) -> list[str]:

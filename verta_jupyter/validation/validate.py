@@ -28,6 +28,7 @@ from .._text import shorten
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
 from ..package.format import MISSING
+from ..worker.scratch import remove_scratch, scratch_dir
 
 __all__ = ["validate", "prepare_model", "ValidationReport", "PreparedModel", "CheckStatus"]
 
@@ -130,7 +131,11 @@ def prepare_model(cls, *, namespace: dict | None = None, cell_source: str | None
     report = validate(cls, namespace=namespace, cell_source=cell_source, artifacts=artifacts,
                       sample_input=sample_input, check_rebuild=check_rebuild,
                       allow_secrets=allow_secrets, proof=proof, proof_python=proof_python)
-    report.raise_for_errors()
+    try:
+        report.raise_for_errors()
+    except ValidationError:
+        remove_scratch(report.package_dir)  # a failed package is never used: no temp left
+        raise
     return PreparedModel(report.package_dir, report, report.captured)
 
 
@@ -388,10 +393,11 @@ _ROOT: list[str] = []
 
 
 def _package_root() -> str:
-    """One temporary folder per process for packages; removed when the process exits."""
+    """One temporary folder per process for packages; removed when the process exits (or, if
+    it is killed, by the next process's sweep: the folder is named by its owner's pid)."""
     if not _ROOT:
         import atexit
 
-        _ROOT.append(tempfile.mkdtemp(prefix="vj-packages-"))
+        _ROOT.append(str(scratch_dir("packages")))
         atexit.register(shutil.rmtree, _ROOT[0], True)
     return _ROOT[0]

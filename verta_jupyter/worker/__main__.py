@@ -5,10 +5,13 @@ package (`load_package`: source, digests verified), builds `cls(artifacts=...)` 
 requests `{"data": ...}` with `{"ok": true, "output": ...}` — exactly what a deployment does, so
 a crash, a hang or a dependency on notebook state shows up here and never in the kernel.
 
-Frames are length-prefixed JSON on two dedicated pipes (`--fds R,W`, used by `WorkerClient`);
-run by hand it reads and writes one JSON document per line on stdin/stdout. Either way fd 1 is
-pointed at stderr first, so whatever the model prints can never corrupt a reply, and
-faulthandler is on, so a segfault or abort still leaves the model's Python stack on stderr.
+With `--framed` (how `WorkerClient` runs it) messages are length-prefixed JSON frames on
+stdin/stdout, which the worker first moves to private descriptors: that works the same on
+Linux, macOS and Windows. Run by hand it reads and writes one JSON document per line. Either
+way fd 1 is pointed at stderr first, so whatever the model prints can never corrupt a reply,
+and faulthandler is on, so a segfault or abort still leaves the model's Python stack on stderr.
+Hostile requests (nested past the recursion limit, huge integers) are answered with an input
+error; the worker keeps serving. `--rlimit` caps memory (set by the kernel on Linux).
 
 This module is the process side; the kernel side is `worker.client`, and every start goes
 through `worker.process` (one command line, one environment for every fresh process).
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ErrorKind
-from .protocol import HEADER, answer, encode_reply, model_traceback, one_line
+from .protocol import HEADER, Undecodable, answer, decode, encode_reply, model_traceback, one_line
 
 __all__ = ["main"]
 
@@ -34,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process; returns the exit code."""
     args = _parse(argv)
     faulthandler.enable()
-    if args.fds:
-        read_fd, write_fd = (int(x) for x in args.fds.split(","))
-        channel: _Channel = _FramedChannel(read_fd, write_fd)
-    else:
-        channel = _LineChannel(0, os.dup(1))
+    if args.rlimit:
+        _limit_memory(args.rlimit)
+    channel: _Channel = (_FramedChannel(*_take_stdio()) if args.framed
+                         else _LineChannel(0, os.dup(1)))
     os.dup2(2, 1)  # the model's prints go to stderr, never into a reply
     started = time.perf_counter()
     try:
@@ -49,9 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     channel.send({"ok": True, "load_seconds": time.perf_counter() - started, **info})
     roots = [Path(info["package"])]
-    while (request := channel.receive()) is not None:
-        channel.send(answer(model, request, roots))
-    return 0
+    while True:
+        try:
+            request = channel.receive()
+        except Undecodable as exc:  # hostile JSON is an input error; the worker stays up
+            channel.send({"ok": False, "kind": ErrorKind.INPUT,
+                          "error": f"the request could not be read: {exc}"})
+            continue
+        if request is None:
+            return 0
+        try:
+            reply = answer(model, request, roots, args.message_limit)
+        except MemoryError:  # converting the input or the output, past the memory limit
+            reply = {"ok": False, "kind": ErrorKind.MODEL, "error": "MemoryError"}
+        channel.send(reply)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -59,10 +72,43 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                                      description="Serve predict requests for a model package.")
     parser.add_argument("package", help="model package directory (CapturedModel.save / download_model)")
     parser.add_argument("--artifacts", default="{}", help='JSON object {"key": "/local/path"}')
-    parser.add_argument("--fds", default="", help="R,W pipe fds for length-prefixed frames")
+    parser.add_argument("--framed", action="store_true",
+                        help="length-prefixed frames on stdin/stdout (as WorkerClient runs it)")
     parser.add_argument("--use-pickle", action="store_true",
                         help="take the class.pkl fast path when Python and cloudpickle match")
+    parser.add_argument("--rlimit", default="",
+                        help="KIND:BYTES, cap memory with setrlimit (KIND: data or as)")
+    parser.add_argument("--message-limit", type=int, default=None,
+                        help="largest output, in bytes of JSON")
     return parser.parse_args(argv)
+
+
+def _take_stdio() -> tuple[int, int]:
+    """Keep stdin/stdout for frames on private fds; the model gets an empty stdin, and fd 1
+    (pointed at stderr by the caller) for its prints. Private fds are not inherited, so a
+    process the model starts cannot hold the kernel's pipes open."""
+    read_fd, write_fd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if hasattr(os, "O_BINARY"):  # Windows: frames are bytes, no newline translation
+        import msvcrt
+
+        msvcrt.setmode(read_fd, os.O_BINARY)
+        msvcrt.setmode(write_fd, os.O_BINARY)
+    return read_fd, write_fd
+
+
+def _limit_memory(spec: str) -> None:
+    """Cap this process (and what it starts) with setrlimit; the kernel chose the kind."""
+    import resource
+
+    kind, size = spec.split(":")
+    which = resource.RLIMIT_DATA if kind == "data" else resource.RLIMIT_AS
+    soft, hard = resource.getrlimit(which)
+    # never loosen a limit the user set for the kernel (ulimit -d / -v)
+    limit = min(x for x in (int(size), soft, hard) if x != resource.RLIM_INFINITY)
+    resource.setrlimit(which, (limit, hard))
 
 
 def _build(package: Path, artifacts: dict, use_pickle: bool) -> tuple[Any, dict]:
@@ -99,7 +145,7 @@ class _FramedChannel(_Channel):
         if header is None:
             return None
         body = _read_exact(self.read_fd, HEADER.unpack(header)[0])
-        return None if body is None else json.loads(body)
+        return None if body is None else decode(body)
 
 
 class _LineChannel(_Channel):
@@ -115,7 +161,7 @@ class _LineChannel(_Channel):
     def receive(self) -> dict | None:
         while line := self.reader.readline():
             if line.strip():
-                request = json.loads(line)
+                request = decode(line)
                 # by hand, a bare JSON value is the data itself
                 return request if isinstance(request, dict) and "data" in request else {"data": request}
         return None

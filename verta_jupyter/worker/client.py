@@ -7,7 +7,6 @@ this process.
 from __future__ import annotations
 
 import atexit
-import json
 import sys
 import time
 import weakref
@@ -16,7 +15,8 @@ from typing import Any
 
 from ..errors import (ErrorKind, JsonConversionError, PredictError, WorkerCrashedError,
                       WorkerTimeoutError)
-from .protocol import HEADER, answer, encode_request, model_traceback, one_line
+from .limits import ENV_MEMORY, MiB, memory_limit as _memory_limit, message_limit as _message_limit
+from .protocol import HEADER, Undecodable, answer, decode, encode_request, model_traceback, one_line
 from .process import Gone, Timeout, WorkerProcess, model_stack
 
 __all__ = ["WorkerClient", "InProcessPredictor"]
@@ -50,6 +50,11 @@ class WorkerClient:
     the next call starts a new worker; a call past `timeout` seconds kills the worker's whole
     process group and raises WorkerTimeoutError. `load_seconds` is the last start-up time,
     `last_seconds` the last call's round trip, `last_model_seconds` the time inside `predict`.
+
+    `memory_limit` (bytes, or "4GiB", "50%", "off"; default VERTA_JUPYTER_WORKER_MEMORY, else
+    75% of physical memory) stops a model that allocates past it, with WorkerCrashedError;
+    `message_limit` (default VERTA_JUPYTER_WORKER_MESSAGE_LIMIT, else 256 MiB) caps one
+    request's or one output's JSON. See `worker.limits` for how each is enforced.
     """
 
     isolated = True
@@ -57,7 +62,8 @@ class WorkerClient:
 
     def __init__(self, package_dir, artifacts: dict | None = None, timeout: float = 30.0, *,
                  load_timeout: float | None = None, python: str | None = None,
-                 use_pickle: bool = False):
+                 use_pickle: bool = False, memory_limit: int | str | None = None,
+                 message_limit: int | str | None = None):
         import threading
 
         from ..package.format import package_digest, read_manifest
@@ -69,6 +75,8 @@ class WorkerClient:
         self.load_timeout = float(load_timeout) if load_timeout else max(self.timeout, 60.0)
         self.python = python or sys.executable
         self.use_pickle = use_pickle
+        self.memory_limit = _memory_limit(memory_limit)
+        self.message_limit = _message_limit(message_limit)
         self.class_name = manifest["class_name"]
         self.info: dict = {"class_name": self.class_name, "digest": package_digest(manifest),
                            "package": str(self.package_dir)}
@@ -97,11 +105,14 @@ class WorkerClient:
             self._stop_process()
             started = time.perf_counter()
             self._process = WorkerProcess(self.python, self.package_dir, self.artifacts,
-                                          use_pickle=self.use_pickle)
+                                          use_pickle=self.use_pickle,
+                                          memory_limit=self.memory_limit,
+                                          message_limit=self.message_limit)
             self.starts += 1
             _LIVE.add(self)
             hello = self._exchange(None, self.load_timeout, "while loading the model")
             if not hello.get("ok"):
+                self._check_memory(hello, "while loading the model")
                 self._stop_process()
                 _result(hello, self.class_name)
             self.info.update({k: v for k, v in hello.items() if k not in ("ok", "load_seconds")})
@@ -109,14 +120,33 @@ class WorkerClient:
 
     def predict(self, data: Any) -> Any:
         """`data` (JSON-compatible) -> the model's output as JSON-compatible values."""
-        payload = encode_request(data)
+        payload = encode_request(data, self.message_limit)
         with self._lock:
             self.start()
             started = time.perf_counter()
             reply = self._exchange(payload, self.timeout, "during predict")
             self.last_seconds = time.perf_counter() - started
             self.last_model_seconds = reply.get("seconds")
+            if not reply.get("ok"):
+                self._check_memory(reply, "during predict")
         return _result(reply, self.class_name)
+
+    def _check_memory(self, reply: dict, when: str) -> None:
+        """A MemoryError under an enforced limit is the limit's doing: say so, start afresh."""
+        enforced = self._process is not None and self._process.memory_enforcement
+        if enforced and reply.get("error", "").startswith("MemoryError"):
+            self._stop_process()
+            raise self._memory_error(when, reply.get("traceback", ""), reply["error"])
+
+    def _memory_error(self, when: str, trace: str, reason: str = "") -> WorkerCrashedError:
+        mib = self.memory_limit // MiB
+        said = f" ({reason})" if reason not in ("", "MemoryError") else ""
+        return WorkerCrashedError(
+            f"{self.class_name} reached the worker's memory limit of {mib} MiB {when}{said}; the "
+            "worker was stopped and the next call starts a new one. If the model needs more, raise "
+            f"the limit: WorkerClient(..., memory_limit='{max(2 * mib // 1024, 1)}GiB') or the "
+            f"environment variable {ENV_MEMORY} (a size, a share such as '90%', or 'off')",
+            exit=f"memory limit of {mib} MiB reached", model_traceback=trace.strip())
 
     def _exchange(self, payload: bytes | None, timeout: float, when: str) -> dict:
         process = self._process
@@ -128,8 +158,13 @@ class WorkerClient:
         except Timeout:
             self._stop_process()
             raise self._timeout_error(timeout, when) from None
-        except Gone:
-            raise self._crash_error(when) from None
+        except Gone as exc:
+            raise self._crash_error(when, str(exc)) from None
+        except Undecodable as exc:  # the frame was read whole: the worker is still in step
+            raise JsonConversionError(
+                f"{self.class_name}.predict returned a value whose JSON cannot be read here: "
+                f"{exc}. Return a flatter structure, and very long integers as strings",
+                path="result", kind=ErrorKind.OUTPUT) from None
         except BaseException:
             # e.g. KeyboardInterrupt from "interrupt kernel": a reply may still be on its way,
             # and reading it as the next call's answer would be wrong; start afresh next time
@@ -143,12 +178,17 @@ class WorkerClient:
             "timeout (WorkerClient(..., timeout=...) or PredictPanel(..., timeout=...))",
             seconds=timeout)
 
-    def _crash_error(self, when: str) -> WorkerCrashedError:
+    def _crash_error(self, when: str, broke: str = "") -> WorkerCrashedError:
         process, self._process = self._process, None
-        how = process.exit_description()
+        if broke:  # alive but off the protocol (an oversized frame): nothing more to read
+            process.stop()
+        how = broke or process.exit_description()
         stderr = process.stderr_text()
         process.stop()
         trace = model_stack(stderr)
+        if process.memory_exceeded or (process.memory_enforcement == "rlimit"
+                                       and _out_of_memory(stderr)):
+            return self._memory_error(when, trace)
         return WorkerCrashedError(f"the worker process running {self.class_name} crashed {when} "
                                   f"({how}); the next call starts a new one. The model's last "
                                   f"words:\n{trace.strip() or '(nothing on stderr)'}",
@@ -181,6 +221,13 @@ class WorkerClient:
                 process.stop()
             except Exception:  # noqa: BLE001 - interpreter shutdown: best effort only
                 pass
+
+
+def _out_of_memory(stderr: str) -> bool:
+    # native code that cannot allocate under the rlimit aborts rather than raising MemoryError
+    tail = stderr[-4096:]
+    return any(s in tail for s in ("MemoryError", "std::bad_alloc", "Cannot allocate memory",
+                                   "out of memory"))
 
 
 def _stop_all_workers() -> None:
@@ -240,10 +287,19 @@ class InProcessPredictor:
         """`data` (JSON-compatible) -> the model's output as JSON-compatible values."""
         self.start()
         started = time.perf_counter()
-        request = json.loads(encode_request(data)[HEADER.size:])
+        try:
+            request = decode(encode_request(data)[HEADER.size:])
+        except Undecodable as exc:
+            raise JsonConversionError(f"data cannot be read back from its JSON: {exc}",
+                                      path="data", kind=ErrorKind.INPUT) from None
         reply = answer(self._model, request, self._roots)
         if "output_json" in reply:
-            reply["output"] = json.loads(reply.pop("output_json"))
+            try:
+                reply["output"] = decode(reply.pop("output_json"))
+            except Undecodable as exc:
+                raise JsonConversionError(f"{self.class_name}.predict returned a value whose "
+                                          f"JSON cannot be read back: {exc}", path="result",
+                                          kind=ErrorKind.OUTPUT) from None
         self.last_seconds = time.perf_counter() - started
         self.last_model_seconds = reply.get("seconds")
         return _result(reply, self.class_name)

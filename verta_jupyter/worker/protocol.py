@@ -15,16 +15,28 @@ from typing import Any
 
 from ..errors import ErrorKind, JsonConversionError
 from ..jsonify.input import convert_input
-from ..jsonify.output import to_json_compatible
+from ..jsonify.output import (oversized_int_message, oversized_int_path, to_json_compatible,
+                              too_deep_message)
 
 HEADER = struct.Struct(">I")
 
 
-def answer(model: Any, request: dict, roots: list[Path]) -> dict:
-    """One predict request -> reply: convert input, predict, convert output, each kept apart."""
+MiB = 1 << 20
+# A frame's length must fit the 4-byte header; the configured limit stays well below it.
+FRAME_MAX = (1 << 32) - 1
+
+
+class Undecodable(ValueError):
+    """A frame's JSON could not be read back (nested too deeply, an int past the digit limit)."""
+
+
+def answer(model: Any, request: dict, roots: list[Path], message_limit: int | None = None) -> dict:
+    """One predict request -> reply: convert input, predict, convert output, each kept apart.
+
+    `message_limit` caps the output's JSON text (bytes); past it the reply is an OUTPUT error."""
     try:
         data = convert_input(model.predict, request["data"])
-    except (JsonConversionError, KeyError, TypeError) as exc:
+    except (JsonConversionError, KeyError, TypeError, ValueError) as exc:
         return {"ok": False, "kind": ErrorKind.INPUT, "error": one_line(exc)}
     started = time.perf_counter()
     try:
@@ -36,19 +48,58 @@ def answer(model: Any, request: dict, roots: list[Path]) -> dict:
                 "traceback": model_traceback(exc, roots)}
     seconds = time.perf_counter() - started
     try:
-        return {"ok": True, "output_json": _encode_output(output), "seconds": seconds}
+        text = to_json_text(output, root="result", kind=ErrorKind.OUTPUT, limit=message_limit)
     except JsonConversionError as exc:
         return {"ok": False, "kind": ErrorKind.OUTPUT, "error": str(exc), "path": exc.path,
                 "type_name": exc.type_name, "seconds": seconds}
+    return {"ok": True, "output_json": text, "seconds": seconds}
 
 
-def _encode_output(output: Any) -> str:
-    """Strict JSON text of `output`: the C encoder when the output is plain JSON already (it
-    refuses NaN and unknown types, and then the known-types conversion takes over)."""
+def to_json_text(value: Any, *, root: str, kind: ErrorKind, limit: int | None = None) -> str:
+    """Strict JSON text of `value`, or JsonConversionError(kind) naming where under `root`:
+    no JSON form, nested too deeply, an int too long for text, or more than `limit` bytes.
+
+    The C encoder goes first (plain JSON costs no Python walk); the known-types conversion
+    takes over when it refuses (NaN, numpy, pandas, ...)."""
     try:
-        return json.dumps(output, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        return json.dumps(to_json_compatible(output), allow_nan=False)
+        text = _converted_text(value, root, kind)
+    if limit is not None and len(text) > limit:  # ASCII (ensure_ascii): characters are bytes
+        side = "input" if kind is ErrorKind.INPUT else "output"
+        raise JsonConversionError(
+            f"{root}: the {side} is {_mib(len(text))} of JSON, more than the worker's message "
+            f"limit of {_mib(limit)}. Send or return less, or raise the limit with "
+            "WorkerClient(..., message_limit=...) or VERTA_JUPYTER_WORKER_MESSAGE_LIMIT",
+            path=root, kind=kind)
+    return text
+
+
+def _converted_text(value: Any, root: str, kind: ErrorKind) -> str:
+    try:
+        converted = to_json_compatible(value, root=root)
+    except JsonConversionError as exc:
+        raise JsonConversionError(str(exc), exc.problems, path=exc.path, type_name=exc.type_name,
+                                  kind=kind) from None
+    try:
+        return json.dumps(converted, allow_nan=False)
+    except RecursionError:
+        raise JsonConversionError(too_deep_message(root), path=root, kind=kind) from None
+    except ValueError:  # an int past Python's int->str digit limit
+        where = oversized_int_path(converted, root=root) or root
+        raise JsonConversionError(oversized_int_message(where), path=where, type_name="int",
+                                  kind=kind) from None
+
+
+def decode(body: bytes | str) -> Any:
+    """JSON text -> value; Undecodable (one line, says why) instead of RecursionError or the
+    int digit limit's ValueError, so a hostile frame is an error, never a dead reader."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise Undecodable("nested too deeply to read (past Python's recursion limit)") from None
+    except ValueError as exc:
+        raise Undecodable(str(exc).split("; use")[0]) from None
 
 
 def encode_reply(message: dict) -> bytes:
@@ -60,19 +111,32 @@ def encode_reply(message: dict) -> bytes:
             + "}").encode()
 
 
-def encode_request(data: Any) -> bytes:
-    """A request frame (header included) for JSON-compatible `data`."""
-    try:  # the C encoder first: plain JSON input costs no Python walk
-        body = json.dumps({"data": data}, allow_nan=False).encode()
-    except (TypeError, ValueError):
-        body = json.dumps({"data": to_json_compatible(data, root="data")}, allow_nan=False).encode()
+def encode_request(data: Any, limit: int | None = None) -> bytes:
+    """A request frame (header included) for JSON-compatible `data`; JsonConversionError(INPUT)
+    when it has no JSON text or is bigger than `limit` bytes."""
+    body = ('{"data": ' + to_json_text(data, root="data", kind=ErrorKind.INPUT, limit=limit)
+            + "}").encode()
     return HEADER.pack(len(body)) + body
 
 
+def _mib(size: int) -> str:
+    return f"{size / MiB:.1f} MiB" if size < 10 * MiB else f"{size // MiB} MiB"
+
+
 def one_line(exc: BaseException) -> str:
-    """`Type: message` (or just the type when the message is empty)."""
-    text = str(exc)
+    """`Type: message` (or just the type when the message is empty); a message of megabytes
+    is cut, so an error reply always fits a frame."""
+    try:
+        text = _cut(str(exc))
+    except Exception:  # noqa: BLE001 - a model's __str__ may raise; the type still says a lot
+        text = ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cut(text: str, keep: int = 10_000) -> str:
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}... ({len(text) - keep:,} more characters)"
 
 
 def model_traceback(exc: BaseException, roots: list[Path]) -> str:
@@ -92,4 +156,4 @@ def model_traceback(exc: BaseException, roots: list[Path]) -> str:
         kept.append(frames[-1])
     stack = traceback.StackSummary.from_list(kept)
     return "Traceback (most recent call last):\n" + "".join(stack.format()) + \
-        "".join(te.format_exception_only())
+        _cut("".join(te.format_exception_only()))
