@@ -333,5 +333,9 @@ class VertaMagics(Magics):
 
 
 def register(ipython) -> None:
-    """Register `%%verta_model` with an IPython shell (`%load_ext verta_jupyter`)."""
+    """Register `%%verta_model` with an IPython shell (`%load_ext verta_jupyter`), and start the
+    spare worker its first rebuild proof will use."""
+    from .worker.client import prime_spare
+
     ipython.register_magics(VertaMagics)
+    prime_spare()

@@ -42,12 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     channel: _Channel = (_FramedChannel(*_take_stdio()) if args.framed
                          else _LineChannel(0, os.dup(1)))
     os.dup2(2, 1)  # the model's prints go to stderr, never into a reply
+    job = _job(args, channel)
+    if job is None:  # a spare that was never needed: the kernel closed our stdin
+        return 0
+    package, artifacts, use_pickle = job
     started = time.perf_counter()
     try:
-        model, info = _build(Path(args.package), json.loads(args.artifacts), args.use_pickle)
+        model, info = _build(package, artifacts, use_pickle)
     except BaseException as exc:  # noqa: BLE001 - report any failure to build, then exit
         channel.send({"ok": False, "kind": ErrorKind.LOAD, "error": one_line(exc),
-                      "traceback": model_traceback(exc, [Path(args.package)])})
+                      "traceback": model_traceback(exc, [package])})
         return 1
     channel.send({"ok": True, "load_seconds": time.perf_counter() - started, **info})
     roots = [Path(info["package"])]
@@ -67,10 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         channel.send(reply)
 
 
+def _job(args: argparse.Namespace, channel: _Channel) -> tuple[Path, dict, bool] | None:
+    """Which package to serve: from the command line, or, for a worker started ahead of need
+    (a spare: `--framed` without a package), from the kernel's first frame."""
+    if args.package is not None:
+        return Path(args.package), json.loads(args.artifacts), args.use_pickle
+    job = channel.receive()
+    if job is None:
+        return None
+    return Path(job["package"]), dict(job.get("artifacts") or {}), bool(job.get("use_pickle"))
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m verta_jupyter.worker",
                                      description="Serve predict requests for a model package.")
-    parser.add_argument("package", help="model package directory (CapturedModel.save / download_model)")
+    parser.add_argument("package", nargs="?", default=None,
+                        help="model package directory (CapturedModel.save / download_model); "
+                             "with --framed it may instead come in the first frame")
     parser.add_argument("--artifacts", default="{}", help='JSON object {"key": "/local/path"}')
     parser.add_argument("--framed", action="store_true",
                         help="length-prefixed frames on stdin/stdout (as WorkerClient runs it)")
@@ -80,7 +97,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="KIND:BYTES, cap memory with setrlimit (KIND: data or as)")
     parser.add_argument("--message-limit", type=int, default=None,
                         help="largest output, in bytes of JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.package is None and not args.framed:
+        parser.error("the package directory is required (only a --framed worker gets it later)")
+    return args
 
 
 def _take_stdio() -> tuple[int, int]:

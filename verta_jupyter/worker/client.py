@@ -17,6 +17,7 @@ from ..errors import (ErrorKind, JsonConversionError, PredictError, WorkerCrashe
                       WorkerTimeoutError)
 from .limits import ENV_MEMORY, MiB, memory_limit as _memory_limit, message_limit as _message_limit
 from .protocol import HEADER, Undecodable, answer, decode, encode_request, model_traceback, one_line
+from . import spares
 from .process import Gone, Timeout, WorkerProcess, model_stack
 
 __all__ = ["WorkerClient", "InProcessPredictor"]
@@ -104,13 +105,11 @@ class WorkerClient:
                 return
             self._stop_process()
             started = time.perf_counter()
-            self._process = WorkerProcess(self.python, self.package_dir, self.artifacts,
-                                          use_pickle=self.use_pickle,
-                                          memory_limit=self.memory_limit,
-                                          message_limit=self.message_limit)
+            self._process = spares.take(self.python, self.memory_limit, self.message_limit)
             self.starts += 1
             _LIVE.add(self)
-            hello = self._exchange(None, self.load_timeout, "while loading the model")
+            job = (self.package_dir, self.artifacts, self.use_pickle)
+            hello = self._exchange(None, self.load_timeout, "while loading the model", job)
             if not hello.get("ok"):
                 self._check_memory(hello, "while loading the model")
                 self._stop_process()
@@ -148,10 +147,13 @@ class WorkerClient:
             f"environment variable {ENV_MEMORY} (a size, a share such as '90%', or 'off')",
             exit=f"memory limit of {mib} MiB reached", model_traceback=trace.strip())
 
-    def _exchange(self, payload: bytes | None, timeout: float, when: str) -> dict:
+    def _exchange(self, payload: bytes | None, timeout: float, when: str,
+                  job: tuple[Path, dict, bool] | None = None) -> dict:
         process = self._process
         deadline = time.monotonic() + timeout
         try:
+            if job is not None:
+                process.assign(*job, deadline)
             if payload is not None:
                 process.send(payload, deadline)
             return process.receive(deadline)
@@ -228,6 +230,13 @@ def _out_of_memory(stderr: str) -> bool:
     tail = stderr[-4096:]
     return any(s in tail for s in ("MemoryError", "std::bad_alloc", "Cannot allocate memory",
                                    "out of memory"))
+
+
+def prime_spare(python: str | None = None) -> None:
+    """Start, in the background, the spare worker the next `WorkerClient` with default limits
+    will take (the extension does this on load, so the first proof is already fast)."""
+    spares.prime(python or sys.executable, _memory_limit(None), _message_limit(None),
+                 background=True)
 
 
 def _stop_all_workers() -> None:

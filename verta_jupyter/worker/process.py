@@ -68,29 +68,34 @@ class Gone(Exception):
 
 
 class WorkerProcess:
-    """One running worker: the process (its own session/group), its pipes, a stderr drain."""
+    """One running worker: the process (its own session/group), its pipes, a stderr drain.
 
-    def __init__(self, python: str, package_dir: Path, artifacts: dict, *, use_pickle: bool = False,
-                 memory_limit: int | None = None, message_limit: int | None = None):
+    It starts without a package (a clean interpreter that has imported only the worker) and is
+    told which package to serve by `assign`: so a worker can be started ahead of need (a spare,
+    see `spares`) and the start of a proof becomes a message.
+    """
+
+    def __init__(self, python: str, *, memory_limit: int | None = None,
+                 message_limit: int | None = None):
         import collections
         import subprocess
         import threading
 
         self.cwd = scratch_dir("worker")
+        self.python, self.message_limit = python, message_limit
         self.memory_limit, self._killed = memory_limit, False
+        self.environment = child_environment()
         rlimit = rlimit_spec(memory_limit)
         self.memory_enforcement = ("rlimit" if rlimit else "watchdog" if psutil_or_none()
                                    else None) if memory_limit else None
-        arguments = [str(package_dir), "--artifacts", json.dumps(artifacts), "--framed"]
-        if use_pickle:
-            arguments.append("--use-pickle")
+        arguments = ["--framed"]
         if rlimit:
             arguments += ["--rlimit", rlimit]
         if message_limit:
             arguments += ["--message-limit", str(message_limit)]
         try:
             self.popen = subprocess.Popen(child_command(python, arguments), cwd=self.cwd,
-                                          env=child_environment(), stdin=subprocess.PIPE,
+                                          env=self.environment, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           bufsize=0, **_own_group())
         except BaseException:  # e.g. no such interpreter: leave no folder behind
@@ -112,6 +117,19 @@ class WorkerProcess:
             self.popen.wait()
             remove_scratch(self.cwd)
             raise
+
+    def assign(self, package_dir: Path, artifacts: dict, use_pickle: bool, deadline: float) -> None:
+        """Tell the worker which package to build (its first frame); the reply is its hello."""
+        job = json.dumps({"package": str(package_dir), "artifacts": artifacts,
+                          "use_pickle": use_pickle}).encode()
+        self.send(HEADER.pack(len(job)) + job, deadline)
+
+    def matches(self, python: str, memory_limit: int | None, message_limit: int | None) -> bool:
+        """Whether this unassigned worker is what a new start with these settings would make:
+        same interpreter and limits, still alive, and the environment unchanged since it began."""
+        return (self.python == python and self.memory_limit == memory_limit
+                and self.message_limit == message_limit and self.popen.poll() is None
+                and self.environment == child_environment())
 
     def _drain(self) -> None:
         fd, kept = self.popen.stderr.fileno(), 0
