@@ -10,6 +10,7 @@ function in a worker.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import platform
 import sys
@@ -40,15 +41,19 @@ def load_package(path, *, use_pickle: bool = False) -> type:
 
 
 def _from_source(path: Path, manifest: dict) -> type:
-    module_name = f"_vj_model_{package_digest(manifest)[:12]}_{next(_counter)}"
     model_py = path / "model.py"
+    source = model_py.read_bytes()  # run the very bytes that were verified, not a re-read
+    if hashlib.sha256(source).hexdigest() != manifest["files"].get("model.py"):
+        raise PackageError(f"{path}: 'model.py' changed while it was being loaded (sha256 "
+                           "mismatch); refusing to run it. Download or capture the package again.")
+    module_name = f"_vj_model_{package_digest(manifest)[:12]}_{next(_counter)}"
     module = types.ModuleType(module_name)
     module.__file__ = str(model_py)
     sys.modules[module_name] = module  # dataclasses and pickle look the module up while it runs
     saved_flag = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # never write __pycache__ into a (possibly read-only) package
     try:
-        exec(compile(model_py.read_text(), str(model_py), "exec"), module.__dict__)
+        exec(compile(source, str(model_py), "exec"), module.__dict__)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise PackageError(f"model.py of {manifest['class_name']} failed to run: "

@@ -4,6 +4,11 @@ Fetching the same bytes again (another run, another process, the same store or n
 nothing. Entries appear atomically: a fetch lands in a staging folder that is renamed to the
 digest's folder, so a reader never sees half an entry and two processes racing for the same
 digest both end up with the winner's complete copy.
+
+A cache entry is never trusted for what it looks like (its size, its own manifest): every hit
+is hashed again and compared with the digest the *store* recorded, walking exactly what an
+import could see (every file, links refused), and an entry that differs is replaced by a fresh
+fetch. A new entry is checked the same way before it is published.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .stores.base import ArtifactInfo, Progress, Store
+from ..errors import StoreError
+from .stores.base import ArtifactInfo, Progress, Store, hash_file, tree_digest
 
 
 def cache_root(store: Store | None = None) -> Path:
@@ -38,14 +44,19 @@ def fetch_cached(store: Store, kind: str, owner_id: str, info: ArtifactInfo,
     slot = hashlib.sha256(name.encode()).hexdigest()[:8]
     entry = cache_root(store) / algorithm / hexdigest[:2] / f"{hexdigest}.{slot}"
     target = entry / name
-    if target.exists():
-        if _size(target) == info.size:
+    if target.exists() or target.is_symlink():
+        if content_digest(target, info.type) == info.digest:
             return target
-        evict(target)  # edited or truncated in place: fetch a fresh copy
+        evict(target)  # edited, truncated or re-signed in place: fetch a fresh copy
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{hexdigest[:12]}-", dir=entry.parent))
     try:
         store.fetch_artifact(kind, owner_id, info.key, staging / target.name, progress=progress)
+        got = content_digest(staging / target.name, info.type)
+        if got != info.digest:
+            raise StoreError(f"artifact {info.key!r} fetched from {store.location} has digest "
+                             f"{got} but the store recorded {info.digest}; nothing was cached. "
+                             "Run `verta-jupyter store check` on the store")
         try:
             os.rename(staging, entry)
         except OSError:
@@ -68,7 +79,27 @@ def evict(target: Path) -> None:
     shutil.rmtree(target.parent, ignore_errors=True)
 
 
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+def content_digest(path: Path, type_: str) -> str | None:
+    """The digest a store records for this content ("sha256:<hex>" of a file, the tree digest
+    of a directory), or None if the content cannot be what a store wrote: a symbolic link
+    anywhere, or anything but regular files and folders."""
+    if type_ not in ("directory", "model"):
+        return hash_file(path)[0] if _regular_file(path) else None
+    if path.is_symlink() or not path.is_dir():
+        return None
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(path):  # every entry, hidden ones included
+        for name in dirnames:
+            if (Path(dirpath) / name).is_symlink():
+                return None  # os.walk would not descend into it, but an import would
+        for name in filenames:
+            file = Path(dirpath) / name
+            if not _regular_file(file):
+                return None
+            digest, size = hash_file(file)
+            entries.append((file.relative_to(path).as_posix(), digest, size))
+    return tree_digest(entries)
+
+
+def _regular_file(path: Path) -> bool:
+    return not path.is_symlink() and path.is_file()
