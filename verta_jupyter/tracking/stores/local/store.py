@@ -115,6 +115,7 @@ class LocalStore:
             raise StoreError(f"the store {self.location} has format {version}, newer than this "
                              f"verta_jupyter understands ({FORMAT_VERSION}); upgrade verta_jupyter")
         if version == FORMAT_VERSION:
+            self._ensure_wal()
             return
         if version < 1:  # a new store is created complete, so this is an emptied database
             raise damaged(self.root, f"its database {DB_NAME} has no format version (an empty "
@@ -123,9 +124,16 @@ class LocalStore:
         if self.read_only:
             raise StoreError(f"the store {self.location} has format {version} and needs migrating "
                              f"to {FORMAT_VERSION}; open it once from a writable location")
+        self._ensure_wal()
         self._write(lambda conn: migrate(conn, self.root,
                                          conn.execute("PRAGMA user_version").fetchone()[0]))
         write_marker(self.root / MARKER)
+
+    def _ensure_wal(self) -> None:
+        """WAL mode (stores are created in it; this is for one copied without it), set only
+        once the file is known to be our database: setting it rewrites the header."""
+        if not self.read_only and self._read("PRAGMA journal_mode")[0][0] != "wal":
+            self._read("PRAGMA journal_mode = WAL")
 
     def close(self) -> None:
         with self._lock:
@@ -423,7 +431,6 @@ def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
         return conn
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
