@@ -115,6 +115,11 @@ def _check_database(conn: sqlite3.Connection, marker_version: int | None,
         result.problems.append(f"the database {DB_NAME} cannot be read ({exc}): it is damaged; "
                                "restore it from a backup")
         return None
+    except Exception as exc:  # a garbled page can give any value any type: report, never crash
+        result.problems.append(f"the database {DB_NAME} holds rows of an impossible shape "
+                               f"({type(exc).__name__}: {exc}): it is damaged; restore it from "
+                               "a backup")
+        return None
 
 
 def _check_tables(conn, marker_version: int | None, result: CheckResult) -> dict[str, int] | None:
@@ -140,10 +145,10 @@ def _check_entities(db, result: CheckResult) -> set[str]:
     rows = db.execute("SELECT id, kind, name, parent_id FROM entities").fetchall()
     ids = {row[0]: row[1] for row in rows}
     for id_, kind, name, parent in rows:
-        result.counts[kind] = result.counts.get(kind, 0) + 1
         if kind not in PARENT_KIND:
             result.problems.append(f"entity {id_!r} has an unknown kind {kind!r}")
             continue
+        result.counts[kind] = result.counts.get(kind, 0) + 1
         want = PARENT_KIND[kind]
         if want is None and parent:
             result.problems.append(f"{kind} {name!r} ({id_}) has a parent but should not")
