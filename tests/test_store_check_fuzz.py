@@ -194,6 +194,11 @@ def stray(where: str):
     return damage
 
 
+def replace_tmp_with_file(root: Path) -> None:
+    shutil.rmtree(root / "tmp")
+    (root / "tmp").write_text("not a folder")
+
+
 def replace_db_with_directory(root: Path) -> None:
     _db(root).unlink()
     _db(root).mkdir()
@@ -266,6 +271,7 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "blob-replaced-by-directory": blob_damage("directory"),
     "blob-misplaced": blob_damage("misplaced"),
     "stray-file-in-store": stray("root"),
+    "tmp-is-a-file": replace_tmp_with_file,
     "stray-file-in-blobs": stray("blobs"),
     "stray-file-in-blob-folder": stray("blob-folder"),
     "stray-folder-in-blobs": stray("blobs-dir"),
@@ -298,7 +304,7 @@ SAYS = {
     "blob-truncated": "size 10 != ", "blob-emptied": "size 0 != ", "blob-appended": "size 1601 != ",
     "blob-removed": "is missing", "blob-symlinked": "symbolic link",
     "blob-replaced-by-directory": "not a blob file", "blob-misplaced": "blobs/00/.* not a blob file",
-    "stray-file-in-store": "unexpected 'notes.txt'", "stray-*": "in blobs/ is not a blob file",
+    "stray-file-in-store": "unexpected 'notes.txt'", "tmp-is-a-file": "tmp/ is not a real folder", "stray-*": "in blobs/ is not a blob file",
     "marker-removed": "marker .* is missing", "marker-wrong-version": "VERTA_STORE.json says 7",
     "marker-*": "marker .* is unreadable or wrong",
 }

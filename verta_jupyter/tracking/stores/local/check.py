@@ -80,8 +80,7 @@ def _check_layout(root: Path, result: CheckResult) -> int | None:
             if entry.name not in KNOWN_ENTRIES and not entry.name.startswith(".marker-"):
                 result.problems.append(f"unexpected {entry.name!r} in the store folder "
                                        "(nothing verta_jupyter writes): move it out")
-            elif entry.name in ("blobs", "tmp", "cache") and (entry.is_symlink() or
-                                                                not entry.is_dir()):
+            elif entry.name in ("blobs", "tmp", "cache") and not entry.is_dir():
                 result.problems.append(f"{entry.name}/ is not a real folder")
     return version
 

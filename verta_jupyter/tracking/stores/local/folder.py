@@ -88,9 +88,14 @@ def open_folder(root: Path) -> bool:
                       "backup; if the store never held anything, delete the folder to start "
                       "afresh")
     read_only = not os.access(root, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
-    if not read_only:
-        for sub in ("blobs", "tmp"):
-            (root / sub).mkdir(exist_ok=True)
+    for sub in ("blobs", "tmp"):
+        folder = root / sub
+        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # a link to a
+            # folder is fine: that is how a store's blobs are moved to a bigger disk
+            raise damaged(root, f"{sub}/ is not a real folder", f"move {folder} aside and put "
+                          f"back the {sub}/ folder from a backup")
+        if not read_only:
+            folder.mkdir(exist_ok=True)
     return read_only
 
 
