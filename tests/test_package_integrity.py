@@ -187,3 +187,30 @@ def test_the_cache_leaves_no_staging_folders_behind(tmp_path, monkeypatch):
     leftovers = [p for p in (tmp_path / "cache").rglob(".*")]
     assert leftovers == []
     assert not os.listdir(tmp_path / "store" / "tmp")
+
+
+def test_a_lazy_import_of_a_bundled_module_writes_no_bytecode(shell, tmp_path, monkeypatch):
+    """An import inside predict runs long after load_package: it must neither write a .pyc into
+    the package (the stored package would then fail verification forever) nor read one."""
+    monkeypatch.setenv("VERTA_JUPYTER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "vj_lazy_outer.py").write_text(
+        "def twice(x):\n    import vj_lazy_inner\n    return vj_lazy_inner.double(x)\n")
+    (tmp_path / "src" / "vj_lazy_inner.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    shell.run("import vj_lazy_outer, vj_lazy_inner\n"
+              "class Lazy:\n"
+              "    def __init__(self, artifacts):\n"
+              "        pass\n"
+              "    def predict(self, data):\n"
+              "        return vj_lazy_outer.twice(data)\n")
+    run = Client(store=tmp_path / "store").set_experiment_run()
+    run.log_model(shell.ns["Lazy"], sample_input=3, namespace=shell.ns)  # rebuild included
+    for name in ("vj_lazy_outer", "vj_lazy_inner"):
+        sys.modules.pop(name, None)
+    assert run.load_model().predict(4) == 8
+    stored = Path(run.download_model(tmp_path / "downloaded"))
+    assert not list(stored.rglob("*.pyc")) and not list((tmp_path / "cache").rglob("*.pyc"))
+    for name in ("vj_lazy_outer", "vj_lazy_inner"):
+        sys.modules.pop(name, None)
+    assert run.load_model().predict(5) == 10  # and again, from the verified cache

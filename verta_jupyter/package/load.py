@@ -11,6 +11,7 @@ function in a worker.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import itertools
 import platform
 import sys
@@ -30,6 +31,7 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     """
     path = Path(path).resolve()
     manifest = verify_package(path)
+    _bundled_modules_from_source(path)
     notes: list[str] = []
     cls = _from_class_pickle(path, manifest, notes) if use_pickle else None
     loaded_from = "class.pkl" if cls is not None else "model.py"
@@ -38,6 +40,25 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     cls.__verta_package__ = {"path": str(path), "manifest": manifest, "loaded_from": loaded_from,
                              "notes": notes, "digest": package_digest(manifest)}
     return cls
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Runs a bundled module from its verified source: never reads a .pyc (which verification
+    would have to trust) and never writes one (which would make the package fail its next
+    verification), even for an import inside predict, long after `load_package` returned."""
+
+    def get_code(self, fullname):
+        source_path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(source_path), source_path)
+
+
+def _bundled_modules_from_source(path: Path) -> None:
+    """Give the package's lib/ folder (model.py puts it on sys.path) a finder whose loader is
+    source-only; the import system consults sys.path_importer_cache before any path hook."""
+    lib = path / "lib"
+    if lib.is_dir():
+        sys.path_importer_cache[str(lib)] = importlib.machinery.FileFinder(
+            str(lib), (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES))
 
 
 def _from_source(path: Path, manifest: dict) -> type:
