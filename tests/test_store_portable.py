@@ -168,3 +168,22 @@ def _interrupting(fetch):
     def fetch_then_interrupt(*args, **kwargs):
         return fetch(*args, **{**kwargs, "progress": _interrupt_after_first_chunk})
     return fetch_then_interrupt
+
+
+def test_a_store_is_created_in_an_empty_folder_where_rename_cannot_replace_it(tmp_path, monkeypatch):
+    """Windows' rename refuses an existing target, even an empty folder (POSIX replaces it)."""
+    from verta_jupyter.tracking.stores.local import folder
+
+    real_rename = os.rename
+
+    def windows_rename(src, dst):
+        if os.path.exists(dst):
+            raise FileExistsError(183, "Cannot create a file when that file already exists", dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(folder.os, "rename", windows_rename)
+    (tmp_path / "s").mkdir()
+    store = LocalStore(tmp_path / "s")
+    assert store.check().ok
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no staging folder left

@@ -206,11 +206,12 @@ def _store_check(args) -> int:
     spec = args.store or os.environ.get("VERTA_JUPYTER_STORE") or DEFAULT_STORE
     if spec.startswith(("http://", "https://")):
         return _report_check(*_check_remote(spec, args.quick))
+    from .tracking.stores.local.store import DB_NAME, MARKER, LocalStore
+
     root = Path(spec).expanduser().resolve()
-    if not root.is_dir():
+    if not any((root / name).exists() for name in (MARKER, DB_NAME, "blobs")):
         raise VertaError(f"no verta_jupyter store at {root}; pass --store PATH "
                          "(or set VERTA_JUPYTER_STORE)")
-    from .tracking.stores.local.store import LocalStore
 
     try:  # the folder is checked as files, never opened as a store: damage is reported
         result = LocalStore.check_path(root, verify_blobs=not args.quick)

@@ -115,12 +115,25 @@ def _create_folder(root: Path) -> None:
             (staging / sub).mkdir()
         create_database(staging / DB_NAME)
         write_marker(staging / MARKER)
-        os.rename(staging, root)  # replaces an empty folder; fails if another process won
+        _rename_onto(staging, root)
     except OSError:
         if not (root / MARKER).is_file():
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rename_onto(staging: Path, root: Path) -> None:
+    """Rename `staging` to `root`, which may be an empty folder. POSIX rename replaces an empty
+    folder in one step; Windows refuses any existing target, so there the empty folder is
+    removed first (a racing creator then wins the rename, and we see its marker)."""
+    try:
+        os.rename(staging, root)
+    except OSError:
+        if not root.is_dir() or root.is_symlink() or any(root.iterdir()):
+            raise  # another process's store, or not ours to replace
+        root.rmdir()
+        os.rename(staging, root)
 
 
 def damaged(root: Path, what: str, remedy: str) -> StoreError:
