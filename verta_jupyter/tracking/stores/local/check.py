@@ -215,7 +215,8 @@ def _bad_entries(type_: str, entries: list[tuple[str, str, int]]) -> str | None:
             try:
                 check_relpath(rel)
             except UnsafePath as exc:
-                return f"a file row records a path {exc} (it would be written outside the fetch folder)"
+                return (f"a file row records a path {exc} (it would be written outside the "
+                        "fetch folder)")
     if type_ not in ("directory", "model") and (len(entries) != 1 or entries[0][0] != ""):
         return f"has {len(entries)} file rows where a {type_} has exactly one, with no path"
     return None

@@ -138,8 +138,9 @@ def _rename_onto(staging: Path, root: Path) -> None:
 
 def damaged(root: Path, what: str, remedy: str) -> StoreError:
     """The one shape of every "this store is damaged" message: where, what, what to do."""
-    return StoreError(f"the store {root} is damaged: {what}. Nothing was changed. {remedy[0].upper()}"
-                      f"{remedy[1:]}, then run `verta-jupyter store check --store {root}`")
+    return StoreError(f"the store {root} is damaged: {what}. Nothing was changed. "
+                      f"{remedy[0].upper()}{remedy[1:]}, then run `verta-jupyter store check "
+                      f"--store {root}`")
 
 
 def create_database(path: Path) -> None:
