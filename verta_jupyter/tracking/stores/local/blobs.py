@@ -160,16 +160,19 @@ def copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[str
 
 
 def _copy_hashing_portable(src: Path, out_fd: int, progress: Progress | None) -> tuple[str, int]:
-    """Standard library only: read a chunk, write it, hash the very bytes written."""
+    """Standard library only: read a chunk, write it, hash the very bytes written. One buffer,
+    reused (readinto), so memory stays flat whatever the file size."""
     h = hashlib.sha256()
+    buffer = memoryview(bytearray(READ_BACK))
     size = 0
-    with open(src, "rb") as f:
-        while chunk := f.read(READ_BACK):
-            _write_all(out_fd, memoryview(chunk))
+    with open(src, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            chunk = buffer[:n]
+            _write_all(out_fd, chunk)
             h.update(chunk)
-            size += len(chunk)
+            size += n
             if progress:
-                progress(len(chunk))
+                progress(n)
     return h.hexdigest(), size
 
 
