@@ -189,3 +189,45 @@ def test_racing_log_model_without_overwrite_has_exactly_one_winner(tmp_path, mon
     model = client.get_experiment_run(id=run_id).load_model()
     assert model.predict({}) == {"worker": winner}
     assert client.store.check().ok
+
+
+OPENER = '''
+import sys
+from verta_jupyter.tracking.stores.local.store import LocalStore
+
+base, count = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.read()
+for i in range(count):
+    LocalStore(f"{base}/s{i}").close()     # every process races to create the same stores
+print("done", flush=True)
+'''
+
+
+def test_processes_racing_to_create_stores_all_open_them(tmp_path):
+    """A store appears in one rename; a process that looked a moment before must neither call it
+    damaged (parts without a marker) nor a stranger's folder."""
+    from verta_jupyter.tracking.stores.local.store import LocalStore
+
+    (tmp_path / "opener.py").write_text(OPENER)
+    count = 40
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "opener.py"), str(tmp_path / "base"),
+                               str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(PROCESSES)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        for proc in procs:
+            proc.stdin.close()
+            proc.stdin = None
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for (out, err), proc in zip(outputs, procs):
+        assert proc.returncode == 0 and out.strip() == "done", err[-2000:]
+    for i in range(count):
+        assert LocalStore.check_path(tmp_path / "base" / f"s{i}").ok
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == sorted(f"s{i}" for i in range(count))

@@ -70,14 +70,19 @@ def open_folder(root: Path) -> bool:
     marker = root / MARKER
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} is a file, not a store folder; pass a folder path as store=")
-    if not marker.is_file() and not marker.is_symlink():
-        if (root / DB_NAME).exists() or (root / "blobs").exists():
+    if not _present(marker):
+        has_parts = (root / DB_NAME).exists() or (root / "blobs").exists()
+        has_files = root.is_dir() and any(root.iterdir())
+        # look again after listing: a racing creator's rename brings every part at once, so
+        # parts without a marker *now* are damage, not a store appearing
+        if has_parts and not _present(marker):
             raise damaged(root, f"its marker {MARKER} is missing although it holds a database "
                           "or blobs", f"restore {MARKER} from a backup")
-        if root.is_dir() and any(root.iterdir()):
+        if has_files and not _present(marker):
             raise StoreError(f"{root} is not a verta_jupyter store (it has files but no {MARKER}); "
                              "pass an empty or new folder, or the folder of an existing store")
-        _create_folder(root)
+        if not _present(marker):
+            _create_folder(root)
     _read_marker(marker)
     db = root / DB_NAME
     if db.is_symlink() or not db.is_file() or db.stat().st_size == 0:
@@ -97,6 +102,10 @@ def open_folder(root: Path) -> bool:
         if not read_only:
             folder.mkdir(exist_ok=True)
     return read_only
+
+
+def _present(path: Path) -> bool:
+    return path.is_file() or path.is_symlink()
 
 
 def _create_folder(root: Path) -> None:
