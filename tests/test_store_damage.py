@@ -268,3 +268,28 @@ def test_gc_refuses_a_store_that_fails_its_check(filled):
         store.collect_garbage(min_age=0)
     assert snapshot(root / "blobs") == before  # the blob the lost row referenced is kept
     store.close()
+
+
+# -- the cache names folders after recorded digests and file names: both are data ---------------
+def test_a_forged_digest_cannot_steer_the_cache_outside_its_folder(filled, tmp_path):
+    root, run_id = filled
+    # the entry would be cache/sha256/<digest[:2]>/<digest>.<slot>: here tmp_path/escaped.<slot>
+    sql(root, "UPDATE artifacts SET digest='sha256:../../escaped' WHERE key='f'")
+    outside_before = snapshot(tmp_path, live=True)
+    run = Client(store=root).get_experiment_run(id=run_id)
+    with pytest.raises(StoreError, match="artifact 'f'.*not sha256:<64 hex>"):
+        run.fetch_artifacts(["f"])
+    assert not list(tmp_path.glob("escaped*")) and not list(tmp_path.parent.glob("escaped*"))
+    after = snapshot(tmp_path, live=True)
+    assert after == outside_before
+
+
+@pytest.mark.parametrize("filename", ["..", "../../evil.txt", "C:\\evil.txt", "a\0b", ""])
+def test_a_forged_file_name_cannot_name_a_cache_file_outside_its_entry(filled, tmp_path, filename):
+    root, run_id = filled
+    sql(root, "UPDATE artifacts SET filename=? WHERE key='f'", args=(filename,))
+    run = Client(store=root).get_experiment_run(id=run_id)
+    path = Path(run.fetch_artifacts(["f"])["f"])
+    assert path.read_text() == "file artifact"
+    assert path.parent.parent.parent.parent == tmp_path / "cache"  # sha256/xx/<entry>/<name>
+    assert not (tmp_path / "evil.txt").exists()

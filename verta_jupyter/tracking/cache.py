@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import StoreError
+from ..package.paths import UnsafePath, check_relpath
 from .stores.base import ArtifactInfo, Progress, Store, hash_file, tree_digest
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def cache_root(store: Store | None = None) -> Path:
@@ -38,6 +43,11 @@ def cache_root(store: Store | None = None) -> Path:
 def fetch_cached(store: Store, kind: str, owner_id: str, info: ArtifactInfo,
                  progress: Progress | None = None) -> Path:
     """The local path of an artifact's content, fetched from the store on first use."""
+    if not isinstance(info.digest, str) or not _DIGEST.fullmatch(info.digest):
+        # the digest names the cache folder: a forged one ("sha256:../../x") must not
+        raise StoreError(f"artifact {info.key!r} in {store.location} has a recorded digest "
+                         f"{info.digest!r} that is not sha256:<64 hex>; nothing was fetched. "
+                         "Run `verta-jupyter store check` on the store")
     algorithm, _, hexdigest = info.digest.partition(":")
     name = _safe_name(info)
     # the same bytes may be logged under several file names: one entry per (content, name)
@@ -68,10 +78,15 @@ def fetch_cached(store: Store, kind: str, owner_id: str, info: ArtifactInfo,
 
 
 def _safe_name(info: ArtifactInfo) -> str:
-    if info.type == "model":
-        return "package"
-    name = Path(info.filename or "").name
-    return name if name not in ("", ".", "..") else "artifact"
+    """The logged file's base name if it is one plain name on every platform, else a
+    neutral one (the name is data too)."""
+    if info.type == "model" or not isinstance(info.filename, str):
+        return "package" if info.type == "model" else "artifact"
+    name = PurePosixPath(info.filename).name
+    try:
+        return check_relpath(name)
+    except UnsafePath:
+        return "artifact"
 
 
 def evict(target: Path) -> None:

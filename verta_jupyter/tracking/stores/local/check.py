@@ -37,6 +37,16 @@ def check_folder(root: Path, *, conn: sqlite3.Connection | None = None,
     """Check the store folder at `root`: its layout, every table (in one consistent snapshot)
     and every blob. Never modifies the store and never raises for damage: it reports it."""
     result = CheckResult()
+    try:
+        _check_all(root, conn, verify_blobs, result)
+    except OSError as exc:  # a folder or file we may not read: say which, never crash
+        result.problems.append(f"cannot read {exc.filename or root}: {exc.strerror or exc}; "
+                               "check the store folder's permissions")
+    return result
+
+
+def _check_all(root: Path, conn: sqlite3.Connection | None, verify_blobs: bool,
+               result: CheckResult) -> None:
     marker_version = _check_layout(root, result)
     referenced = None
     own = conn is None
@@ -49,7 +59,6 @@ def check_folder(root: Path, *, conn: sqlite3.Connection | None = None,
             if own:
                 conn.close()
     _check_blobs(BlobFiles(root), referenced, result, verify_blobs)
-    return result
 
 
 def _check_layout(root: Path, result: CheckResult) -> int | None:
