@@ -194,14 +194,11 @@ def _check_artifacts(db, owners: set[str], result: CheckResult) -> dict[str, int
             result.problems.append(f"{label} has an unknown type {type_!r}")
         if not _is_json(meta):
             result.problems.append(f"{label}: its meta is not JSON")
-        bad = _bad_entries(type_, entries)
+        bad = rows_problem(type_, entries)
         if bad:
             result.problems.append(f"{label}: {bad}")
             continue
-        if type_ in ("directory", "model"):
-            got = tree_digest((rel, "sha256:" + blob, sz) for rel, blob, sz in entries)
-        else:
-            got = "sha256:" + entries[0][1]
+        got = rows_digest(type_, entries)
         if got != digest:
             result.problems.append(f"{label}: recorded digest {digest} but its files give {got}")
         if sum(e[2] for e in entries) != size:
@@ -213,8 +210,10 @@ def _check_artifacts(db, owners: set[str], result: CheckResult) -> dict[str, int
     return referenced
 
 
-def _bad_entries(type_: str, entries: list[tuple[str, str, int]]) -> str | None:
-    """What is wrong with an artifact's file rows (None if nothing)."""
+def rows_problem(type_: str, entries: list[tuple[str, str, int]]) -> str | None:
+    """What is wrong with an artifact's (relpath, blob, size) rows, None if nothing: every
+    blob name a sha256, every size possible, every relpath of a tree safe, a file one row
+    with no path. Shared by the check and by every fetch (rows are data)."""
     for rel, blob, size in entries:
         if not isinstance(blob, str) or not HEX.fullmatch(blob):
             return f"a file row names a blob {blob!r} that is not a sha256"
@@ -229,6 +228,13 @@ def _bad_entries(type_: str, entries: list[tuple[str, str, int]]) -> str | None:
     if type_ not in ("directory", "model") and (len(entries) != 1 or entries[0][0] != ""):
         return f"has {len(entries)} file rows where a {type_} has exactly one, with no path"
     return None
+
+
+def rows_digest(type_: str, entries: list[tuple[str, str, int]]) -> str:
+    """The digest well-formed rows give (see `rows_problem`): what the artifact must record."""
+    if type_ in ("directory", "model"):
+        return tree_digest((rel, "sha256:" + blob, size) for rel, blob, size in entries)
+    return "sha256:" + entries[0][1]
 
 
 def _check_blobs(blobs: BlobFiles, referenced: dict[str, int] | None, result: CheckResult,

@@ -34,9 +34,9 @@ from typing import Any, Callable, Mapping
 from ....errors import AlreadyExistsError, NotFoundError, StoreError
 from ....package.paths import UnsafePath, check_relpath, safe_target
 from ..base import (ARTIFACT_TYPES, MODEL_KEY, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
-                    CheckResult, Entity, Progress, check_field, check_kind, iter_tree, tree_digest)
-from .blobs import HEX, BlobFiles
-from .check import check_folder, sweep_temp_files, sweep_unreferenced
+                    CheckResult, Entity, Progress, check_field, check_kind, iter_tree)
+from .blobs import BlobFiles
+from .check import check_folder, rows_digest, rows_problem, sweep_temp_files, sweep_unreferenced
 from .folder import DB_NAME, FORMAT_VERSION, MARKER, damaged, migrate, open_folder, write_marker
 
 _LOCK_WAIT_SECONDS = 120.0  # total patience for "database is locked" before telling the user
@@ -244,10 +244,7 @@ class LocalStore:
     def _record_artifact(self, kind: str, id: str, key: str, filename: str, type: str,
                          meta: Mapping[str, Any] | None, files: list[tuple[str, str, int]],
                          overwrite: bool) -> ArtifactInfo:
-        if type in ("directory", "model"):
-            digest = tree_digest((rel, "sha256:" + hx, size) for rel, hx, size in files)
-        else:
-            digest = "sha256:" + files[0][1]
+        digest = rows_digest(type, files)
         info = ArtifactInfo(key=key, type=type, filename=filename,
                             size=sum(f[2] for f in files), digest=digest, meta=dict(meta or {}))
 
@@ -340,26 +337,15 @@ class LocalStore:
         and size: rows are data, and data can be damaged or forged."""
         def refuse(why: str) -> StoreError:
             return StoreError(f"artifact {info.key!r} of {kind.replace('_', ' ')} {id} in "
-                              f"{self.location} {why}; refusing to fetch it (nothing was "
+                              f"{self.location}: {why}; refusing to fetch it (nothing was "
                               "written). The store's database is damaged or was tampered "
                               "with: run `verta-jupyter store check`")
 
-        for rel, blob, _ in rows:
-            if not isinstance(blob, str) or not HEX.fullmatch(blob):
-                raise refuse(f"names a blob {blob!r} that is not a sha256")
-            if info.type in ("directory", "model"):
-                try:
-                    check_relpath(rel)
-                except UnsafePath as exc:
-                    raise refuse(f"records a file path {exc}") from None
-        if info.type in ("directory", "model"):
-            got = tree_digest((rel, "sha256:" + blob, size) for rel, blob, size in rows)
-        elif len(rows) == 1 and rows[0][0] == "":
-            got = "sha256:" + rows[0][1]
-        else:
-            raise refuse(f"has {len(rows)} file records where a {info.type} has one")
-        if got != info.digest or sum(row[2] for row in rows) != info.size:
-            raise refuse(f"has file records that do not give its recorded digest {info.digest}")
+        why = rows_problem(info.type, rows)
+        if why:
+            raise refuse(why)
+        if rows_digest(info.type, rows) != info.digest or sum(r[2] for r in rows) != info.size:
+            raise refuse(f"its file records do not give its recorded digest {info.digest}")
         return [(rel, blob) for rel, blob, _ in rows]
 
     def copy_artifacts(self, src_kind: str, src_id: str, dst_kind: str, dst_id: str,
