@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import sqlite3
 import threading
@@ -37,9 +36,8 @@ from ..base import (ARTIFACT_TYPES, MODEL_KEY, OWNER_KINDS, PARENT_KIND, Artifac
                     CheckResult, Entity, Progress, check_field, check_kind, iter_tree)
 from .blobs import BlobFiles
 from .check import check_folder, rows_digest, rows_problem, sweep_temp_files, sweep_unreferenced
+from .connection import connect, retry, store_error
 from .folder import DB_NAME, FORMAT_VERSION, MARKER, damaged, migrate, open_folder, write_marker
-
-_LOCK_WAIT_SECONDS = 120.0  # total patience for "database is locked" before telling the user
 
 class LocalStore:
     """The embedded store in a folder. `LocalStore(path)` creates the folder if it is absent
@@ -62,9 +60,9 @@ class LocalStore:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # a forked child needs its own
             try:
-                self._conn = _connect(self.root / DB_NAME, self.read_only)
+                self._conn = connect(self.root / DB_NAME, self.read_only)
             except sqlite3.DatabaseError as exc:  # "file is not a database", ...
-                raise _store_error(exc, self.location) from exc
+                raise store_error(exc, self.location) from exc
             self._pid = os.getpid()
         return self._conn
 
@@ -97,17 +95,7 @@ class LocalStore:
             return self._retry(attempt)
 
     def _retry(self, attempt: Callable[[], Any]) -> Any:
-        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-        delay = 0.005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.DatabaseError as exc:  # every sqlite3 failure, not only locks
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    raise _store_error(exc, self.location) from exc
-            # back off with jitter so eight writers do not retry in lock step
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.25)
+        return retry(attempt, self.location)
 
     def _init_db(self) -> None:
         version = self._read("PRAGMA user_version")[0][0]
@@ -407,38 +395,6 @@ class LocalStore:
             raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
         if not conn.execute("SELECT 1 FROM entities WHERE id=? AND kind=?", (id, kind)).fetchone():
             raise NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} in {self.location}")
-
-
-def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
-    if read_only:
-        # immutable: SQLite creates no -wal/-shm files, which a read-only folder cannot hold
-        conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None,
-                               check_same_thread=False)
-        return conn
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = OFF")
-    return conn
-
-
-def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _store_error(exc: sqlite3.Error, location: str) -> StoreError:
-    text = str(exc).lower()
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"the store folder {location} is read-only; make it writable "
-                          "(chmod u+w) or log to another store")
-    if _is_lock_error(exc):
-        return StoreError(f"the store {location} stayed locked by another process for "
-                          f"{_LOCK_WAIT_SECONDS:.0f} s; find the process holding it and retry")
-    return StoreError(f"the store {location} failed: {exc} (sqlite3 {type(exc).__name__}); its "
-                      "database may be damaged. Nothing was changed. Run `verta-jupyter store "
-                      f"check --store {location}` and restore {DB_NAME} from a backup if it "
-                      "reports damage")
 
 
 def _generated_name(conn: sqlite3.Connection, kind: str, parent: str, new_id: str) -> str:
