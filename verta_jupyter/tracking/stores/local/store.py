@@ -1,7 +1,7 @@
 """`LocalStore`: the embedded store — one SQLite file (WAL) plus content-addressed blob files.
 
-On-disk format (documented in docs/store-format.md; `local_folder` holds the schema, the
-version, and the migrations)::
+On-disk format (documented in docs/store-format.md; `folder.py` holds the schema, the
+version, and the migrations; `check.py` the integrity check; `connection.py` SQLite)::
 
     verta_store/
       VERTA_STORE.json     {"format": "verta_jupyter.store", "version": 1}  (marks the folder)
