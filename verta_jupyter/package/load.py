@@ -104,7 +104,10 @@ def _from_class_pickle(path: Path, manifest: dict, notes: list[str]) -> type | N
                      f"this is Python {here[0]} + cloudpickle {here[1]}; loaded from source")
         return None
     try:
-        cls = cloudpickle.loads((path / "class.pkl").read_bytes())
+        data = (path / "class.pkl").read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["files"].get("class.pkl"):
+            raise PackageError(f"{path}: 'class.pkl' changed while it was being loaded")
+        cls = cloudpickle.loads(data)  # the very bytes verified, never a re-read
     except Exception as exc:  # e.g. lru_cache helpers (cloudpickle issue #178)
         notes.append(f"class.pkl failed to load ({type(exc).__name__}: {exc}); loaded from source")
         return None
