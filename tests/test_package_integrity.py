@@ -214,3 +214,22 @@ def test_a_lazy_import_of_a_bundled_module_writes_no_bytecode(shell, tmp_path, m
     for name in ("vj_lazy_outer", "vj_lazy_inner"):
         sys.modules.pop(name, None)
     assert run.load_model().predict(5) == 10  # and again, from the verified cache
+
+
+def test_a_cache_entry_replaced_by_a_link_is_not_followed(tmp_path, monkeypatch):
+    """The entry folder itself swapped for a link to an attacker's folder with a forged copy."""
+    import shutil
+
+    monkeypatch.setenv("VERTA_JUPYTER_CACHE", str(tmp_path / "cache"))
+    run = Client(store=tmp_path / "store").set_experiment_run()
+    (tmp_path / "v.txt").write_text("genuine")
+    run.log_artifact("v", str(tmp_path / "v.txt"))
+    entry = Path(run.fetch_artifacts(["v"])["v"]).parent
+    forged = tmp_path / "forged"
+    shutil.copytree(entry, forged)
+    (forged / "v.txt").write_text("forged!")
+    shutil.rmtree(entry)
+    entry.symlink_to(forged, target_is_directory=True)
+    path = Path(run.fetch_artifacts(["v"])["v"])
+    assert path.read_text() == "genuine" and not path.parent.is_symlink()
+    assert (forged / "v.txt").read_text() == "forged!"  # the attacker's folder is left alone

@@ -69,9 +69,12 @@ def fetch_cached(store: Store, kind: str, owner_id: str, info: ArtifactInfo,
                              "Run `verta-jupyter store check` on the store")
         try:
             os.rename(staging, entry)
-        except OSError:
-            if not target.exists():  # not a lost race: a real failure
-                raise
+        except OSError as exc:
+            # a lost race leaves the winner's copy, which is trusted only once verified too
+            if content_digest(target, info.type) != info.digest:
+                raise StoreError(f"cannot put artifact {info.key!r} into the cache at {entry} "
+                                 f"({exc.strerror or exc}); delete that folder (the cache is "
+                                 "always safe to delete) and fetch again") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -90,8 +93,13 @@ def _safe_name(info: ArtifactInfo) -> str:
 
 
 def evict(target: Path) -> None:
-    """Remove a cache entry (the folder holding `target`)."""
-    shutil.rmtree(target.parent, ignore_errors=True)
+    """Remove a cache entry (the folder holding `target`); a link planted in its place is
+    removed itself, never followed."""
+    entry = target.parent
+    if entry.is_symlink():
+        entry.unlink()
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def content_digest(path: Path, type_: str) -> str | None:
