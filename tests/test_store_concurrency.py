@@ -87,3 +87,147 @@ def _verify(client: Client) -> None:
     assert result.ok, result.problems
     digest = hashlib.sha256(b"the same bytes in every run\n").hexdigest()
     assert client.store.blobs.exists(digest)
+
+
+# -- overwrite=False under a race: exactly one writer wins, nothing is replaced ------------------
+RACER = '''
+import os, sys
+sys.path.insert(0, sys.argv[5])
+from verta_jupyter import Client
+from verta_jupyter.errors import AlreadyExistsError
+
+store, run_id, what, worker, scratch, rounds = sys.argv[1:7]
+run = Client(store=store).get_experiment_run(id=run_id)
+if what == "model":
+    model = __import__(f"racemodel{worker}").RaceModel
+print("ready", flush=True)
+sys.stdin.read()                          # the start gate: the parent closes stdin for all at once
+for i in range(int(rounds)):
+    try:
+        if what == "artifact":
+            path = os.path.join(scratch, f"w{worker}-{i}.bin")
+            run.log_artifact(f"k{i}", path)
+        else:
+            run.log_model(model, check_rebuild=False)
+        print(f"{i} won", flush=True)
+    except AlreadyExistsError as exc:
+        print(f"{i} lost {exc}", flush=True)
+'''
+
+RACE_MODEL = '''
+class RaceModel:
+    def __init__(self, artifacts):
+        pass
+
+    def predict(self, data):
+        return {"worker": %d}
+'''
+
+
+def _race(tmp_path, what: str, rounds: int, racers: int = 2) -> tuple[Client, str, list[list[str]]]:
+    """Start `racers` processes that each log the same keys with overwrite=False at one
+    barrier; return the client, the run id and each racer's output lines."""
+    client = Client(store=tmp_path / "store")
+    run = client.set_experiment_run("raced")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for w in range(racers):
+        (scratch / f"racemodel{w}.py").write_text(RACE_MODEL % w)
+        for i in range(rounds):  # big enough that both pass the early check before either records
+            (scratch / f"w{w}-{i}.bin").write_bytes(bytes([w]) * (4 << 20))
+    (tmp_path / "racer.py").write_text(RACER)
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "racer.py"), str(tmp_path / "store"),
+                               run.id, what, str(w), str(scratch), str(rounds)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for w in range(racers)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        for proc in procs:
+            proc.stdin.close()
+            proc.stdin = None
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for (out, err), proc in zip(outputs, procs):
+        assert proc.returncode == 0, err[-3000:]
+    return client, run.id, [out.splitlines() for out, _ in outputs]
+
+
+def _winners(lines: list[list[str]], rounds: int) -> list[int]:
+    winners = []
+    for i in range(rounds):
+        results = [next(line for line in out if line.startswith(f"{i} ")) for out in lines]
+        won = [w for w, line in enumerate(results) if line.endswith(" won")]
+        assert len(won) == 1, f"round {i}: {results}"  # exactly one winner...
+        lost = [line for line in results if " lost " in line]
+        assert len(lost) == len(results) - 1 and all("overwrite=True" in m for m in lost), results
+        winners.append(won[0])
+    return winners
+
+
+def test_racing_log_artifact_without_overwrite_has_exactly_one_winner(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERTA_JUPYTER_CACHE", str(tmp_path / "cache"))
+    rounds = 6
+    client, run_id, lines = _race(tmp_path, "artifact", rounds)
+    run = client.get_experiment_run(id=run_id)
+    for i, winner in enumerate(_winners(lines, rounds)):
+        # ...and the stored bytes are the winner's: the loser replaced nothing
+        assert Path(run.fetch_artifacts([f"k{i}"])[f"k{i}"]).read_bytes() == bytes([winner]) * (4 << 20)
+    result = client.store.check()
+    assert result.ok, result.problems
+
+
+def test_racing_log_model_without_overwrite_has_exactly_one_winner(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERTA_JUPYTER_CACHE", str(tmp_path / "cache"))
+    client, run_id, lines = _race(tmp_path, "model", 1)
+    [winner] = _winners(lines, 1)
+    model = client.get_experiment_run(id=run_id).load_model()
+    assert model.predict({}) == {"worker": winner}
+    assert client.store.check().ok
+
+
+OPENER = '''
+import sys
+from verta_jupyter.tracking.stores.local.store import LocalStore
+
+base, count = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.read()
+for i in range(count):
+    LocalStore(f"{base}/s{i}").close()     # every process races to create the same stores
+print("done", flush=True)
+'''
+
+
+def test_processes_racing_to_create_stores_all_open_them(tmp_path):
+    """A store appears in one rename; a process that looked a moment before must neither call it
+    damaged (parts without a marker) nor a stranger's folder."""
+    from verta_jupyter.tracking.stores.local.store import LocalStore
+
+    (tmp_path / "opener.py").write_text(OPENER)
+    count = 40
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "opener.py"), str(tmp_path / "base"),
+                               str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(PROCESSES)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        for proc in procs:
+            proc.stdin.close()
+            proc.stdin = None
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for (out, err), proc in zip(outputs, procs):
+        assert proc.returncode == 0 and out.strip() == "done", err[-2000:]
+    for i in range(count):
+        assert LocalStore.check_path(tmp_path / "base" / f"s{i}").ok
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == sorted(f"s{i}" for i in range(count))

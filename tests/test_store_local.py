@@ -348,3 +348,19 @@ def test_no_store_can_be_made_in_a_read_only_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "REFUSED: cannot create a store" in proc.stdout and "store=PATH" in proc.stdout
     assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_check_and_gc_use_no_private_member_of_the_store():
+    """Issue 10: the check works on a connection and the blob files the store hands it; it
+    imports no store class and touches no underscored attribute of another object."""
+    import ast
+
+    from verta_jupyter.tracking.stores.local import check
+
+    tree = ast.parse(Path(check.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert "LocalStore" not in imported
+    private = [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+               and node.attr.startswith("_") and not node.attr.startswith("__")]
+    assert private == []

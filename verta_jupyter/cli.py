@@ -269,21 +269,48 @@ def _env_label(proof) -> str:
 
 # -- store -----------------------------------------------------------------------------------
 def _store_check(args) -> int:
+    import os
+
+    from .tracking.client import DEFAULT_STORE
+
+    spec = args.store or os.environ.get("VERTA_JUPYTER_STORE") or DEFAULT_STORE
+    if spec.startswith(("http://", "https://")):
+        return _report_check(*_check_remote(spec, args.quick))
+    from .tracking.stores.local.store import DB_NAME, MARKER, LocalStore
+
+    root = Path(spec).expanduser().resolve()
+    if not any((root / name).exists() for name in (MARKER, DB_NAME, "blobs")):
+        raise VertaError(f"no verta_jupyter store at {root}; pass --store PATH "
+                         "(or set VERTA_JUPYTER_STORE)")
+
+    try:  # the folder is checked as files, never opened as a store: damage is reported
+        result = LocalStore.check_path(root, verify_blobs=not args.quick)
+    except OSError as exc:  # e.g. a folder we may not read
+        raise VertaError(f"cannot check the store {root}: {exc}; check the folder's "
+                         "permissions") from exc
+    return _report_check(str(root), result)
+
+
+def _check_remote(spec: str, quick: bool):
     from .tracking.client import open_store
 
-    store = open_store(_store_spec(args))
+    store = open_store(spec)
     try:
-        quick = args.quick and "verify_blobs" in inspect.signature(store.check).parameters
-        result = store.check(verify_blobs=False) if quick else store.check()
+        quick = quick and "verify_blobs" in inspect.signature(store.check).parameters
+        return store.location, store.check(verify_blobs=False) if quick else store.check()
     finally:
         store.close()
+
+
+def _report_check(location: str, result) -> int:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))
-    print(f"store {store.location}: {counts or 'empty'}")
+    print(f"store {location}: {counts or 'empty'}")
     for note in result.notes:
         print(f"note: {note}")
     for problem in result.problems:
         print(f"PROBLEM: {problem}")
-    print("ok" if result.ok else f"{len(result.problems)} problem(s) found")
+    print("ok" if result.ok else f"{len(result.problems)} problem(s) found; the store is "
+          "damaged: restore it from a backup (`store gc` refuses to run until it is ok)")
     return 0 if result.ok else 1
 
 
@@ -296,7 +323,7 @@ def _store_gc(args) -> int:
         if collect is None:
             raise VertaError(f"{store.location} keeps no local files to collect; gc is for "
                              "local stores")
-        removed = collect(min_age=args.min_age)
+        removed = collect(min_age=args.min_age)  # refuses (StoreError) on a damaged store
     finally:
         store.close()
     print(f"removed {removed['temp_files']} temporary file(s) and {removed['blobs']} "

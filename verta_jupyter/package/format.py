@@ -12,6 +12,9 @@
 
 A package is written to a temporary sibling directory and renamed into place, so a reader never
 sees half of one. Reading verifies every digest first and refuses a modified file.
+Verification walks exactly what an import can see: every file and folder, hidden ones and
+`__pycache__` included; a symbolic link, a special file, or any file the manifest does not list
+is refused, and the manifest's own paths must be safe relative paths.
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ from pathlib import Path
 
 from .._digest import sha256_file
 from ..errors import PackageError
+from .paths import UnsafePath, check_relpath
 
 FORMAT = "verta_jupyter.model/1"
 MANIFEST = "verta_model.json"
-_IGNORED = {"__pycache__"}
 
 
 class _Missing:
@@ -120,12 +123,22 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 def _package_files(root: Path) -> list[str]:
+    """Every file under `root` but the manifest, refusing what a digest cannot vouch for: a
+    symbolic link (its target can change; a linked folder is imported but os.walk skips it) or
+    anything but a regular file."""
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED)
-        for name in sorted(filenames):
-            rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if rel != MANIFEST:
+        dirnames.sort()
+        for name in dirnames + sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise PackageError(f"{root}: {rel!r} is a symbolic link; a package holds only "
+                                   "regular files. Download or capture the package again.")
+            if name in filenames and not path.is_file():
+                raise PackageError(f"{root}: {rel!r} is not a regular file. Download or "
+                                   "capture the package again.")
+            if name in filenames and rel != MANIFEST:
                 files.append(rel)
     return files
 
@@ -144,8 +157,9 @@ def read_manifest(path) -> dict:
                            "Point at the folder written by CapturedModel.save() or run.download_model().") from None
     except (OSError, ValueError) as exc:
         raise PackageError(f"cannot read {manifest_path}: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise PackageError(f"{path}: unsupported package format {manifest.get('format')!r} "
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise PackageError(f"{path}: unsupported package format {found!r} "
                            f"(this verta_jupyter reads {FORMAT}). Upgrade verta_jupyter.")
     return manifest
 
@@ -153,10 +167,27 @@ def read_manifest(path) -> dict:
 def verify_package(path) -> dict:
     """Check every file's sha256 against the manifest; return the manifest or raise PackageError."""
     root = Path(path)
+    if root.is_symlink():
+        raise PackageError(f"{root} is a symbolic link; point at the package folder itself")
     manifest = read_manifest(root)
-    expected = manifest["files"]
+    expected = manifest.get("files")
+    if not isinstance(expected, dict):
+        raise PackageError(f"{root}: the manifest lists no files; the package is damaged. "
+                           "Download or capture it again.")
+    for rel, digest in expected.items():
+        try:
+            check_relpath(rel)
+        except UnsafePath as exc:
+            raise PackageError(f"{root}: the manifest lists a file {exc}; refusing the package. "
+                               "Download or capture it again.") from None
+        if not isinstance(digest, str):
+            raise PackageError(f"{root}: the manifest's digest of {rel!r} is not a string")
     actual = set(_package_files(root))
     for rel in sorted(actual - set(expected)):
+        if "__pycache__" in rel.split("/"):
+            raise PackageError(f"{root}: {rel!r} is compiled code the manifest does not list "
+                               "(an import would run it instead of the verified source); remove "
+                               "the __pycache__ folder, or download or capture the package again.")
         raise PackageError(f"{root}: unexpected file {rel!r} is not in the manifest; the package was "
                            "modified after it was written. Download or capture it again.")
     for rel, digest in sorted(expected.items()):

@@ -10,6 +10,8 @@ function in a worker.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.machinery
 import itertools
 import platform
 import sys
@@ -29,6 +31,7 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     """
     path = Path(path).resolve()
     manifest = verify_package(path)
+    _bundled_modules_from_source(path)
     notes: list[str] = []
     cls = _from_class_pickle(path, manifest, notes) if use_pickle else None
     loaded_from = "class.pkl" if cls is not None else "model.py"
@@ -39,16 +42,39 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     return cls
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Runs a bundled module from its verified source: never reads a .pyc (which verification
+    would have to trust) and never writes one (which would make the package fail its next
+    verification), even for an import inside predict, long after `load_package` returned."""
+
+    def get_code(self, fullname):
+        source_path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(source_path), source_path)
+
+
+def _bundled_modules_from_source(path: Path) -> None:
+    """Give the package's lib/ folder (model.py puts it on sys.path) a finder whose loader is
+    source-only; the import system consults sys.path_importer_cache before any path hook."""
+    lib = path / "lib"
+    if lib.is_dir():
+        sys.path_importer_cache[str(lib)] = importlib.machinery.FileFinder(
+            str(lib), (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES))
+
+
 def _from_source(path: Path, manifest: dict) -> type:
-    module_name = f"_vj_model_{package_digest(manifest)[:12]}_{next(_counter)}"
     model_py = path / "model.py"
+    source = model_py.read_bytes()  # run the very bytes that were verified, not a re-read
+    if hashlib.sha256(source).hexdigest() != manifest["files"].get("model.py"):
+        raise PackageError(f"{path}: 'model.py' changed while it was being loaded (sha256 "
+                           "mismatch); refusing to run it. Download or capture the package again.")
+    module_name = f"_vj_model_{package_digest(manifest)[:12]}_{next(_counter)}"
     module = types.ModuleType(module_name)
     module.__file__ = str(model_py)
     sys.modules[module_name] = module  # dataclasses and pickle look the module up while it runs
     saved_flag = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # never write __pycache__ into a (possibly read-only) package
     try:
-        exec(compile(model_py.read_text(), str(model_py), "exec"), module.__dict__)
+        exec(compile(source, str(model_py), "exec"), module.__dict__)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise PackageError(f"model.py of {manifest['class_name']} failed to run: "
@@ -78,7 +104,10 @@ def _from_class_pickle(path: Path, manifest: dict, notes: list[str]) -> type | N
                      f"this is Python {here[0]} + cloudpickle {here[1]}; loaded from source")
         return None
     try:
-        cls = cloudpickle.loads((path / "class.pkl").read_bytes())
+        data = (path / "class.pkl").read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["files"].get("class.pkl"):
+            raise PackageError(f"{path}: 'class.pkl' changed while it was being loaded")
+        cls = cloudpickle.loads(data)  # the very bytes verified, never a re-read
     except Exception as exc:  # e.g. lru_cache helpers (cloudpickle issue #178)
         notes.append(f"class.pkl failed to load ({type(exc).__name__}: {exc}); loaded from source")
         return None

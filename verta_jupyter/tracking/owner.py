@@ -135,11 +135,11 @@ class Loggable(Named):
             if not path.exists():
                 raise NotFoundError(f"artifact '{key}': no file or directory at {path}; check the "
                                     "path, or pass the object itself to pickle it")
-            self._put(key, path, "directory" if path.is_dir() else "file")
+            self._put(key, path, "directory" if path.is_dir() else "file", overwrite=overwrite)
             return
         with tempfile.TemporaryDirectory(prefix="vj-artifact-") as tmp:
             path, type_ = _materialize(key, artifact, Path(tmp))
-            self._put(key, path, type_)
+            self._put(key, path, type_, overwrite=overwrite)
 
     def _refuse_existing_artifact(self, key: str, overwrite: bool) -> None:
         if overwrite:
@@ -153,10 +153,12 @@ class Loggable(Named):
         raise AlreadyExistsError(f"{what} is already logged on {self._label()}; pass "
                                  "overwrite=True to replace it")
 
-    def _put(self, key: str, path: Path, type_: str, meta: Mapping | None = None) -> ArtifactInfo:
+    def _put(self, key: str, path: Path, type_: str, meta: Mapping | None = None, *,
+             overwrite: bool) -> ArtifactInfo:
+        # the store re-checks "key is free" atomically with the record (a racing writer loses)
         with transfer_progress(total_size(path), f"log {_shown(key)}") as progress:
             return self._store.put_artifact(self._kind, self.id, key, path, type=type_,
-                                            meta=meta, progress=progress)
+                                            meta=meta, progress=progress, overwrite=overwrite)
 
     def get_artifact_keys(self) -> list[str]:
         """Keys of the artifacts logged with log_artifact."""
@@ -200,7 +202,7 @@ class Loggable(Named):
         with tempfile.TemporaryDirectory(prefix="vj-req-") as tmp:
             path = Path(tmp) / REQUIREMENTS_KEY
             path.write_text("".join(line.strip() + "\n" for line in lines if line.strip()))
-            self._put(REQUIREMENTS_KEY, path, "file")
+            self._put(REQUIREMENTS_KEY, path, "file", overwrite=overwrite)
 
     def get_requirements(self) -> list[str]:
         """The lines logged with log_requirements."""
@@ -232,7 +234,8 @@ class Loggable(Named):
             meta = {"class_name": manifest.get("class_name"), "artifact_keys": keys,
                     "package_digest": package_digest(manifest), "python": manifest.get("python"),
                     "requirements": manifest.get("requirements", [])}
-            info = self._put(MODEL_KEY, Path(prepared.package_dir), "model", meta)
+            info = self._put(MODEL_KEY, Path(prepared.package_dir), "model", meta,
+                             overwrite=overwrite)
         finally:  # stored (or not): the temp copy has served its purpose
             remove_scratch(prepared.package_dir)
         return LoggedModel(self, info, prepared.report)

@@ -157,10 +157,12 @@ class Store(Protocol):
     # -- artifacts (files and directories, streamed) ----------------------------------------
     def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
                      meta: Mapping[str, Any] | None = None,
-                     progress: Progress | None = None) -> ArtifactInfo:
+                     progress: Progress | None = None, overwrite: bool = True) -> ArtifactInfo:
         """Store the file or directory at `path` under `key`, streaming it (never whole in
         memory). It becomes visible in one step after all bytes are safely stored, replacing
-        any previous artifact with that key; a crash before that step leaves the old state."""
+        any previous artifact with that key; a crash before that step leaves the old state.
+        With `overwrite=False` an existing key raises AlreadyExistsError and nothing is
+        replaced; a store that can, checks this atomically with the record."""
 
     def artifact_info(self, kind: str, id: str, key: str) -> ArtifactInfo:
         """Metadata of one artifact; NotFoundError if the key was never stored."""

@@ -2,15 +2,23 @@
 
 A blob is written to tmp/ while it is hashed, fsynced, then renamed into place and its folder
 fsynced, so a blob file that exists is always complete (a crash leaves at most a stray temp
-file, which `check()` reports as a harmless note). Identical content is stored once. Bytes are
-streamed in chunks by the kernel; the hash runs in a second thread on the chunks already
-written, because sha256 is the bottleneck and hashlib releases the GIL.
+file, which `check()` reports as a harmless note). Identical content is stored once.
+
+Two copy paths, chosen by capability (like `shutil`, which uses sendfile on Linux only):
+- the fast path (Linux): the kernel copies in large chunks (sendfile) while a second thread
+  hashes the chunks already written (pread back from the page cache; sha256 is the bottleneck
+  and hashlib releases the GIL);
+- the portable path (macOS, where sendfile needs a socket; Windows, which has no sendfile,
+  pread or preadv): read a chunk, write it, hash the same bytes.
+`VERTA_JUPYTER_PORTABLE=1` forces the portable path so the fallback is tested on Linux too.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import os
+import re
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,8 +28,23 @@ from ....errors import StoreError
 from ..base import Progress
 
 CHUNK = 32 << 20  # bytes per sendfile call: few calls, few thread hand-offs
-READ_BACK = 8 << 20  # the one read-back buffer: memory stays flat whatever the file size
-_FADVISE = hasattr(os, "posix_fadvise")
+READ_BACK = 8 << 20  # the one read/read-back buffer: memory stays flat whatever the file size
+HEX = re.compile(r"[0-9a-f]{64}")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; Windows has no symlinked-path opens here
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def portable_mode() -> bool:
+    """True when VERTA_JUPYTER_PORTABLE asks for the portable paths only (CI runs the store
+    suites a second time this way)."""
+    return os.environ.get("VERTA_JUPYTER_PORTABLE", "").strip() not in ("", "0")
+
+
+def fast_copy_available() -> bool:
+    """The Linux kernel copy path: sendfile between regular files and positional reads.
+    Checked at each call (cheap) so the switch and the platform are always honoured."""
+    return (sys.platform.startswith("linux") and not portable_mode()
+            and all(hasattr(os, name) for name in ("sendfile", "preadv", "pread")))
 
 
 class BlobFiles:
@@ -32,25 +55,32 @@ class BlobFiles:
         self.tmp = root / "tmp"
 
     def path(self, hexdigest: str) -> Path:
+        """Where the blob named `hexdigest` lives; a name that is not 64 lowercase hex digits
+        (e.g. "../../x" read from a damaged database) is refused, never joined."""
+        if not isinstance(hexdigest, str) or not HEX.fullmatch(hexdigest):
+            raise StoreError(f"the blob name {hexdigest!r} recorded in the store {self.dir.parent} "
+                             "is not a sha256; the database is damaged: run "
+                             "`verta-jupyter store check` on the store")
         return self.dir / hexdigest[:2] / hexdigest
 
     def exists(self, hexdigest: str) -> bool:
-        return self.path(hexdigest).is_file()
+        path = self.path(hexdigest)
+        return path.is_file() and not path.is_symlink()
 
     def put(self, src: Path, progress: Progress | None = None) -> tuple[str, int]:
         """Store the file at `src`; return (hex sha256, size). Idempotent for equal content."""
         # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
         # group sharing the store)
         tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
-        fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
         try:
             try:
-                hexdigest, size = _copy_hashing(src, fd, progress)
+                hexdigest, size = copy_hashing(src, fd, progress)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             final = self.path(hexdigest)
-            if final.is_file():
+            if self.exists(hexdigest):
                 os.unlink(tmp_name)  # deduplicated: the same bytes are already stored
             else:
                 final.parent.mkdir(exist_ok=True)
@@ -62,14 +92,15 @@ class BlobFiles:
             raise
 
     def copy_out(self, hexdigest: str, dest: Path, progress: Progress | None = None) -> None:
-        """Copy a blob to `dest` (which must not exist), verifying its digest on the way."""
+        """Copy a blob to `dest` (which must not exist and is not followed if it is a link),
+        verifying its digest on the way."""
         src = self.path(hexdigest)
-        if not src.is_file():
+        if not src.is_file() or src.is_symlink():
             raise StoreError(f"blob {hexdigest[:12]} is missing from {self.dir}; "
                              "run `verta-jupyter store check` on the store")
-        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to verify
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o644)
         try:
-            got, _ = _copy_hashing(src, fd, progress)
+            got, _ = copy_hashing(src, fd, progress)
         finally:
             os.close(fd)
         if got != hexdigest:
@@ -80,6 +111,8 @@ class BlobFiles:
     def verify(self, hexdigest: str, size: int | None = None) -> str | None:
         """None if the blob is present and intact, else what is wrong."""
         path = self.path(hexdigest)
+        if path.is_symlink():
+            return "is a symbolic link, not a stored file"
         if not path.is_file():
             return "missing"
         if size is not None and path.stat().st_size != size:
@@ -91,25 +124,66 @@ class BlobFiles:
         return None if h.hexdigest() == hexdigest else "content does not match its sha256"
 
     def all(self) -> Iterator[str]:
-        """Hex names of every stored blob."""
+        """Hex names of every well-formed blob file (see `strays` for everything else)."""
         if self.dir.is_dir():
             for sub in self.dir.iterdir():
-                if sub.is_dir():
-                    yield from (p.name for p in sub.iterdir())
+                if sub.is_dir() and not sub.is_symlink():
+                    yield from (p.name for p in sub.iterdir()
+                                if HEX.fullmatch(p.name) and p.name[:2] == sub.name)
+
+    def strays(self) -> list[Path]:
+        """Everything under blobs/ that is not a well-formed blob: a misnamed or misplaced file,
+        a symbolic link, a folder where a file belongs. Nothing the store writes looks so."""
+        found: list[Path] = []
+        if not self.dir.is_dir():
+            return found
+        for sub in sorted(self.dir.iterdir()):
+            if sub.is_symlink() or not sub.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", sub.name):
+                found.append(sub)
+                continue
+            for path in sorted(sub.iterdir()):
+                if (path.is_symlink() or not path.is_file() or not HEX.fullmatch(path.name)
+                        or path.name[:2] != sub.name):
+                    found.append(path)
+        return found
 
     def stray_temp_files(self) -> list[Path]:
         return sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []
 
 
-def _copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[str, int]:
+def copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[str, int]:
     """Copy `src` to `out_fd` and sha256 the bytes as written to `out_fd` (so a source that
-    changes meanwhile cannot give a blob a wrong name). The kernel copies (sendfile, as
-    shutil.copyfile does) while a second thread hashes the chunks already copied, reading them
-    back from the page cache: sha256 is the slowest part and hashlib releases the GIL. Once
-    hashed, a chunk's writeback starts (fadvise), so the final fsync has little left to do and
-    a large blob does not crowd the page cache."""
+    changes meanwhile cannot give a blob a wrong name); the path is chosen by capability."""
+    if fast_copy_available():
+        return _copy_hashing_kernel(src, out_fd, progress)
+    return _copy_hashing_portable(src, out_fd, progress)
+
+
+def _copy_hashing_portable(src: Path, out_fd: int, progress: Progress | None) -> tuple[str, int]:
+    """Standard library only: read a chunk, write it, hash the very bytes written. One buffer,
+    reused (readinto), so memory stays flat whatever the file size."""
+    h = hashlib.sha256()
+    buffer = memoryview(bytearray(READ_BACK))
+    size = 0
+    with open(src, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            chunk = buffer[:n]
+            _write_all(out_fd, chunk)
+            h.update(chunk)
+            size += n
+            if progress:
+                progress(n)
+    return h.hexdigest(), size
+
+
+def _copy_hashing_kernel(src: Path, out_fd: int, progress: Progress | None) -> tuple[str, int]:
+    """The kernel copies (sendfile, as shutil.copyfile does on Linux) while a second thread
+    hashes the chunks already copied, reading them back from the page cache. Once hashed, a
+    chunk's writeback starts (fadvise), so the final fsync has little left to do and a large
+    blob does not crowd the page cache."""
     h = hashlib.sha256()
     buffer = bytearray(READ_BACK)
+    fadvise = hasattr(os, "posix_fadvise")
 
     def hash_range(offset: int, n: int) -> None:
         end = offset + n
@@ -120,7 +194,7 @@ def _copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[st
                 raise StoreError(f"short read-back while storing {src} ({got} of {len(view)} bytes)")
             h.update(view)
             offset += got
-        if _FADVISE:
+        if fadvise:
             os.posix_fadvise(out_fd, end - n, n, os.POSIX_FADV_DONTNEED)
 
     src_fd = os.open(src, os.O_RDONLY)
@@ -144,8 +218,8 @@ def _copy_hashing(src: Path, out_fd: int, progress: Progress | None) -> tuple[st
 
 
 def _copy_chunk(src_fd: int, out_fd: int, offset: int) -> int:
-    """Copy up to CHUNK bytes at `offset` in the kernel; fall back to read+write where
-    sendfile is not supported."""
+    """Copy up to CHUNK bytes at `offset` in the kernel; a Linux filesystem that refuses
+    sendfile (some FUSE and network mounts) gets the same bytes by pread + write."""
     try:
         return os.sendfile(out_fd, src_fd, offset, CHUNK)
     except OSError as exc:
@@ -163,7 +237,11 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Make a rename durable. Only where a folder can be opened (POSIX); Windows cannot open
+    a folder as a file, and NTFS journals the rename itself."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

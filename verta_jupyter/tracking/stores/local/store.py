@@ -1,7 +1,7 @@
 """`LocalStore`: the embedded store — one SQLite file (WAL) plus content-addressed blob files.
 
-On-disk format (documented in docs/store-format.md; `local_folder` holds the schema, the
-version, and the migrations)::
+On-disk format (documented in docs/store-format.md; `folder.py` holds the schema, the
+version, and the migrations; `check.py` the integrity check; `connection.py` SQLite)::
 
     verta_store/
       VERTA_STORE.json     {"format": "verta_jupyter.store", "version": 1}  (marks the folder)
@@ -11,13 +11,17 @@ version, and the migrations)::
 
 Crash safety: blobs are complete before the one transaction that makes an artifact visible.
 Concurrency: WAL lets readers run while one process writes; writers take the lock up front
-(BEGIN IMMEDIATE), wait via busy_timeout, and retry "database is locked" themselves.
+(BEGIN IMMEDIATE), wait via busy_timeout, and retry "database is locked" themselves; with
+overwrite=False "is the key free?" and "record it" are one transaction, so of two racing
+writers exactly one wins.
+Trust: rows are data. A relpath or blob name read back is checked before anything is written,
+a fetched tree must match the digest recorded for it, and a damaged database is a `StoreError`
+naming the store, never a raw sqlite3 traceback.
 """
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import sqlite3
 import threading
@@ -26,15 +30,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ....errors import NotFoundError, StoreError
-from ..base import (ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
-                   CheckResult, Entity, Progress, check_field, check_kind, iter_tree, tree_digest)
+from ....errors import AlreadyExistsError, NotFoundError, StoreError
+from ....package.paths import UnsafePath, check_relpath, safe_target
+from ..base import (ARTIFACT_TYPES, MODEL_KEY, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
+                    CheckResult, Entity, Progress, check_field, check_kind, iter_tree)
 from .blobs import BlobFiles
-from .check import check_store, collect_garbage
-from .folder import (DB_NAME, FORMAT_VERSION, MARKER, MIGRATIONS, SCHEMA_V1, open_folder,
-                           write_marker)
-
-_LOCK_WAIT_SECONDS = 120.0  # total patience for "database is locked" before telling the user
+from .check import check_folder, rows_digest, rows_problem, sweep_temp_files, sweep_unreferenced
+from .connection import connect, retry, store_error
+from .folder import DB_NAME, FORMAT_VERSION, MARKER, damaged, migrate, open_folder, write_marker
 
 class LocalStore:
     """The embedded store in a folder. `LocalStore(path)` creates the folder if it is absent
@@ -56,7 +59,10 @@ class LocalStore:
     # -- connection ------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # a forked child needs its own
-            self._conn = _connect(self.root / DB_NAME, self.read_only)
+            try:
+                self._conn = connect(self.root / DB_NAME, self.read_only)
+            except sqlite3.DatabaseError as exc:  # "file is not a database", ...
+                raise store_error(exc, self.location) from exc
             self._pid = os.getpid()
         return self._conn
 
@@ -78,24 +84,18 @@ class LocalStore:
                 conn.execute("COMMIT")
                 return result
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:  # a damaged file may refuse even this; report the cause
+                        pass
                 raise
 
         with self._lock:
             return self._retry(attempt)
 
     def _retry(self, attempt: Callable[[], Any]) -> Any:
-        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-        delay = 0.005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    raise _store_error(exc, self.location) from exc
-            # back off with jitter so eight writers do not retry in lock step
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.25)
+        return retry(attempt, self.location)
 
     def _init_db(self) -> None:
         version = self._read("PRAGMA user_version")[0][0]
@@ -103,24 +103,25 @@ class LocalStore:
             raise StoreError(f"the store {self.location} has format {version}, newer than this "
                              f"verta_jupyter understands ({FORMAT_VERSION}); upgrade verta_jupyter")
         if version == FORMAT_VERSION:
+            self._ensure_wal()
             return
-        if self.read_only and version:
+        if version < 1:  # a new store is created complete, so this is an emptied database
+            raise damaged(self.root, f"its database {DB_NAME} has no format version (an empty "
+                          "or replaced database)", f"restore {DB_NAME} (with its -wal file, if "
+                          "any) from a backup")
+        if self.read_only:
             raise StoreError(f"the store {self.location} has format {version} and needs migrating "
                              f"to {FORMAT_VERSION}; open it once from a writable location")
-        self._write(self._create_or_migrate)
+        self._ensure_wal()
+        self._write(lambda conn: migrate(conn, self.root,
+                                         conn.execute("PRAGMA user_version").fetchone()[0]))
         write_marker(self.root / MARKER)
 
-    def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
-        if current == 0:  # a new store starts at version 1 and takes the migration path up
-            for statement in SCHEMA_V1.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            current = 1
-        while current < FORMAT_VERSION:
-            MIGRATIONS[current](conn, self.root)
-            current += 1
-        conn.execute(f"PRAGMA user_version = {current}")
+    def _ensure_wal(self) -> None:
+        """WAL mode (stores are created in it; this is for one copied without it), set only
+        once the file is known to be our database: setting it rewrites the header."""
+        if not self.read_only and self._read("PRAGMA journal_mode")[0][0] != "wal":
+            self._read("PRAGMA journal_mode = WAL")
 
     def close(self) -> None:
         with self._lock:
@@ -204,17 +205,24 @@ class LocalStore:
     # -- artifacts -------------------------------------------------------------------------
     def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
                      meta: Mapping[str, Any] | None = None,
-                     progress: Progress | None = None) -> ArtifactInfo:
+                     progress: Progress | None = None, overwrite: bool = True) -> ArtifactInfo:
+        """See `Store.put_artifact`. With `overwrite=False` the key must be free when the
+        record is written (checked in the same transaction): AlreadyExistsError otherwise,
+        and nothing is replaced."""
         if type not in ARTIFACT_TYPES:
             raise StoreError(f"unknown artifact type {type!r}; use one of {ARTIFACT_TYPES}")
         path = Path(path)
         self.get(kind, id)  # fail before writing any blob
         if self.read_only:
             self._write(lambda conn: None)  # raises the read-only error
+        if not overwrite and self._read("SELECT 1 FROM artifacts WHERE owner_id=? AND key=?",
+                                        (id, key)):
+            raise self._taken(kind, id, key)  # early, before any blob is written
         for attempt in (1, 2):
-            files = self._put_blobs(path, progress)
+            files = self._put_blobs(key, path, progress)
             try:
-                return self._record_artifact(kind, id, key, path.name, type, meta, files)
+                return self._record_artifact(kind, id, key, path.name, type, meta, files,
+                                             overwrite)
             except _BlobsVanished:
                 if attempt == 2:  # pragma: no cover - a second gc in the same instant
                     raise StoreError(f"blobs of artifact {key!r} keep vanishing from "
@@ -222,12 +230,9 @@ class LocalStore:
         raise AssertionError("unreachable")
 
     def _record_artifact(self, kind: str, id: str, key: str, filename: str, type: str,
-                         meta: Mapping[str, Any] | None,
-                         files: list[tuple[str, str, int]]) -> ArtifactInfo:
-        if type in ("directory", "model"):
-            digest = tree_digest((rel, "sha256:" + hx, size) for rel, hx, size in files)
-        else:
-            digest = "sha256:" + files[0][1]
+                         meta: Mapping[str, Any] | None, files: list[tuple[str, str, int]],
+                         overwrite: bool) -> ArtifactInfo:
+        digest = rows_digest(type, files)
         info = ArtifactInfo(key=key, type=type, filename=filename,
                             size=sum(f[2] for f in files), digest=digest, meta=dict(meta or {}))
 
@@ -237,8 +242,13 @@ class LocalStore:
             # stays until this transaction has committed its reference
             if not all(self.blobs.exists(hx) for _, hx, _ in files):
                 raise _BlobsVanished()
+            # the check and the record in one IMMEDIATE transaction: the overwrite guarantee
+            if not overwrite and conn.execute("SELECT 1 FROM artifacts WHERE owner_id=? AND "
+                                              "key=?", (id, key)).fetchone():
+                raise self._taken(kind, id, key)
             conn.execute("DELETE FROM artifact_files WHERE owner_id=? AND key=?", (id, key))
-            conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            verb = "INSERT OR REPLACE" if overwrite else "INSERT"
+            conn.execute(f"{verb} INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (id, key, type, info.filename, info.size, digest,
                           json.dumps(info.meta), time.time()))
             conn.executemany("INSERT INTO artifact_files VALUES (?, ?, ?, ?, ?)",
@@ -247,9 +257,23 @@ class LocalStore:
         self._write(record)
         return info
 
-    def _put_blobs(self, path: Path, progress: Progress | None) -> list[tuple[str, str, int]]:
+    def _taken(self, kind: str, id: str, key: str) -> AlreadyExistsError:
+        what = "a model" if key == MODEL_KEY else f"artifact {key!r}"
+        return AlreadyExistsError(f"{what} is already logged on {kind.replace('_', ' ')} {id} in "
+                                  f"{self.location} (perhaps by another process a moment ago); "
+                                  "nothing was replaced. Pass overwrite=True to replace it")
+
+    def _put_blobs(self, key: str, path: Path,
+                   progress: Progress | None) -> list[tuple[str, str, int]]:
         if path.is_dir():
-            return [(rel, *self.blobs.put(p, progress)) for rel, p in iter_tree(path)]
+            tree = list(iter_tree(path))
+            for rel, _ in tree:  # record only names every platform can fetch back safely
+                try:
+                    check_relpath(rel)
+                except UnsafePath as exc:
+                    raise StoreError(f"artifact {key!r}: the file {path / rel} cannot be stored: "
+                                     f"its name {exc.why}; rename it") from None
+            return [(rel, *self.blobs.put(p, progress)) for rel, p in tree]
         if path.is_file():
             return [("", *self.blobs.put(path, progress))]
         raise NotFoundError(f"no file or directory at {path}; check the path")
@@ -272,24 +296,45 @@ class LocalStore:
     def fetch_artifact(self, kind: str, id: str, key: str, dest: Path, *,
                        progress: Progress | None = None) -> Path:
         info = self.artifact_info(kind, id, key)
-        files = self._read("SELECT relpath, blob FROM artifact_files WHERE owner_id=? AND key=? "
-                           "ORDER BY relpath", (id, key))
+        rows = self._read("SELECT relpath, blob, size FROM artifact_files WHERE owner_id=? AND "
+                          "key=? ORDER BY relpath", (id, key))
+        files = self._checked_files(kind, id, info, rows)  # before anything is written
         dest = Path(dest)
-        if dest.exists():
+        if dest.exists() or dest.is_symlink():
             raise StoreError(f"{dest} already exists; fetch into a new path")
         try:
             if info.type in ("directory", "model"):
                 dest.mkdir(parents=True)
                 for rel, blob in files:
-                    target = dest / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self.blobs.copy_out(blob, target, progress)
+                    self.blobs.copy_out(blob, safe_target(dest, rel), progress)
             else:
                 self.blobs.copy_out(files[0][1], dest, progress)
+        except UnsafePath as exc:  # a link or file planted in dest while we wrote
+            _remove(dest)
+            raise StoreError(f"fetching artifact {key!r} into {dest}: {exc}; nothing was kept. "
+                             "Fetch into a new folder nobody else writes to") from exc
         except BaseException:
             _remove(dest)
             raise
         return dest
+
+    def _checked_files(self, kind: str, id: str, info: ArtifactInfo,
+                       rows: list[tuple]) -> list[tuple[str, str]]:
+        """The (relpath, blob) rows of an artifact, refused unless every relpath is a safe
+        relative path, every blob name a sha256, and together they give the recorded digest
+        and size: rows are data, and data can be damaged or forged."""
+        def refuse(why: str) -> StoreError:
+            return StoreError(f"artifact {info.key!r} of {kind.replace('_', ' ')} {id} in "
+                              f"{self.location}: {why}; refusing to fetch it (nothing was "
+                              "written). The store's database is damaged or was tampered "
+                              "with: run `verta-jupyter store check`")
+
+        why = rows_problem(info.type, rows)
+        if why:
+            raise refuse(why)
+        if rows_digest(info.type, rows) != info.digest or sum(r[2] for r in rows) != info.size:
+            raise refuse(f"its file records do not give its recorded digest {info.digest}")
+        return [(rel, blob) for rel, blob, _ in rows]
 
     def copy_artifacts(self, src_kind: str, src_id: str, dst_kind: str, dst_id: str,
                        extra_meta: Mapping[str, Any] | None = None) -> None:
@@ -312,50 +357,44 @@ class LocalStore:
 
     # -- maintenance -----------------------------------------------------------------------
     def check(self, verify_blobs: bool = True) -> CheckResult:
-        """Integrity check (see `local_check.check_store`); read-only."""
+        """Integrity check (see `check.check_folder`); read-only, reports damage, never raises
+        for it."""
         with self._lock:
-            return check_store(self, verify_blobs=verify_blobs)
+            try:
+                conn = self._db()
+            except StoreError:
+                conn = None  # the check opens the file itself and says what is wrong with it
+            return check_folder(self.root, conn=conn, verify_blobs=verify_blobs)
 
-    def collect_garbage(self, min_age: float = 3600.0) -> dict[str, int]:
+    @staticmethod
+    def check_path(path: str | os.PathLike, verify_blobs: bool = True) -> CheckResult:
+        """Check the store folder at `path` without opening it as a store (which refuses a
+        damaged one): what `verta-jupyter store check` runs. Writes nothing."""
+        return check_folder(Path(path).expanduser().resolve(), verify_blobs=verify_blobs)
+
+    def collect_garbage(self, min_age: float = 3600.0, verify_blobs: bool = True) -> dict[str, int]:
         """Delete temporary files and unreferenced blobs older than `min_age` seconds (what
-        interrupted writes leave); return what was removed."""
-        return collect_garbage(self, min_age)
+        interrupted writes leave); return what was removed. Refused (StoreError) on a store
+        that fails its check: a damaged database may have lost the rows that keep blobs."""
+        result = self.check(verify_blobs=verify_blobs)
+        if not result.ok:
+            raise StoreError(f"the store {self.location} fails its check ({len(result.problems)} "
+                             f"problem(s), first: {result.problems[0]}); garbage collection "
+                             "refuses to run on a damaged store, so no blob is deleted. Run "
+                             f"`verta-jupyter store check --store {self.location}` and restore "
+                             "the store from a backup")
+        cutoff = time.time() - min_age
+        removed = {"temp_files": 0, "blobs": 0, "bytes": 0}
+        sweep_temp_files(self.blobs, cutoff, removed)
+        # under the write lock, which put_artifact holds while it checks its blobs exist
+        self._write(lambda conn: sweep_unreferenced(conn, self.blobs, cutoff, removed))
+        return removed
 
     def _require_owner(self, conn: sqlite3.Connection, kind: str, id: str) -> None:
         if kind not in OWNER_KINDS:
             raise StoreError(f"a {kind} has no fields or artifacts; use a run or a model version")
         if not conn.execute("SELECT 1 FROM entities WHERE id=? AND kind=?", (id, kind)).fetchone():
             raise NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} in {self.location}")
-
-
-def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
-    if read_only:
-        # immutable: SQLite creates no -wal/-shm files, which a read-only folder cannot hold
-        conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None,
-                               check_same_thread=False)
-        return conn
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = OFF")
-    return conn
-
-
-def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _store_error(exc: sqlite3.Error, location: str) -> StoreError:
-    text = str(exc).lower()
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"the store folder {location} is read-only; make it writable "
-                          "(chmod u+w) or log to another store")
-    if _is_lock_error(exc):
-        return StoreError(f"the store {location} stayed locked by another process for "
-                          f"{_LOCK_WAIT_SECONDS:.0f} s; find the process holding it and retry")
-    return StoreError(f"the store {location} failed: {exc}; run `verta-jupyter store check`")
 
 
 def _generated_name(conn: sqlite3.Connection, kind: str, parent: str, new_id: str) -> str:

@@ -177,7 +177,9 @@ class MlflowStore:
     # -- artifacts --------------------------------------------------------------------------
     def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
                      meta: Mapping[str, Any] | None = None,
-                     progress: Progress | None = None) -> ArtifactInfo:
+                     progress: Progress | None = None, overwrite: bool = True) -> ArtifactInfo:
+        # overwrite=False: the tracking layer's check before upload is all MLflow's REST API
+        # allows so far (no conditional set-tag); the atomic version is the MLflow half of #12
         if type not in ARTIFACT_TYPES:
             raise StoreError(f"unknown artifact type {type!r}; use one of {ARTIFACT_TYPES}")
         run = self._owner_run(kind, id)
