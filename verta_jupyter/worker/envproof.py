@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import PackageError
 from ..package.format import MISSING, verify_package
-from .process import child_environment
+from .process import child_environment, run_isolated
 from .rebuild import RebuildResult, rebuild_in_subprocess
 
 __all__ = ["prove_in_clean_env", "ensure_environment", "find_interpreter", "env_cache_root",
@@ -337,9 +337,7 @@ def _interpreter_identity(python: str) -> dict:
               "sys.implementation.name, 'version': platform.python_version(), 'platform': "
               "sys.platform + '-' + platform.machine()}))")
     try:
-        done = subprocess.run([python, "-I", "-c", script], capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL, env=child_environment())
-        info = json.loads(done.stdout)
+        info = json.loads(run_isolated(python, script, timeout=60).stdout)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         raise EnvironmentBuildError(f"cannot run the interpreter {python}: {exc}") from None
     return {**info, "base": os.path.realpath(python)}

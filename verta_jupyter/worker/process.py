@@ -36,6 +36,8 @@ from verta_jupyter.worker.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# isolated mode: no user site, no PYTHON* variables honoured, no current folder on sys.path
+_ISOLATED = ("-I", "-c")
 _STDERR_KEEP = 64 * 1024  # enough for a faulthandler dump; a model printing megabytes is fine
 _ENVELOPE = 1 << 20  # room for a reply's fields around the output
 # The smallest pipe buffer among the OSes (Windows' default); a request is sent only when the
@@ -50,13 +52,22 @@ def child_command(python: str, arguments: list[str]) -> list[str]:
     """The command line of every fresh process: isolated mode (no user site, no PYTHON* variables,
     no current folder on sys.path), this verta_jupyter, the worker's `arguments`."""
     init = str(_PACKAGE_DIR / "__init__.py")
-    return [python, "-I", "-c", _BOOTSTRAP % (init, str(_PACKAGE_DIR)), *arguments]
+    return [python, *_ISOLATED, _BOOTSTRAP % (init, str(_PACKAGE_DIR)), *arguments]
 
 
 def child_environment() -> dict[str, str]:
     """The environment of every fresh process: ours without PYTHON* variables, which would let the
     notebook's interpreter settings (PYTHONPATH, PYTHONSTARTUP, ...) leak into the proof."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
+def run_isolated(python: str, script: str, *, timeout: float):
+    """Run a short `script` under `python` the way every fresh process runs (isolated mode, our
+    environment without PYTHON* variables, no stdin); returns the CompletedProcess (text)."""
+    import subprocess
+
+    return subprocess.run([python, *_ISOLATED, script], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=child_environment())
 
 
 class Timeout(Exception):
