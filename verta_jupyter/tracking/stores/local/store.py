@@ -273,7 +273,8 @@ class LocalStore:
                 except UnsafePath as exc:
                     raise StoreError(f"artifact {key!r}: the file {path / rel} cannot be stored: "
                                      f"its name {exc.why}; rename it") from None
-            return [(rel, *self.blobs.put(p, progress)) for rel, p in tree]
+            stored = self.blobs.put_many([p for _, p in tree], progress)
+            return [(rel, *blob) for (rel, _), blob in zip(tree, stored)]
         if path.is_file():
             return [("", *self.blobs.put(path, progress))]
         raise NotFoundError(f"no file or directory at {path}; check the path")
