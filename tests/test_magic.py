@@ -11,7 +11,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from verta_jupyter.errors import ValidationError
+from verta_jupyter.errors import NoSampleWarning, ValidationError
 from verta_jupyter.magic import ModelCell, Options, defined_classes
 from verta_jupyter.package.format import MISSING
 from verta_jupyter.validation.summary import ModelSummary
@@ -262,14 +262,16 @@ def test_summary_shows_the_dependency_tree_and_captured_values(shell):
 
 def test_summary_never_shows_a_secret_value(shell):
     shell.run('API_TOKEN = "abcd1234efgh5678"\n' + SEED_BODY.replace("pass", "self.t = API_TOKEN"))
-    report = validate(shell.ns["MyModel"], namespace=shell.ns, allow_secrets=True, check_rebuild=False)
+    with pytest.warns(NoSampleWarning):
+        report = validate(shell.ns["MyModel"], namespace=shell.ns, allow_secrets=True, check_rebuild=False)
     text = repr(ModelSummary(report))
     assert "API_TOKEN = <hidden>" in text and "abcd1234" not in text.split("model.py")[0]
 
 
 def test_summary_of_a_failed_report_says_not_logged(shell):
     shell.run("class MyModel:\n    def __init__(self, artifacts): pass\n")
-    report = validate(shell.ns["MyModel"], namespace=shell.ns)
+    with pytest.warns(NoSampleWarning):
+        report = validate(shell.ns["MyModel"], namespace=shell.ns)
     text = repr(ModelSummary(report))
     assert "NOT logged" in text and "[VJ111]" in text and report.sample_input is MISSING
 

@@ -22,6 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .catalog import problem
 from .errors import AlreadyExistsError, ValidationError
 from .package.format import MISSING
+from .validation.warn import shown_in_summary
 
 __all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
 
@@ -279,7 +280,8 @@ class VertaMagics(Magics):
         __tracebackhide__ = True
         try:
             options = self._options(self._parse(line))
-            outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body).run(cell)
+            with shown_in_summary():  # its warnings are in the summary: not issued twice
+                outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body).run(cell)
         except BadArguments as exc:
             raise UsageError(str(exc)) from None
         self._show(outcome, options)

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 from . import checks as _checks
 from .checks import RESERVED_ARTIFACT_KEYS, json_sample_problem
+from .warn import warn_problems
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
 from ..package.format import MISSING
@@ -130,6 +131,7 @@ def validate(cls, *, namespace: dict | None = None, cell_source: str | None = No
         run.runtime_checks(check_rebuild)
     else:
         run.skip("construct", "predict", "package", "rebuild", reason="skipped after an error")
+    warn_problems(run.report.warnings)  # scripts and CI see them; the magic shows its summary
     for seen in _observers:
         seen.append(run.report)
     return run.report
