@@ -24,7 +24,7 @@ from .errors import AlreadyExistsError, ValidationError
 from .package.format import MISSING
 from .validation.warn import shown_in_summary
 
-__all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
+__all__ = ["register", "unregister", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
 
 _HOW_TO_MAKE_A_RUN = ("create one first: `from verta_jupyter import Client; run = Client()"
                       ".set_experiment_run(\"my-run\")`, then re-run this cell (or pass --run NAME, "
@@ -346,3 +346,12 @@ class VertaMagics(Magics):
 def register(ipython) -> None:
     """Register `%%verta_model` with an IPython shell (`%load_ext verta_jupyter`)."""
     ipython.register_magics(VertaMagics)
+
+
+def unregister(ipython) -> None:
+    """Remove `%%verta_model` (`%unload_ext verta_jupyter`). IPython has no public call for this:
+    drop the magic and its Magics instance from the manager, as register_magics added them."""
+    manager = ipython.magics_manager
+    for name in VertaMagics.magics["cell"]:
+        manager.magics["cell"].pop(name, None)
+    manager.registry.pop(VertaMagics.__name__, None)
