@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ErrorKind, JsonConversionError
 from ..jsonify.input import convert_input
-from ..jsonify.output import to_json_compatible
+from ..jsonify.output import dumps, dumps_plain, to_json_compatible
 
 HEADER = struct.Struct(">I")
 
@@ -43,12 +43,12 @@ def answer(model: Any, request: dict, roots: list[Path]) -> dict:
 
 
 def _encode_output(output: Any) -> str:
-    """Strict JSON text of `output`: the C encoder when the output is plain JSON already (it
-    refuses NaN and unknown types, and then the known-types conversion takes over)."""
+    """Strict JSON text of `output`: encoded directly when it is plain JSON already (orjson when
+    installed, else the C encoder; they refuse unknown types), else the known-types conversion."""
     try:
-        return json.dumps(output, allow_nan=False)
+        return dumps_plain(output)
     except (TypeError, ValueError, RecursionError):
-        return json.dumps(to_json_compatible(output), allow_nan=False)
+        return dumps(output)
 
 
 def encode_reply(message: dict) -> bytes:
