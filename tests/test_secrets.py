@@ -95,6 +95,25 @@ def test_token_in_string_arrays_and_data_frame_cells(shell):
     assert labels == ['labels[2]', 'notes["note"][2]'], found
 
 
+def test_every_column_of_a_wide_frame_is_read(shell):
+    # each column is a new Series object: none may be mistaken for one already walked
+    shell.ns["TOKEN_TEXT"] = DAPI
+    shell.run("import pandas as pd\n"
+              "wide = pd.DataFrame({f'c{i}': ['x%d' % i] * 3 for i in range(12)})\n"
+              "wide['last'] = ['a', 'b', TOKEN_TEXT]\ndel TOKEN_TEXT\n")
+    shell.run(USES.format(name="wide"))
+    found = only(secret_problems(capture_model(shell.ns["MyModel"], shell.ns), shell.ns))
+    assert "'wide[\"last\"][2]'" in found.message
+
+
+def test_a_two_million_item_list_stops_at_the_budget_without_copying_it(shell):
+    shell.run("import itertools\nHUGE = list(itertools.repeat('word', 2_000_000))\n")
+    shell.run(USES.format(name="HUGE"))
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    warning = only(secret_problems(captured, shell.ns, budget=50_000), "VJ209")
+    assert warning.name == "HUGE" and "50,000 objects" in warning.message
+
+
 def test_a_cycle_is_walked_once(shell):
     cells = f"loop = {{'name': 'x'}}\nloop['self'] = loop\nloop['auth'] = '{GITHUB}'\n"
     found = only(scan(shell, cells, "loop"))

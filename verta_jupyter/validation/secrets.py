@@ -221,17 +221,27 @@ class _Walk:
     def __init__(self, budget: int):
         self.left = budget
         self.budget = budget
-        self.seen: set[int] = set()
+        # id -> object: holding the object keeps its id from being reused by a later temporary
+        # (each DataFrame column is a new Series), which would hide it as "already seen"
+        self.seen: dict[int, Any] = {}
         self.stopped: list[str] = []  # values whose walk ran out of budget
 
     def leaves(self, root: str, value: Any) -> Iterator[tuple[str, str, str | bytes]]:
-        """(label, nearest name, text) depth-first; no recursion, so any nesting depth works."""
-        stack: list[tuple[str, str, Any]] = [(root, root, value)]
+        """(label, nearest name, text) depth-first. Children are produced lazily from a stack
+        of iterators: no recursion (any nesting depth) and no copy of a huge container."""
+        stack: list[Iterator[tuple[str, str, Any]]] = [iter([(root, root, value)])]
         while stack:
+            try:
+                label, name, item = next(stack[-1])
+            except StopIteration:
+                stack.pop()
+                continue
+            except Exception:  # a container that fails while iterated: pickling will tell
+                stack.pop()
+                continue
             if self.left <= 0:
                 self.stopped.append(root)
                 return
-            label, name, item = stack.pop()
             if isinstance(item, (str, bytes, bytearray)):
                 self.left -= 1 + len(item) // 4096
                 yield label, name, item
@@ -239,9 +249,8 @@ class _Walk:
             self.left -= 1
             if id(item) in self.seen or _is_leaf(item):
                 continue
-            self.seen.add(id(item))
-            children = list(_children(label, name, item))
-            stack.extend(reversed(children))
+            self.seen[id(item)] = item
+            stack.append(iter(_children(label, name, item)))
 
     def unfinished(self) -> list[Problem]:
         return [problem("VJ209", f"the secret scan stopped inside '{name}' after {self.budget:,} "
@@ -262,13 +271,13 @@ def _is_leaf(value: Any) -> bool:
 
 def _children(label: str, name: str, value: Any) -> Iterable[tuple[str, str, Any]]:
     if isinstance(value, Mapping):
-        for key, item in list(value.items()):
+        for key, item in value.items():
             if isinstance(key, (str, bytes)):
                 yield f"a key of {label}", "", key  # a key can be a credential (by format only)
             yield f"{label}[{_key_text(key)}]", key if isinstance(key, str) else name, item
         return
     if isinstance(value, (list, tuple, deque, set, frozenset)):
-        for i, item in enumerate(list(value)):
+        for i, item in enumerate(value):
             yield f"{label}[{i}]", name, item
         return
     frame = _frame_children(label, name, value)
@@ -305,7 +314,10 @@ def _frame_children(label: str, name: str, value: Any) -> Iterable[tuple[str, st
 def _attribute_children(label: str, value: Any) -> Iterable[tuple[str, str, Any]]:
     """`obj.attr` for instance attributes: __dict__ (SimpleNamespace, dataclasses, plain
     classes) and __slots__ declared anywhere in the class hierarchy."""
-    attrs = getattr(value, "__dict__", None)
+    try:
+        attrs = object.__getattribute__(value, "__dict__")
+    except Exception:  # no __dict__ (or a proxy that refuses): slots only
+        attrs = None
     if isinstance(attrs, dict):
         for attr, item in list(attrs.items()):
             yield f"{label}.{attr}", str(attr), item
