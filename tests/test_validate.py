@@ -455,7 +455,9 @@ DOC_INTRO = """# Validation catalog
 Every problem `%%verta_model` (and `run.log_model`, and `verta_jupyter.validate`) can find has a
 stable code. Errors stop the log: the cell fails, `str(exc)` names your identifier, the cell line
 and the code, and the store is left unchanged. Warnings are shown in the summary and the model is
-logged. Checks run cheap first: every static check (class, interface, artifacts, sample,
+logged; from the Python API (`validate`, `run.log_model`) each is also issued through Python's
+`warnings` as a `VertaWarning` subclass whose `code` is the code below (the magic shows it once,
+in its summary). Checks run cheap first: every static check (class, interface, artifacts, sample,
 capture, secrets) always runs, so you see all of those at once; the checks that run your code
 (construct, predict, rebuild in a fresh process) are skipped once an error is known.
 
