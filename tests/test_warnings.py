@@ -68,6 +68,18 @@ def test_a_ci_job_fails_on_verta_warnings_and_logs_nothing(tmp_path, flags, prel
     assert check.stdout.strip() == "no model", check.stderr
 
 
+def test_an_error_is_never_hidden_behind_a_warning_raised_first(tmp_path):
+    broken = SCRIPT.replace("def predict(self, data):", "def predict(self, data, extra):")
+    assert broken != SCRIPT
+    script = tmp_path / "train.py"
+    script.write_text(broken.format(prelude=""))
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", str(script),
+                           str(tmp_path / "store")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "ValidationError" in done.stderr and "[VJ113]" in done.stderr
+    assert "NoSampleWarning" not in done.stderr
+
+
 def test_one_kind_can_be_silenced_by_its_class(tmp_path):
     done = run_script(tmp_path, prelude="from verta_jupyter.errors import NoSampleWarning; "
                                         "warnings.simplefilter('ignore', NoSampleWarning)")

@@ -131,7 +131,7 @@ def validate(cls, *, namespace: dict | None = None, cell_source: str | None = No
         run.runtime_checks(check_rebuild)
     else:
         run.skip("construct", "predict", "package", "rebuild", reason="skipped after an error")
-    warn_problems(run.report.warnings)  # scripts and CI see them; the magic shows its summary
+    warn_problems(run.report.problems)  # scripts and CI see them; the magic shows its summary
     for seen in _observers:
         seen.append(run.report)
     return run.report

@@ -33,8 +33,13 @@ def shown_in_summary() -> Iterator[None]:
 
 
 def warn_problems(problems: Iterable[Problem]) -> None:
-    """`warnings.warn` a VertaWarning subclass (carrying the code) for each warning problem."""
-    if _SHOWN_ELSEWHERE.get():
+    """`warnings.warn` a VertaWarning subclass (carrying the code) for each warning problem.
+
+    Nothing is issued when there is an error: the error (a ValidationError from log_model) is
+    the news, and under `-W error` a warning raised first would hide it.
+    """
+    problems = list(problems)
+    if _SHOWN_ELSEWHERE.get() or any(p.is_error for p in problems):
         return
     level = _user_stacklevel()
     for found in problems:
