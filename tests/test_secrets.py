@@ -83,6 +83,15 @@ def test_token_in_object_attributes_of_every_kind(shell, cells, label):
     assert_never_echoed(found, GITHUB)
 
 
+def test_token_in_state_no_attribute_shows_is_found_in_the_pickle(shell):
+    # a functools.partial keeps its arguments in C-level fields: no __dict__ or __slots__ entry
+    cells = ("import functools\ndef header(token, name):\n    return {name: token}\n"
+             f"auth = functools.partial(header, '{DAPI}')\n")
+    found = only(scan(shell, cells, "auth"))
+    assert found.name == "auth" and "pickled state" in found.message and "Databricks" in found.message
+    assert_never_echoed(found, DAPI)
+
+
 def test_token_in_string_arrays_and_data_frame_cells(shell):
     cells = ("import numpy as np, pandas as pd\n"
              f"notes = pd.DataFrame({{'n': [1, 2, 3], 'note': ['ok', 'fine', '{DAPI}']}})\n"

@@ -173,6 +173,7 @@ def secret_problems(captured: Any, namespace: dict, budget: int | None = None) -
                 flagged_text.add(text if isinstance(text, str) else bytes(text).decode("utf-8", "replace"))
                 found[label] = problem("VJ203", f"'{label}' (used by {users}) {reason}", name=dep.name,
                                        where=dep.defined_in or None)
+    found.update(_pickle_problems(captured, {p.name for p in found.values()}, walk))
     for label, text, line in _source_findings(captured.source):
         if label not in found and text not in flagged_text:
             found[label] = problem("VJ203", f"'{label}' {secret_reason(label, text) or _comment(text)}",
@@ -192,6 +193,26 @@ def scan_budget() -> int:
     except ValueError:
         raise ValidationError(f"{BUDGET_VARIABLE}={raw!r} is not a whole number; unset it or give a "
                               f"number of objects such as {SCAN_BUDGET}") from None
+
+
+def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str, Problem]:
+    """Credential formats in the pickled bytes of each value (globals.pkl), a net under the
+    value walk: state that no attribute shows (a functools.partial's arguments, a custom
+    __reduce__) is still in the pickle. Strings sit there verbatim, so the format rules apply;
+    names and entropy do not (the bytes around them are binary)."""
+    out: dict[str, Problem] = {}
+    for name, data in (getattr(captured, "pickled", None) or {}).items():
+        if name in flagged or walk.spend(name, len(data) // 4096):
+            continue
+        text = bytes(data).decode("latin-1")  # byte for byte: an ASCII token stays intact
+        match = _TRIGGERS.search(text) or ("=" in text and _KEY_VALUE_TRIGGERS.search(text))
+        found = match and _FORMATS.search(text)
+        if found:
+            kind = _RULES[int(found.lastgroup[1:])][0]
+            out[f"{name} (pickled)"] = problem(
+                "VJ203", f"'{name}' holds, somewhere in its pickled state, what looks like {kind} "
+                f"({redact(found.group())})", name=name)
+    return out
 
 
 def _comment(text: str) -> str:
@@ -251,6 +272,14 @@ class _Walk:
                 continue
             self.seen[id(item)] = item
             stack.append(iter(_children(label, name, item)))
+
+    def spend(self, root: str, cost: int) -> bool:
+        """Take `cost` from the budget for scanning `root`; True (and noted) when it is spent."""
+        if self.left <= cost:
+            self.stopped.append(root)
+            return True
+        self.left -= cost
+        return False
 
     def unfinished(self) -> list[Problem]:
         return [problem("VJ209", f"the secret scan stopped inside '{name}' after {self.budget:,} "
