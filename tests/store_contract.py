@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from verta_jupyter import Client
-from verta_jupyter.errors import AlreadyExistsError, NotFoundError, StoreError, ValidationError, VertaError
+from verta_jupyter.errors import (AlreadyExistsError, NoSampleWarning, NotFoundError, StoreError, ValidationError,
+                                  VertaError)
 from verta_jupyter.tracking.stores.base import MODEL_KEY, Entity, Store, tree_digest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,7 +263,8 @@ class StoreContract:
         assert run.load_model().predict({"words": ["b", "q"]}) == {"known": ["b"], "size": 3}
         with pytest.raises(AlreadyExistsError):
             run.log_model(EchoModel, artifacts=["vocab"])
-        run.log_model(EchoModel, artifacts=["vocab"], overwrite=True)
+        with pytest.warns(NoSampleWarning):
+            run.log_model(EchoModel, artifacts=["vocab"], overwrite=True)
         target = Path(run.download_model(tmp_path / "pkg"))
         assert (target / "model.py").is_file() and (target / "verta_model.json").is_file()
         assert store.check().ok

@@ -28,7 +28,7 @@ def test_every_public_name_exists_and_has_a_docstring():
 def test_public_names_are_the_contract():
     expected = {"Client", "capture_model", "CapturedModel", "load_package", "validate", "ValidationReport",
                 "PredictPanel", "to_json_compatible", "from_json_compatible", "Endpoint", "VertaError",
-                "load_ipython_extension", "__version__"}
+                "load_ipython_extension", "unload_ipython_extension", "__version__"}
     assert set(verta_jupyter.__all__) == expected
 
 

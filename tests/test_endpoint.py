@@ -101,7 +101,7 @@ def test_verta_protocol_sends_the_access_token(server):
     assert endpoint.protocol == "verta"
     assert endpoint.predict([1, 2]) == {"echo": [1, 2]}
     assert server.requests[-1][1]["Access-Token"] == TOKEN
-    assert endpoint.predict_json('{"a": 1}') == '{"echo": {"a": 1}}'
+    assert json.loads(endpoint.predict_json('{"a": 1}')) == {"echo": {"a": 1}}  # compact with orjson
 
 
 def test_known_types_are_sent_as_strict_json(server):

@@ -11,8 +11,8 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from verta_jupyter.errors import ValidationError
 from verta_jupyter.capture.cells import top_level_classes
+from verta_jupyter.errors import NoSampleWarning, ValidationError
 from verta_jupyter.magic import ModelCell, Options
 from verta_jupyter.package.format import MISSING
 from verta_jupyter.validation.summary import ModelSummary
@@ -263,7 +263,8 @@ def test_summary_shows_the_dependency_tree_and_captured_values(shell):
 
 def test_summary_never_shows_a_secret_value(shell):
     shell.run('API_TOKEN = "abcd1234efgh5678"\n' + SEED_BODY.replace("pass", "self.t = API_TOKEN"))
-    report = validate(shell.ns["MyModel"], namespace=shell.ns, allow_secrets=True, check_rebuild=False)
+    with pytest.warns(NoSampleWarning):
+        report = validate(shell.ns["MyModel"], namespace=shell.ns, allow_secrets=True, check_rebuild=False)
     text = repr(ModelSummary(report))
     assert "API_TOKEN = <hidden>" in text and "abcd1234" not in text.split("model.py")[0]
 

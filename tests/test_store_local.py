@@ -17,7 +17,7 @@ import pytest
 
 from store_contract import StoreContract
 from verta_jupyter import Client
-from verta_jupyter.errors import StoreError
+from verta_jupyter.errors import NoSampleWarning, StoreError
 from verta_jupyter.tracking import client as client_module
 from verta_jupyter.tracking.stores.local.store import DB_NAME, FORMAT_VERSION, MARKER, LocalStore
 
@@ -176,7 +176,8 @@ def test_registered_version_shares_the_runs_blobs(store, tmp_path):
     run = client.set_experiment_run()
     (tmp_path / "a.bin").write_bytes(b"a" * 1000)
     run.log_artifact("a", str(tmp_path / "a.bin"))
-    run.log_model(EchoModelForCopy, artifacts=["a"])
+    with pytest.warns(NoSampleWarning):
+        run.log_model(EchoModelForCopy, artifacts=["a"])
     blobs = sorted(store.blobs.all())
     version = client.get_or_create_registered_model("m").create_version_from_run(run)
     assert sorted(store.blobs.all()) == blobs

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from verta_jupyter import Client
-from verta_jupyter.errors import AlreadyExistsError, NotFoundError, StoreError, ValidationError
+from verta_jupyter.errors import AlreadyExistsError, NotFoundError, NoSampleWarning, StoreError, ValidationError
 from verta_jupyter.tracking.stores.base import MODEL_KEY
 
 CELLS = [
@@ -153,7 +153,8 @@ def test_requirements(client, tmp_path):
 
 def test_download_model_refuses_a_non_empty_folder(notebook_run, tmp_path):
     run, shell = notebook_run
-    run.log_model(shell.ns["Scorer"], artifacts=["weights"], namespace=shell.ns)
+    with pytest.warns(NoSampleWarning):
+        run.log_model(shell.ns["Scorer"], artifacts=["weights"], namespace=shell.ns)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("keep")
     with pytest.raises(StoreError, match="not an empty folder"):
@@ -228,7 +229,8 @@ def test_panel_is_built_from_the_stored_model(notebook_run):
 
 def test_an_edited_cached_copy_is_fetched_again(notebook_run):
     run, shell = notebook_run
-    run.log_model(shell.ns["Scorer"], artifacts=["weights"], namespace=shell.ns)
+    with pytest.warns(NoSampleWarning):
+        run.log_model(shell.ns["Scorer"], artifacts=["weights"], namespace=shell.ns)
     weights = Path(run.fetch_artifacts(["weights"])["weights"])
     weights.write_text('{"good": 100.0}')  # a user edits the fetched file in place
     assert json.loads(Path(run.fetch_artifacts(["weights"])["weights"]).read_text()) == {"good": 1.0, "bad": -1.0}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from verta_jupyter.validation.checks import credential_kind, secret_reason
-from verta_jupyter.errors import ValidationError
+from verta_jupyter.validation.secrets import BUDGET_VARIABLE, SCAN_BUDGET, credential_kind, secret_reason
+from verta_jupyter.errors import (DynamicLookupWarning, MutatedGlobalWarning, NoSampleWarning,
+                                  ValidationError)
 from verta_jupyter.validation.validate import prepare_model, validate
 
 SEED = '''
@@ -55,8 +56,9 @@ def test_seed_model_passes_every_check_and_rebuilds_identically(shell):
 
 
 def test_no_sample_is_a_warning_and_rebuild_checks_construction_only(shell):
-    report = check(shell, SEED)
-    assert report.ok and codes(report) == ["VJ304"]
+    with pytest.warns(NoSampleWarning) as seen:
+        report = check(shell, SEED)
+    assert report.ok and codes(report) == ["VJ304"] and [w.message.code for w in seen] == ["VJ304"]
     assert status(report)["predict"] == "skipped" and status(report)["rebuild"] == "ok"
     assert "construct only" in next(c.detail for c in report.checks if c.name == "rebuild")
 
@@ -77,7 +79,7 @@ def test_prepare_model_returns_package_and_report(shell):
 def test_prepare_model_raises_with_the_report_and_codes(shell):
     cls = define(shell, "class MyModel:\n    def __init__(self, artifacts): pass\n")
     with pytest.raises(ValidationError) as info:
-        prepare_model(cls, namespace=shell.ns)
+        prepare_model(cls, namespace=shell.ns, sample_input=1)
     assert info.value.codes == ["VJ111"]
     assert info.value.report.class_name == "MyModel"
     assert "MyModel" in str(info.value) and "VJ111" in str(info.value)
@@ -89,7 +91,7 @@ def test_public_validate_is_the_function(shell):
 
     cls = define(shell, SEED)
     assert verta_jupyter.validate is from_module
-    assert verta_jupyter.validate(cls, namespace=shell.ns, check_rebuild=False).ok
+    assert verta_jupyter.validate(cls, namespace=shell.ns, sample_input=1, check_rebuild=False).ok
 
 
 # -- the class and its interface ---------------------------------------------------------------
@@ -141,7 +143,7 @@ def test_interface_variants_that_work(shell, body):
 
 def test_interface_where_points_at_the_cell_line(shell):
     report = check(shell, "x = 1\n\nclass MyModel:\n    def __init__(self, artifacts): pass\n"
-                          "    def predict(self): return 1\n")
+                          "    def predict(self): return 1\n", sample_input=1)
     assert report.errors[0].where == "cell line 5, in MyModel.predict"
 
 
@@ -170,7 +172,7 @@ def test_artifact_paths_reach_init(shell, tmp_path):
     (["custom_modules"], "VJ302"),
 ])
 def test_artifact_problems(shell, artifacts, code):
-    report = check(shell, SEED, artifacts=artifacts)
+    report = check(shell, SEED, artifacts=artifacts, sample_input=1)
     assert codes(report)[0] == code
     key = list(artifacts)[0]
     assert report.errors[0].name == key and f"'{key}'" in report.errors[0].message
@@ -213,14 +215,15 @@ def test_capture_problems_are_reported_not_duplicated(shell):
 def test_ipython_only_name(shell):
     code = ('class MyModel:\n    def __init__(self, artifacts): pass\n'
             '    def predict(self, data):\n        display(data)\n        return data\n')
-    report = check(shell, code)
+    report = check(shell, code, sample_input=1)
     assert "VJ204" in codes(report) and report.errors[0].name == "display"
 
 
 def test_dynamic_lookup_is_a_warning(shell):
     code = ('class MyModel:\n    def __init__(self, artifacts): pass\n'
             '    def predict(self, data):\n        return eval("data")\n')
-    report = check(shell, code, sample_input=2)
+    with pytest.warns(DynamicLookupWarning, match=r"\[VJ206\] cell line 4"):
+        report = check(shell, code, sample_input=2)
     assert report.ok and codes(report) == ["VJ206"]
     assert report.warnings[0].where == "cell line 4"
 
@@ -228,8 +231,10 @@ def test_dynamic_lookup_is_a_warning(shell):
 def test_mutated_global_is_a_warning(shell):
     code = ('COUNT = 0\nclass MyModel:\n    def __init__(self, artifacts): pass\n'
             '    def predict(self, data):\n        global COUNT\n        COUNT += 1\n        return data\n')
-    report = check(shell, code, sample_input=2)
+    with pytest.warns(MutatedGlobalWarning) as seen:
+        report = check(shell, code, sample_input=2)
     warning = next(p for p in report.problems if p.code == "VJ207")
+    assert any(w.message.problem == warning for w in seen)
     assert not warning.is_error and warning.name == "COUNT"
 
 
@@ -267,7 +272,7 @@ def test_secret_literal_inside_the_class_is_refused(shell):
     code = ('class MyModel:\n    def __init__(self, artifacts):\n'
             '        self.headers = {"Authorization": "Bearer sk-abcdefghijklmnopqrstuvwx1234"}\n'
             '    def predict(self, data):\n        return 1\n')
-    report = check(shell, code)
+    report = check(shell, code, sample_input=1)
     assert report.errors[0].code == "VJ203" and "model.py line" in report.errors[0].where
 
 
@@ -355,7 +360,7 @@ EXAMPLES = {  # code -> cells run in order; the last one shows the problem
 "VJ101": ["%%verta_model --no-log\nthreshold = 0.5\n"],
 "VJ102": ["%%verta_model --no-log\nclass Small:\n    def __init__(self, artifacts): pass\n    def predict(self, data): return 1\n\nclass Large(Small):\n    def predict(self, data): return 2\n"],
 "VJ103": ["from verta_jupyter import validate\n\nclass MyModel:\n    def __init__(self, artifacts): pass\n    def predict(self, data): return data\n\nprint(validate(MyModel(artifacts={})).errors[0])\n"],
-"VJ104": ["from verta_jupyter import validate\n\nexec('class Generated:\\n    def __init__(self, artifacts): pass\\n    def predict(self, data): return data\\n')\nprint(validate(Generated).errors[0])\n"],
+"VJ104": ["from verta_jupyter import validate\n\nexec('class Generated:\\n    def __init__(self, artifacts): pass\\n    def predict(self, data): return data\\n')\nprint(validate(Generated, sample_input=1).errors[0])\n"],
 "VJ111": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def score(self, data):\n        return 1\n"],
 "VJ112": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    @staticmethod\n    def predict(data):\n        return 1\n"],
 "VJ113": ["%%verta_model --no-log\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, features, labels):\n        return 1\n"],
@@ -374,6 +379,8 @@ EXAMPLES = {  # code -> cells run in order; the last one shows the problem
           "%%verta_model --no-log --no-panel\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        global calls\n        calls += 1\n        return data\n"],
 "VJ208": ["import numpy as np\nweights = np.array([0.2, 0.8])\n",
           "%%verta_model --no-log --no-panel --sample '[1, 2]'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return float(np.dot(weights, data))\n"],
+"VJ209": ["%env VERTA_JUPYTER_SECRET_SCAN_BUDGET=1000\nrows = [[f\"w{i}\"] for i in range(5000)]\n",
+          "%%verta_model --no-log --no-panel --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        self.rows = rows\n\n    def predict(self, data):\n        return len(self.rows[data])\n"],
 "VJ301": ["%%verta_model --no-log --artifacts vocab\nclass MyModel:\n    def __init__(self, artifacts):\n        self.vocab = open(artifacts[\"vocab\"]).read().split()\n\n    def predict(self, data):\n        return data\n"],
 "VJ302": ["%%verta_model --no-log --artifacts model.pkl\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
 "VJ303": ["%%verta_model --no-log --sample '{\"x\": NaN}'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
@@ -441,7 +448,9 @@ DOC_INTRO = """# Validation catalog
 Every problem `%%verta_model` (and `run.log_model`, and `verta_jupyter.validate`) can find has a
 stable code. Errors stop the log: the cell fails, `str(exc)` names your identifier, the cell line
 and the code, and the store is left unchanged. Warnings are shown in the summary and the model is
-logged. Checks run cheap first: every static check (class, interface, artifacts, sample,
+logged; from the Python API (`validate`, `run.log_model`) each is also issued through Python's
+`warnings` as a `VertaWarning` subclass whose `code` is the code below (the magic shows it once,
+in its summary). Checks run cheap first: every static check (class, interface, artifacts, sample,
 capture, secrets) always runs, so you see all of those at once; the checks that run your code
 (construct, predict, rebuild in a fresh process) are skipped once an error is known.
 
@@ -466,6 +475,7 @@ and checks that it still prints exactly that.
 @pytest.fixture
 def doc_shell(shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(BUDGET_VARIABLE, str(SCAN_BUDGET))  # restored after VJ209's `%env`
     shell.run("%load_ext verta_jupyter")
     shell.ip.colors = "nocolor"
     yield shell.ip
@@ -506,6 +516,7 @@ if __name__ == "__main__" and "--write-doc" in sys.argv:
                 messages[code] = example_message(ip, code)
             finally:
                 os.chdir(home)
+                os.environ.pop(BUDGET_VARIABLE, None)
         if hasattr(math, "SCALE"):
             del math.SCALE
     DOC.write_text(render_doc(messages))

@@ -1,6 +1,6 @@
 """verta_jupyter: turn a class model written in a notebook into a deployable model package.
 
-`%load_ext verta_jupyter` registers the `%%verta_model` cell magic. The Python API below is the
+`%load_ext verta_jupyter` registers the `%%verta_model` cell magic (`%unload_ext` removes it). The Python API below is the
 layer under the magic. Names are resolved lazily so that `import verta_jupyter` stays light: the
 rebuild side runs in clean interpreters without IPython, ipywidgets, pandas or requests.
 """
@@ -25,7 +25,8 @@ _EXPORTS = {
     "Endpoint": "verta_jupyter.panel.endpoint",
 }
 
-__all__ = sorted([*_EXPORTS, "VertaError", "load_ipython_extension", "__version__"])
+__all__ = sorted([*_EXPORTS, "VertaError", "load_ipython_extension", "unload_ipython_extension",
+                  "__version__"])
 
 
 def __getattr__(name: str):
@@ -45,3 +46,10 @@ def load_ipython_extension(ipython) -> None:
     from .magic import register
 
     register(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """Remove the `%%verta_model` cell magic (`%unload_ext verta_jupyter`; `%reload_ext` too)."""
+    from .magic import unregister
+
+    unregister(ipython)

@@ -42,6 +42,7 @@ _CHECKS = [
     Check("VJ206", "warning", "dynamic lookup", "Refer to names directly: `eval`, `exec`, `globals()` and friends hide what the model needs."),
     Check("VJ207", "warning", "mutated global", "Keep state on `self`: a `global` statement changes notebook state that the deployed model will not share."),
     Check("VJ208", "warning", "captured by value", "The value was frozen at capture time; re-run the magic after changing it."),
+    Check("VJ209", "warning", "secret scan incomplete", "Load a value this large from an artifact in `__init__` (`run.log_artifact`) instead of capturing it, or make sure it holds no secret."),
     # -- artifacts and samples
     Check("VJ301", "error", "artifact not logged", "Log it first with `run.log_artifact(key, path_or_obj)`, or drop it from `artifacts`."),
     Check("VJ302", "error", "reserved artifact key", "Choose another key: model.pkl, model_api.json, requirements.txt and custom_modules are reserved."),

@@ -9,6 +9,9 @@
     verta-jupyter model verify   (RUN_ID | --registered-model NAME --version V) [--env [--python 3.X]]
     verta-jupyter store check [--quick]
     verta-jupyter store gc [--min-age SECONDS]
+    verta-jupyter --version
+
+`python -m verta_jupyter ...` is the same command.
 
 Every command takes `--store PATH_OR_URL` (default: $VERTA_JUPYTER_STORE, else ./verta_store)
 and `--help`. Errors print one line to stderr and exit with status 1; `store check` exits 1 when
@@ -23,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ._version import __version__
 from .errors import VertaError
 
 
@@ -44,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verta-jupyter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"verta-jupyter {__version__}",
+                        help="print the version (on stdout) and exit")
     groups = parser.add_subparsers(title="commands", metavar="{runs,model,store}")
     runs = _group(groups, "runs", "list and show experiment runs")
     _command(runs, "list", "list runs, oldest first", _runs_list, _add_run_filters)

@@ -34,7 +34,62 @@ class Problem:
 
 
 class VertaWarning(UserWarning):
-    """Warnings verta_jupyter emits (the test suite turns them into errors)."""
+    """Warnings verta_jupyter emits; `code` is the catalog code, `problem` the whole finding.
+
+    Issued through `warnings.warn` by `validate` and `run.log_model`, so scripts, CI jobs and
+    papermill runs see them (and `-W error::verta_jupyter.errors.VertaWarning` fails on them).
+    Filter one kind by its subclass, e.g. `warnings.simplefilter("ignore", NoSampleWarning)`.
+    """
+
+    code = ""
+
+    def __init__(self, message: str = "", problem: Problem | None = None):
+        super().__init__(message or (str(problem) if problem is not None else ""))
+        self.problem = problem
+        if problem is not None:
+            self.code = problem.code
+
+    @staticmethod
+    def for_problem(problem: Problem) -> VertaWarning:
+        """The warning for a catalog warning `problem`: its code's subclass, else VertaWarning."""
+        kind = next((k for k in VertaWarning.__subclasses__() if k.code == problem.code), VertaWarning)
+        return kind(str(problem), problem)
+
+
+class DynamicLookupWarning(VertaWarning):
+    """VJ206: `eval`, `exec`, `globals()`: names looked up at run time are not captured."""
+
+    code = "VJ206"
+
+
+class MutatedGlobalWarning(VertaWarning):
+    """VJ207: a `global` statement changes notebook state the deployed model will not share."""
+
+    code = "VJ207"
+
+
+class CapturedByValueWarning(VertaWarning):
+    """VJ208: a notebook value was frozen at capture time."""
+
+    code = "VJ208"
+
+
+class SecretScanIncompleteWarning(VertaWarning):
+    """VJ209: a captured value was too large to check for secrets to the end."""
+
+    code = "VJ209"
+
+
+class NoSampleWarning(VertaWarning):
+    """VJ304: no sample input, so predict was never tried before logging."""
+
+    code = "VJ304"
+
+
+class NoPickleFastPathWarning(VertaWarning):
+    """VJ503: cloudpickle cannot dump the class; the package rebuilds from source only."""
+
+    code = "VJ503"
 
 
 class VertaError(Exception):

@@ -22,8 +22,9 @@ from .capture.cells import top_level_classes
 from .catalog import problem
 from .errors import AlreadyExistsError, ValidationError
 from .package.format import MISSING
+from .validation.warn import shown_in_summary
 
-__all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
+__all__ = ["register", "unregister", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
 
 _HOW_TO_MAKE_A_RUN = ("create one first: `from verta_jupyter import Client; run = Client()"
                       ".set_experiment_run(\"my-run\")`, then re-run this cell (or pass --run NAME, "
@@ -269,7 +270,8 @@ class VertaMagics(Magics):
         __tracebackhide__ = True
         try:
             options = self._options(self._parse(line))
-            outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body).run(cell)
+            with shown_in_summary():  # its warnings are in the summary: not issued twice
+                outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body).run(cell)
         except BadArguments as exc:
             raise UsageError(str(exc)) from None
         self.last_outcome = outcome
@@ -339,3 +341,12 @@ def register(ipython) -> None:
 
     ipython.register_magics(VertaMagics)
     prime_spare()
+
+
+def unregister(ipython) -> None:
+    """Remove `%%verta_model` (`%unload_ext verta_jupyter`). IPython has no public call for this:
+    drop the magic and its Magics instance from the manager, as register_magics added them."""
+    manager = ipython.magics_manager
+    for name in VertaMagics.magics["cell"]:
+        manager.magics["cell"].pop(name, None)
+    manager.registry.pop(VertaMagics.__name__, None)

@@ -69,7 +69,13 @@ class LoggedModel:
         return [("class", self.class_name), ("logged to", owner_label(self.owner)),
                 ("package", f"{human_size(self.info.size)}, {self.info.digest[:19]}"),
                 ("artifacts", ", ".join(self.info.meta.get("artifact_keys") or []) or "none"),
-                ("requirements", ", ".join(self.info.meta.get("requirements") or []) or "none")]
+                ("requirements", ", ".join(self.info.meta.get("requirements") or []) or "none"),
+                *self._warning_lines()]
+
+    def _warning_lines(self) -> list[tuple[str, str]]:
+        found = list(getattr(self.report, "warnings", None) or [])
+        return [("warnings", "none")] if not found else [
+            ("warning", f"[{p.code}] {p.message}") for p in found]
 
     def __repr__(self) -> str:
         return text_summary("LoggedModel", self._lines())

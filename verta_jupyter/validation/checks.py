@@ -5,19 +5,18 @@ None of these run user code.
 """
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import math
 import os
 import re
 import types
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..catalog import RESERVED_ARTIFACT_KEYS, problem
 from ..errors import Problem
+from .secrets import secret_problems  # noqa: F401  (validate runs it with the other checks)
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
@@ -172,151 +171,6 @@ def _non_json_path(value: Any, path: str, depth: int = 0) -> tuple[str, str] | N
                 return found
         return None
     return (path, f"a {type(value).__module__}.{type(value).__qualname__}".replace("builtins.", ""))
-
-
-# -- secrets ---------------------------------------------------------------------------------
-
-_STRONG_WORDS = {"password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "apikey",
-                 "credential", "credentials", "auth", "bearer"}
-_KEY_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"),
-              ("client", "secret"), ("signing", "key"), ("encryption", "key")}
-_VALUE_PATTERNS = [
-    ("an AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("an sk- API key", re.compile(r"\bsk-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_]{20,}")),
-    ("a Stripe key", re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}")),
-    ("a GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})")),
-    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
-    ("a JSON Web Token", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")),
-    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("a URL with a password", re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")),
-]
-
-
-def name_words(name: str) -> list[str]:
-    """`apiKey`, `API_KEY`, `OpenAIKey` -> lower-case words."""
-    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)]
-
-
-def secret_name(name: str) -> str | None:
-    """'strong' for names that say secret (password, token, ...), 'key' for *key*, else None."""
-    words = name_words(name)
-    if _STRONG_WORDS.intersection(words) or any(pair in _KEY_PAIRS for pair in zip(words, words[1:])):
-        return "strong"
-    return "key" if "key" in words or "keys" in words else None
-
-
-def credential_kind(text: str) -> str | None:
-    """What a string value looks like if it looks like a credential (never the value itself)."""
-    for label, pattern in _VALUE_PATTERNS:
-        if pattern.search(text):
-            return label
-    if _high_entropy(text):
-        return "a long random-looking string"
-    return None
-
-
-def _high_entropy(text: str) -> bool:
-    if len(text) < 32 or not re.fullmatch(r"[A-Za-z0-9+/=_\-.]+", text):
-        return False
-    if not (re.search(r"[a-z]", text) and re.search(r"[A-Z]", text) and re.search(r"\d", text)):
-        return False  # lower-case hex digests and identifiers are not secrets
-    counts = Counter(text)
-    entropy = -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())
-    return entropy >= 4.0
-
-
-def secret_reason(name: str | None, value: Any) -> str | None:
-    """Why `name = value` looks like a secret, or None."""
-    if not isinstance(value, (str, bytes)):
-        return None
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    kind = credential_kind(text)
-    if kind:
-        return f"holds what looks like {kind} ({redact(text)})"
-    strength = secret_name(name) if name else None
-    plausible = text and not re.search(r"[\s\\]", text) and len(text) >= 4
-    if strength == "strong" and plausible:
-        return f"is named like a secret and holds a string ({redact(text)})"
-    if strength == "key" and plausible and len(text) >= 12 and re.search(r"\d", text) and re.search(r"[A-Za-z]", text):
-        return f"is named like a key and holds a credential-like string ({redact(text)})"
-    return None
-
-
-def redact(text: str) -> str:
-    """Enough of a secret to recognise it, never enough to use it."""
-    return f"'{text[:3]}…', {len(text)} characters"
-
-
-def secret_problems(captured: Any, namespace: dict) -> list[Problem]:
-    """VJ203 for captured globals and literals in the generated source that look like secrets."""
-    found: dict[str, Problem] = {}
-    values = {**namespace, **(getattr(captured, "values", None) or {})}
-    for dep in captured.dependencies:
-        if dep.kind not in ("literal", "value") or dep.name not in values:
-            continue
-        for label, name, value in _walk(dep.name, dep.name, values[dep.name]):
-            reason = secret_reason(name, value)
-            if reason and label not in found:
-                users = ", ".join(dep.used_by) or "the model"
-                found[label] = problem("VJ203", f"'{label}' (used by {users}) {reason}", name=dep.name,
-                                       where=dep.defined_in or None)
-    flagged_text = {leaf for name in {p.name for p in found.values()}
-                    for _, _, leaf in _walk(name, name, values[name])}
-    for label, value, line in _source_strings(captured.source):
-        reason = secret_reason(label, value)
-        if reason and label not in found and value not in flagged_text:
-            found[label] = problem("VJ203", f"'{label}' {reason}", name=label, where=f"model.py line {line}")
-    return list(found.values())
-
-
-def _walk(label: str, name: str, value: Any, depth: int = 0) -> Iterable[tuple[str, str, Any]]:
-    """(label, nearest name, leaf) for strings inside plain containers, a few levels deep."""
-    if isinstance(value, (str, bytes)):
-        yield label, name, value
-    elif depth < 3 and isinstance(value, dict):
-        for key, item in list(value.items())[:1000]:
-            inner = key if isinstance(key, str) else name
-            yield from _walk(f"{label}[{key!r}]", inner, item, depth + 1)
-    elif depth < 3 and isinstance(value, (list, tuple, set, frozenset)):
-        for i, item in enumerate(list(value)[:1000]):
-            yield from _walk(f"{label}[{i}]", name, item, depth + 1)
-
-
-def _source_strings(source: str) -> Iterable[tuple[str, str, int]]:
-    """(name, string, line) for string constants in model.py; name from the assignment target."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return
-    named: set[int] = set()
-    for node in ast.walk(tree):
-        targets, value = _assignment(node)
-        if isinstance(value, ast.Constant) and isinstance(value.value, str):
-            for target in targets:
-                label = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
-                if label:
-                    named.add(id(value))
-                    yield label, value.value, node.lineno
-        elif isinstance(node, ast.Dict):
-            for key, item in zip(node.keys, node.values):
-                if isinstance(key, ast.Constant) and isinstance(key.value, str) and isinstance(item, ast.Constant):
-                    named.add(id(item))
-                    yield key.value, item.value, item.lineno
-        elif isinstance(node, ast.keyword) and node.arg and isinstance(node.value, ast.Constant):
-            named.add(id(node.value))
-            yield node.arg, node.value.value, node.value.lineno
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in named:
-            yield "a string literal", node.value, node.lineno
-
-
-def _assignment(node: ast.AST) -> tuple[list[ast.expr], ast.expr | None]:
-    if isinstance(node, ast.Assign):
-        return node.targets, node.value
-    if isinstance(node, (ast.AnnAssign, ast.AugAssign)) and node.value is not None:
-        return [node.target], node.value
-    return [], None
 
 
 # -- tracebacks ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .checks import credential_kind, secret_name
+from .secrets import credential_kind, secret_name
 from ..package.format import MISSING
 
 __all__ = ["ModelSummary", "dependency_tree"]

@@ -24,6 +24,7 @@ from typing import Any, Mapping, NamedTuple
 
 from . import checks as _checks
 from .checks import json_sample_problem
+from .warn import warn_problems
 from .._text import shorten
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
@@ -120,6 +121,7 @@ def validate(cls, *, namespace: dict | None = None, cell_source: str | None = No
         run.runtime_checks(check_rebuild)
     else:
         run.skip("construct", "predict", "package", "rebuild", reason="skipped after an error")
+    warn_problems(run.report.problems)  # scripts and CI see them; the magic shows its summary
     return run.report
 
 

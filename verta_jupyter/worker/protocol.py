@@ -15,8 +15,8 @@ from typing import Any
 
 from ..errors import ErrorKind, JsonConversionError
 from ..jsonify.input import convert_input
-from ..jsonify.output import (oversized_int_message, oversized_int_path, to_json_compatible,
-                              too_deep_message)
+from ..jsonify.output import (dumps_plain, oversized_int_message, oversized_int_path,
+                              to_json_compatible, too_deep_message)
 
 HEADER = struct.Struct(">I")
 
@@ -59,13 +59,13 @@ def to_json_text(value: Any, *, root: str, kind: ErrorKind, limit: int | None = 
     """Strict JSON text of `value`, or JsonConversionError(kind) naming where under `root`:
     no JSON form, nested too deeply, an int too long for text, or more than `limit` bytes.
 
-    The C encoder goes first (plain JSON costs no Python walk); the known-types conversion
-    takes over when it refuses (NaN, numpy, pandas, ...)."""
+    The plain encoder goes first (orjson when installed, else the C encoder: plain JSON costs
+    no Python walk); the known-types conversion takes over when it refuses (numpy, pandas, ...)."""
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = dumps_plain(value)
     except (TypeError, ValueError, RecursionError):
         text = _converted_text(value, root, kind)
-    if limit is not None and len(text) > limit:  # ASCII (ensure_ascii): characters are bytes
+    if limit is not None and _size(text) > limit:
         side = "input" if kind is ErrorKind.INPUT else "output"
         raise JsonConversionError(
             f"{root}: the {side} is {_mib(len(text))} of JSON, more than the worker's message "
@@ -82,13 +82,18 @@ def _converted_text(value: Any, root: str, kind: ErrorKind) -> str:
         raise JsonConversionError(str(exc), exc.problems, path=exc.path, type_name=exc.type_name,
                                   kind=kind) from None
     try:
-        return json.dumps(converted, allow_nan=False)
+        return dumps_plain(converted)
     except RecursionError:
         raise JsonConversionError(too_deep_message(root), path=root, kind=kind) from None
     except ValueError:  # an int past Python's int->str digit limit
         where = oversized_int_path(converted, root=root) or root
         raise JsonConversionError(oversized_int_message(where), path=where, type_name="int",
                                   kind=kind) from None
+
+
+def _size(text: str) -> int:
+    """Bytes of `text` as UTF-8 (orjson leaves non-ASCII characters unescaped)."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def decode(body: bytes | str) -> Any:
