@@ -209,7 +209,8 @@ class _Validation:
             found.append(problem("VJ503", f"cloudpickle cannot dump {self.report.class_name}, so the "
                                  "package has no class.pkl", name=self.report.class_name))
         self.record("capture", found, started,
-                    f"{len(captured.dependencies)} dependencies, {len(captured.requirements)} requirements")
+                    f"{len([d for d in captured.dependencies if d.name != captured.class_name])} "
+                    f"dependencies, {len(captured.requirements)} requirements")  # the class is not one
         started = time.perf_counter()
         found = [] if self.allow_secrets else _checks.secret_problems(captured, self._namespace())
         self.record("secrets", found, started, "allowed by the caller" if self.allow_secrets
@@ -249,7 +250,8 @@ class _Validation:
         except Exception as exc:
             return self._raised("construct", "VJ401", f"{name}(artifacts=artifacts) raised {_one_line(exc)}",
                                 exc, started)
-        self.record("construct", [], started, f"{name}(artifacts={sorted(self.artifact_paths)})")
+        keys = ", ".join(f"{k!r}: <path>" for k in sorted(self.artifact_paths))
+        self.record("construct", [], started, f"{name}(artifacts={{{keys}}})")
         started = time.perf_counter()
         try:
             output = model.predict(convert_input(model.predict, self.sample))
