@@ -43,6 +43,8 @@ STYLE = """<style>
 .vj-panel .vj-stale { opacity: 0.45; }
 .vj-panel .vj-stale-note { color: var(--jp-warn-color0, #9a6700); font-size: 12px; margin: 2px 0; }
 .vj-panel .vj-form-row .widget-label { min-width: 8em; }
+.vj-panel .vj-batch-fold { margin-top: 8px; }
+.vj-panel .vj-batch-intro { line-height: 1.4; margin-bottom: 4px; }
 </style>"""
 
 _CELL = "border:1px solid var(--jp-border-color2,#ccc);padding:3px 8px;"

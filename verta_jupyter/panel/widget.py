@@ -166,8 +166,7 @@ class PredictPanel(widgets.VBox):
         self.result = make(widgets.HTML(), "vj-result")
         self.stale_box = make(widgets.HTML(), "vj-stale-box")
         self.error = make(widgets.HTML(), "vj-error")
-        self.history_title = make(widgets.HTML(
-            "History · click an entry to restore its input and result"), "vj-history-title")
+        self.history_title = make(widgets.HTML(), "vj-history-title")  # shown with the 1st call
         self.history_box = make(widgets.VBox(), "vj-history")
         self.snippets = make(widgets.HTML(), "vj-snippets")
         self.batch = BatchSection(self.predict_json, row_limit=self.csv_row_limit,
@@ -335,6 +334,7 @@ class PredictPanel(widgets.VBox):
         for old in self.history_box.children:
             old.close()
         self.history_box.children = buttons
+        self.history_title.value = "History · click an entry to restore its input and result"
 
     def _render_snippets(self, text: str) -> None:
         self.snippets.value = snippets_html(*self.model.snippets(text))
