@@ -472,3 +472,60 @@ def test_run_flag_takes_a_registered_model_version(store_ip):
     outputs = run_magic(store_ip, "--run version --no-panel --sample 7", SEED_BODY)
     assert "logged to RegisteredModelVersion 'v1'" in outputs[0].data["text/plain"]
     assert store_ip.run("version.load_model().predict(7)") == {"echo": 7}
+
+
+# -- the summary says only what is true and durable ------------------------------------------
+
+def test_summary_names_the_stored_package_and_how_to_get_it_back(store_ip, tmp_path):
+    (tmp_path / "vocab.txt").write_text("good\n")
+    store_ip.run(f"run.log_artifact('vocab', r'{tmp_path / 'vocab.txt'}')")
+    body = SEED_BODY.replace("pass", "self.words = open(artifacts['vocab']).read().split()")
+    (summary,) = run_magic(store_ip, "--no-panel --artifacts vocab --sample 1", body)
+    text, page = summary.data["text/plain"], summary.data["text/html"]
+    package_id = store_ip.run("run.model_info().meta['package_digest'][:12]")
+    assert f"package: {package_id} in the store; get it back: run.get_model()" in text
+    assert "run.download_model('folder')" in text and package_id in page
+    assert "vj-packages-" not in text and "/tmp/" not in text.split("logged to")[1].split("\n", 1)[1]
+    assert "construct  MyModel(artifacts={'vocab': <path>})" in text  # a dict, as __init__ gets it
+    # the same id as the panel's identity line
+    store_ip.run("from verta_jupyter import PredictPanel\np = PredictPanel(run)")
+    try:
+        assert f"package {package_id}" in store_ip.ns["p"].model_info.value
+    finally:
+        store_ip.run("p.close()")
+
+
+def test_summary_for_a_run_held_in_no_variable_says_how_to_reach_it(store_ip, tmp_path):
+    store_ip.run("client.set_experiment_run('unnamed')")  # the current run, in no variable
+    (summary,) = run_magic(store_ip, "--no-panel --sample 1", SEED_BODY)
+    text = summary.data["text/plain"]
+    assert f"Client(store={str(tmp_path / 'store')!r}).get_experiment_run(id=" in text
+
+
+def test_summary_counts_match_the_uses_list(shell):
+    shell.run(SEED_BODY)
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    text = repr(ModelSummary(report))
+    assert "0 dependencies" in text and "uses: nothing outside the class" in text
+    shell.run(HIDDEN_STATE)
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    text = repr(ModelSummary(report))
+    listed = text.split("uses:\n", 1)[1].split("requirements:", 1)[0].strip().splitlines()
+    assert f"{len(listed)} dependencies" in text  # THRESHOLD, score, math
+
+
+def test_no_log_summary_says_the_package_is_not_stored(ip):
+    (summary,) = run_magic(ip, "--no-log --no-panel --sample 1", SEED_BODY)
+    text = summary.data["text/plain"]
+    assert re.search(r"package: [0-9a-f]{12}, not stored \(--no-log\)", text)
+    assert "vj-packages-" not in text
+
+
+def test_every_checks_table_cell_states_its_alignment(shell):
+    shell.run(SEED_BODY)
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    table = ModelSummary(report)._checks_html()
+    cells = re.findall(r"<td([^>]*)>", table)
+    assert cells and all("text-align:" in c for c in cells)
+    details = re.findall(r'<td class="vj-check-detail" style="([^"]*)"', table)
+    assert details and all("text-align:left" in d for d in details)
