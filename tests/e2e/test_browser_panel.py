@@ -58,6 +58,13 @@ class Panel:
         expect(self.button).to_be_enabled(timeout=ANSWER_TIMEOUT)
 
 
+def _expect_inside(inner, outer) -> None:
+    """`inner`'s box, borders included, lies within `outer`'s (nothing runs out on the right)."""
+    a, b = inner.bounding_box(), outer.bounding_box()
+    assert a is not None and b is not None
+    assert a["x"] >= b["x"] - 0.5 and a["x"] + a["width"] <= b["x"] + b["width"] + 0.5, (a, b)
+
+
 def _run_notebook(page: Page, jupyter, source: Path) -> Panel:
     name = jupyter.add_notebook(source)
     open_notebook(page, jupyter.notebook_url(name))
@@ -74,7 +81,12 @@ def test_quickstart_predict_and_invalid_json(page, jupyter, shots):
     # The notebook's own cells ran to the end: the model came back in a fresh process.
     expect(page.locator(".jp-OutputArea-output").filter(has_text="fresh process:")).to_contain_text(
         "'longest': 'cat'")
+    # The summary's checks table reads left to right (Notebook 7's stylesheet right-aligns td).
+    detail = page.locator(".vj-checks .vj-check-detail").first
+    assert detail.evaluate("td => getComputedStyle(td).textAlign") == "left"
     # The editor starts with the logged sample.
+    panel.show_tab("JSON")
+    _expect_inside(panel.input, panel.root)
     expect(panel.input).to_have_value(re.compile(r'"text":\s*"the quick brown fox"'))
     shots(page, "1-ran")
 
@@ -145,6 +157,8 @@ def test_dataframe_model_answers_with_a_table(page, jupyter, shots):
     expect(table.locator("tbody td")).to_have_text(["160000.0", "80500.0"], timeout=ANSWER_TIMEOUT)
     expect(table.locator("thead th")).to_have_text(["", "price"])
     expect(table.locator("tbody th")).to_have_text(["0", "1"])  # the row index, as pandas shows
+    _expect_inside(panel.input, panel.root)  # the editor's right border inside the panel
+    _expect_inside(panel.root, page.locator(".jp-OutputArea-output").filter(has=panel.root))
     cell = table.locator("tbody td").first
     assert cell.evaluate("td => getComputedStyle(td).textAlign") == "right"
     assert cell.evaluate("td => getComputedStyle(td).borderTopStyle") == "solid"

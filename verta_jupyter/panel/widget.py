@@ -152,8 +152,9 @@ class PredictPanel(widgets.VBox):
             return widget
 
         self.model_info = make(widgets.HTML(self.model.info_html()), "vj-model-info")
+        # width auto: the column stretches it, margins included (100% + margin ran out of the box)
         self.input = make(widgets.Textarea(rows=8, placeholder="JSON input, e.g. {\"x\": 1}",
-                                           layout=widgets.Layout(width="100%")), "vj-input")
+                                           layout=widgets.Layout(width="auto")), "vj-input")
         self.predict_button = make(widgets.Button(description="Predict", button_style="primary",
                                                   icon="play"), "vj-predict")
         self.reset_button = make(widgets.Button(description="Reset to example",
