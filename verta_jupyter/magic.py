@@ -379,7 +379,9 @@ class VertaMagics(Magics):
               "defines several classes with a predict method")
     @argument("--no-log", action="store_true", help="validate only; log nothing")
     @argument("--no-panel", action="store_true", help="do not show the predict panel")
-    @argument("--overwrite", action="store_true", help="replace a model already logged to the run")
+    @argument("--overwrite", action="store_true", help="replace a model that something else "
+              "(another cell, the Python API, an earlier kernel) logged to the run; re-running "
+              "this cell replaces its own model without it")
     @argument("--allow-secrets", action="store_true", help="capture globals that look like "
               "secrets (only when they are not secret)")
     @no_var_expand
@@ -390,7 +392,9 @@ class VertaMagics(Magics):
         The cell runs like any cell first. Then the class is captured as standalone source,
         checked (interface, names, secrets, sample predict, JSON output, rebuild in a fresh
         process), logged to the run, and a summary and a predict panel are shown. Any problem
-        fails the cell with its check code, and nothing is logged.
+        fails the cell with its check code, and nothing is logged. Re-running the cell (edited
+        or not) replaces the model it logged before; a model logged by anything else needs
+        --overwrite.
         """
         __tracebackhide__ = True
         try:
