@@ -6,17 +6,11 @@ User mistakes in flags are IPython's own `UsageError` (printed without a traceba
 problems are `ValidationError`s naming the identifier and the check code, and nothing is logged.
 Remedies are in the magic's words (`--allow-secrets`, not `allow_secrets=True`).
 
-Re-running a cell is how notebooks iterate, so a cell that logged a model to a run replaces that
-model when it runs again, without `--overwrite`. "The same cell" is the front end's cell id when
-it sends one (JupyterLab, Notebook 7, VS Code: editing the cell keeps its id), else the cell's
-exact text. A model that anything else put on the run (another cell, the Python API, an earlier
-kernel) still needs `--overwrite`: the cell only replaces what it can prove it logged, i.e. the
-run's model still has the digest this cell's last log gave it.
+Re-running a cell replaces the model that cell logged, without `--overwrite` (see `reruns`).
 """
 from __future__ import annotations
 
 import ast
-import hashlib
 import inspect
 import json
 import shlex
@@ -31,8 +25,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .catalog import in_context, problem
 from .errors import AlreadyExistsError, CellSyntaxError, ValidationError, VertaError
 from .package.format import MISSING
+from .reruns import CellLog, already_logged_message, cell_key, model_record, run_target
 
-__all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "CellLog", "parse_sample"]
+__all__ = ["register", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
 
 _HOW_TO_MAKE_A_RUN = ("create one first: `from verta_jupyter import Client; run = Client()"
                       ".set_experiment_run(\"my-run\")`, then re-run this cell (or pass --run NAME, "
@@ -71,41 +66,6 @@ class Outcome:
     artifacts: dict = field(default_factory=dict)  # key -> local path (for the panel)
     replaced: str = ""  # "replaced the model this cell logged at 10:42:07", or ""
     logged: Any = None  # what log_model returned (a LoggedModel for our own runs)
-
-
-@dataclass(frozen=True)
-class _Logged:
-    record: str  # the store's record of the model this cell logged (see _model_identity)
-    at: str  # local time of day, as the user reads it
-
-
-class CellLog:
-    """What each `%%verta_model` cell logged in this kernel: (cell, run) -> the stored model.
-
-    A re-run may replace the run's model only while it is still the one this cell logged: the
-    store's record of it (content digest, stored name, size) proves it. A model logged since by
-    another cell or the API has another record, even when its content is the same.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, tuple], _Logged] = {}
-
-    def get(self, cell_key: str | None, target: tuple | None) -> _Logged | None:
-        if cell_key is None or target is None:
-            return None
-        return self._entries.get((cell_key, target))
-
-    def remember(self, cell_key: str | None, target: tuple | None, record: str | None) -> None:
-        if cell_key is not None and target is not None and record:
-            self._entries[(cell_key, target)] = _Logged(record, time.strftime("%H:%M:%S"))
-
-
-def cell_key(cell_id: str | None, text: str) -> str:
-    """Who "this cell" is: the front end's cell id (stable while the cell is edited), else a
-    digest of its exact text (a terminal or a client that sends no id)."""
-    if cell_id:
-        return f"cell-id:{cell_id}"
-    return "text:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def parse_sample(text: str, namespace: dict) -> Any:
@@ -255,9 +215,9 @@ class ModelCell:
         from .validation.validate import observe_reports, prepare_model
 
         o = self.options
-        target = _target(run)
+        target = run_target(run)
         mine = self.cell_log.get(o.cell_key, target)  # what this cell logged to this run before
-        current = _model_identity(run) if target is not None else None
+        current = model_record(run) if target is not None else None
         replaces_own = mine is not None and current == mine.record
         kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample,
                       overwrite=o.overwrite or replaces_own,
@@ -276,9 +236,10 @@ class ModelCell:
             try:
                 result = run.log_model(cls, **accepted)
             except AlreadyExistsError as exc:
-                raise AlreadyExistsError(_already_logged(run, mine), exc.problems) from None
+                raise AlreadyExistsError(already_logged_message(mine, _describe_run(run)),
+                                         exc.problems) from None
         report = seen[-1] if seen else getattr(result, "report", report)
-        self.cell_log.remember(o.cell_key, target, _model_identity(run) if target else None)
+        self.cell_log.remember(o.cell_key, target, model_record(run) if target else None)
         replaced = (f"replaced the model this cell logged at {mine.at}" if replaces_own
                     else "replaced the run's previous model (--overwrite)" if current and o.overwrite
                     else "")
@@ -294,37 +255,6 @@ def _accepted(fn: Callable, kwargs: dict) -> dict:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
     return {k: v for k, v in kwargs.items() if k in params}
-
-
-def _target(run) -> tuple | None:
-    """Which store entity a run is (kind, store, id); None for a run we cannot identify."""
-    rid = getattr(run, "id", None)
-    if rid is None or not callable(getattr(run, "model_info", None)):
-        return None
-    return (type(run).__name__, str(getattr(run, "store_location", "")), str(rid))
-
-
-def _model_identity(run) -> str | None:
-    """The store's record of the model on `run` now (digest, stored name, size), or None if
-    there is none or the store cannot say (then log_model tells)."""
-    try:
-        info = run.model_info()
-    except VertaError:
-        return None
-    return f"{info.digest} {getattr(info, 'filename', '')} {getattr(info, 'size', '')}"
-
-
-def _already_logged(run, mine: _Logged | None) -> str:
-    """The refusal to replace a model this cell did not log, with the flag that allows it."""
-    where = _describe_run(run)
-    if mine is not None:
-        why = (f"it is no longer the one this cell logged at {mine.at} (another cell or the "
-               "Python API replaced it since)")
-    else:
-        why = ("not by this cell (by another cell, the Python API or an earlier kernel session; "
-               "re-running the cell that logged it replaces it without a flag)")
-    return (f"a model is already logged on {where}, {why}. Add --overwrite to the %%verta_model "
-            "line to replace it")
 
 
 def _in_magic_words(exc: ValidationError) -> ValidationError:
