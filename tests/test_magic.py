@@ -11,6 +11,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
+from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 from verta_jupyter.errors import ValidationError
 from verta_jupyter.magic import ModelCell, Options, defined_classes
 from verta_jupyter.package.format import MISSING
@@ -529,3 +530,23 @@ def test_every_checks_table_cell_states_its_alignment(shell):
     assert cells and all("text-align:" in c for c in cells)
     details = re.findall(r'<td class="vj-check-detail" style="([^"]*)"', table)
     assert details and all("text-align:left" in d for d in details)
+
+
+def test_rerunning_a_cell_against_an_mlflow_server(ip, mlflow_server):
+    """The same rule on the remote store: the cell replaces its own model, not the API's."""
+    import uuid
+
+    location = f"{mlflow_server.url}?namespace=rerun{uuid.uuid4().hex[:8]}"
+    ip.run(f"from verta_jupyter import Client\nclient = Client(store={location!r})\n"
+           "run = client.set_experiment_run('iterate')\nFACTOR = 2")
+    run_magic(ip, "--no-panel --sample 1", SCALED)
+    ip.run("FACTOR = 5")
+    (summary,) = run_magic(ip, "--no-panel --sample 1", SCALED)
+    assert "replaced the model this cell logged at" in summary.data["text/plain"]
+    assert ip.run("run.load_model().predict(1)") == 5
+    ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+           "    def predict(self, data): return 'api'\n")
+    ip.run("run.log_model(ApiModel, overwrite=True)")
+    error = ip.run_failing(magic("--no-panel --sample 1", SCALED))
+    assert "no longer the one this cell logged" in str(error)
+    assert ip.run("run.load_model().predict(1)") == "api"
