@@ -51,6 +51,12 @@ class Panel:
         self.show_tab("JSON")
         self.input.fill(text)
 
+    def expect_settled(self) -> None:
+        """The call is over in the page: the status line and the button are no longer busy
+        (the kernel sends the error, the status and the button as separate updates)."""
+        expect(self.button).to_have_text("Predict", timeout=ANSWER_TIMEOUT)
+        expect(self.status).not_to_contain_text("Predicting")
+
     def expect_answer(self, *fragments: str) -> None:
         for fragment in fragments:
             expect(self.result).to_contain_text(fragment, timeout=ANSWER_TIMEOUT)
@@ -120,6 +126,7 @@ def test_model_exception_and_timeout(page, jupyter, shots):
     panel.predict('{"x": 1, "fail": "loudly"}')
     expect(panel.error).to_contain_text("The model raised an exception", timeout=ANSWER_TIMEOUT)
     expect(panel.error).to_contain_text("cannot handle fail='loudly'")
+    panel.expect_settled()
     # said once: the status line has the timing, not the title again
     expect(panel.status).to_contain_text("Failed after")
     expect(panel.status).not_to_contain_text("raised")
@@ -140,6 +147,8 @@ def test_model_exception_and_timeout(page, jupyter, shots):
     panel.predict('{"x": 1, "sleep": 60}')
     expect(panel.error).to_contain_text("timed out", timeout=ANSWER_TIMEOUT)
     expect(panel.error).to_contain_text("2 s")
+    panel.expect_settled()
+    expect(panel.status).to_contain_text("Failed after")
     shots(page, "3-timeout")
 
     # A new worker starts for the next call.
