@@ -225,7 +225,7 @@ def test_csv_batch_upload_predict_download(page, jupyter, shots, tmp_path):
     with page.expect_file_chooser() as chooser:  # what a person does: click, pick a file
         batch.locator(".vj-csv").click()
     chooser.value.set_files(str(csv_file))
-    expect(batch.locator(".vj-csv-preview")).to_contain_text("sentences.csv: 3 rows x 1 columns")
+    expect(batch.locator(".vj-csv-preview")).to_contain_text("sentences.csv: 3 rows × 1 column")
     shots(page, "1-uploaded")
     batch.locator("button.vj-batch-run").click()
     table = batch.locator(".vj-batch-result table")

@@ -38,8 +38,9 @@ def csv_records(content: bytes, limit: int) -> tuple[list[dict], str]:
         lines = max(content.count(b"\n") - 1 + (not content.endswith(b"\n")), limit + 1)
         note = f"first {limit} of about {lines} rows kept (row cap {limit})"
     else:
-        note = f"{total} rows"
-    return to_json_compatible(frame), f"{note} x {frame.shape[1]} columns"
+        note = f"{total} row{'' if total == 1 else 's'}"
+    columns = frame.shape[1]
+    return to_json_compatible(frame), f"{note} × {columns} column{'' if columns == 1 else 's'}"
 
 
 def joined(rows: list[dict], outputs: list[Any]) -> list[dict]:
