@@ -243,3 +243,27 @@ def test_csv_batch_upload_predict_download(page, jupyter, shots, tmp_path):
     assert saved.read_text().splitlines() == [
         "text,words,longest", "the cat sat,2,cat", "an extraordinary afternoon,2,extraordinary",
         "hi,1,hi"]
+
+
+def test_editing_and_rerunning_the_model_cell_replaces_its_model(page, jupyter, shots):
+    """The main loop of notebook work: edit the %%verta_model cell, run it again. Lab and
+    Notebook 7 send the cell's id with each run, so the edited cell is still "this cell"."""
+    panel = _run_notebook(page, jupyter, REPO / "notebooks" / "quickstart.ipynb")
+    cell = page.locator(".jp-CodeCell").filter(has_text="%%verta_model")
+    editor = cell.locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("\n# edited: a comment is enough to change the cell")
+    page.keyboard.press("Shift+Enter")
+    summary = cell.locator(".vj-summary")
+    expect(summary).to_contain_text("replaced the model this cell logged at", timeout=ANSWER_TIMEOUT)
+    summary.scroll_into_view_if_needed()
+    shots(page, "rerun-summary")
+    expect(cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+           ).to_have_count(0)
+    panel = Panel(page)
+    expect(panel.root).to_have_count(1)  # the cell's new panel; the old one went with its output
+    panel.root.scroll_into_view_if_needed()
+    panel.predict('{"text": "edited and run again"}')
+    panel.expect_answer('"words": 4', '"longest": "edited"')
+    shots(page, "rerun-predicted")
