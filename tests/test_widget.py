@@ -224,11 +224,38 @@ def test_editing_the_json_updates_the_form_and_a_misfit_is_explained(form_panel)
     assert json.loads(form_panel.input.value)["tags"] == [1, 2] and form.note.value == ""
 
 
-def test_no_form_for_a_sample_that_is_not_an_object(faulty_package, make_package, tmp_path):
+def test_a_records_sample_gets_a_small_table_editor(make_package, tmp_path):
+    from verta_jupyter.panel.form import RecordsForm
+
     scale = tmp_path / "scale.txt"
     scale.write_text("2")
-    package = make_package(TABLE, "Table", artifact_keys=["scale"], sample=[{"a": 1, "b": 2}])
+    package = make_package(TABLE, "Table", artifact_keys=["scale"],
+                           sample=[{"a": 1, "b": 2}, {"a": 3, "b": 4.5}])
     panel = PredictPanel(package, artifacts={"scale": scale})
+    try:
+        table = panel.form
+        assert isinstance(table, RecordsForm) and table.kinds == {"a": "int", "b": "float"}
+        table.rows[1]["a"].value = 10
+        assert json.loads(panel.input.value) == [{"a": 1, "b": 2.0}, {"a": 10, "b": 4.5}]
+        table.add_button.click()  # a new row starts as a copy of the last one
+        assert len(json.loads(panel.input.value)) == 3
+        removes = [w for w in table.grid.children if "vj-records-remove" in w._dom_classes]
+        removes[0].click()
+        assert json.loads(panel.input.value) == [{"a": 10, "b": 4.5}, {"a": 10, "b": 4.5}]
+        panel.predict_button.click()
+        assert panel.error_kind is None and cells(panel.result.value)[2] == "29.0"
+        panel.input.value = '[{"a": 7, "b": 1}]'  # the JSON drives the table too
+        assert table.value() == [{"a": 7, "b": 1.0}] and table.note.value == ""
+        panel.input.value = '[{"z": 1}]'
+        assert "other columns or types" in table.note.value
+    finally:
+        panel.close()
+
+
+def test_no_form_for_a_sample_that_is_a_plain_value(shell, tmp_path):
+    shell.run(FAULTY)
+    package = capture_model(shell.ns["Faulty"], shell.ns).save(tmp_path / "scalar", sample_input=5)
+    panel = PredictPanel(package)
     try:
         assert panel.form is None and panel.input in panel.children
     finally:

@@ -173,6 +173,20 @@ def test_dataframe_model_answers_with_a_table(page, jupyter, shots):
     assert cell.evaluate("td => getComputedStyle(td).borderTopStyle") == "solid"
     shots(page, "table")
 
+    # a list-of-records sample gets a small table editor as its Form tab
+    panel.show_tab("Form")
+    cells = panel.root.locator(".vj-records .vj-records-cell input")
+    expect(cells).to_have_count(4)  # 2 rows x (rooms, area)
+    cells.nth(0).fill("3")
+    panel.root.locator("button.vj-records-add").click()
+    expect(cells).to_have_count(6)
+    shots(page, "table-editor")
+    panel.button.click(timeout=ANSWER_TIMEOUT)
+    expect(table.locator("tbody tr")).to_have_count(3, timeout=ANSWER_TIMEOUT)
+    expect(panel.history).to_have_count(2)
+    panel.show_tab("JSON")
+    expect(panel.input).to_have_value(re.compile(r'"rooms": 3'))
+
 
 def test_history_lists_calls_and_restores_one(page, jupyter, shots):
     panel = _run_notebook(page, jupyter, REPO / "notebooks" / "quickstart.ipynb")

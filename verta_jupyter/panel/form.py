@@ -1,7 +1,8 @@
 """The panel's input form: one field per key of a JSON-object sample, in step with the JSON text.
 
 So that someone who does not write JSON can try the model: a text box for a string, a number
-box for a number, a checkbox for true/false, and a JSON box for anything nested. The form only
+box for a number, a checkbox for true/false, and a JSON box for anything nested; for a sample
+that is a list of records (a DataFrame model), a small table of such fields. The form only
 ever produces JSON the editor could hold; the panel keeps the two in step (form -> text on every
 edit, text -> form whenever the text has the form's keys and types).
 """
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-__all__ = ["InputForm", "form_fits"]
+__all__ = ["InputForm", "RecordsForm", "form_fits", "records_fit"]
 
 MAX_FIELDS = 40  # past this, a form is a worse editor than the JSON text
 
@@ -127,3 +128,118 @@ class InputForm(widgets.VBox):
             return
         self.note.value = ""
         self._on_change(data)
+
+
+MAX_ROWS, MAX_COLUMNS = 50, 12  # past this, the JSON text (or the CSV batch) is the better editor
+
+
+def records_fit(example: Any) -> bool:
+    """Whether a small table editor can stand for inputs like `example`: a list of objects with
+    the same keys, each column of one type (a DataFrame's records)."""
+    if not (isinstance(example, list) and 0 < len(example) <= MAX_ROWS):
+        return False
+    if not all(isinstance(r, dict) and r for r in example):
+        return False
+    columns = list(example[0])
+    if len(columns) > MAX_COLUMNS or any(list(r) != columns for r in example):
+        return False
+    kinds = _column_kinds(example)
+    return all(kinds[c] != "json" and _fits(kinds[c], r[c]) for r in example for c in columns)
+
+
+def _column_kinds(records: list[dict]) -> dict[str, str]:
+    """Each column's field kind over every row: ints and floats mixed make a float column."""
+    kinds = {}
+    for column in records[0]:
+        seen = {_kind(r.get(column)) for r in records}
+        kinds[column] = "float" if seen == {"int", "float"} else _kind(records[0][column])
+    return kinds
+
+
+class RecordsForm(widgets.VBox):
+    """A small table editor: one row of typed fields per record, rows added and removed."""
+
+    def __init__(self, example: list[dict], on_change: Callable[[list], None]):
+        self.columns = list(example[0])
+        self.kinds = _column_kinds(example)
+        self.rows: list[dict[str, widgets.Widget]] = []
+        self.grid = widgets.GridBox(layout=widgets.Layout(
+            grid_template_columns=" ".join(["minmax(6em, 1fr)"] * len(self.columns) + ["auto"]),
+            grid_gap="2px 6px"))
+        self.add_button = widgets.Button(description="Add row", icon="plus")
+        self.add_button.add_class("vj-records-add")
+        self.add_button.on_click(lambda _: self._add_row())
+        self.note = widgets.HTML()
+        self.note.add_class("vj-form-note")
+        super().__init__(children=[self.grid, self.add_button, self.note])
+        self.add_class("vj-form")
+        self.add_class("vj-records")
+        self._on_change = on_change
+        self._quiet = False
+        self._rebuild(example)
+
+    def value(self) -> list[dict]:
+        return [{c: row[c].value for c in self.columns} for row in self.rows]
+
+    def show(self, data: Any) -> bool:
+        """Put `data` into the table if it has the table's columns and types; say whether."""
+        fits = (isinstance(data, list) and len(data) <= MAX_ROWS
+                and all(isinstance(r, dict) and list(r) == self.columns
+                        and all(_fits(self.kinds[c], r[c]) for c in self.columns) for r in data))
+        if fits:
+            self._quiet = True
+            try:
+                self._rebuild(data)
+            finally:
+                self._quiet = False
+        self.note.value = "" if fits else (
+            "<i>The JSON tab holds an input with other columns or types than this table; editing "
+            "a cell here replaces it with the table's rows.</i>")
+        return fits
+
+    def _rebuild(self, records: list[dict]) -> None:
+        if len(records) != len(self.rows):
+            self.rows = [self._new_row(r) for r in records]
+            self._lay_out()
+            return
+        for row, record in zip(self.rows, records):
+            for column in self.columns:
+                row[column].value = record[column]
+
+    def _new_row(self, record: dict) -> dict[str, widgets.Widget]:
+        row = {c: _field(self.kinds[c], record[c]) for c in self.columns}
+        for field in row.values():
+            field.add_class("vj-records-cell")
+            field.observe(self._changed, names="value")
+        return row
+
+    def _lay_out(self) -> None:
+        header = [widgets.HTML(f"<b>{html.escape(c)}</b>") for c in self.columns] + [widgets.HTML()]
+        cells: list[widgets.Widget] = list(header)
+        for index, row in enumerate(self.rows):
+            remove = widgets.Button(icon="trash", tooltip="Remove this row",
+                                    layout=widgets.Layout(width="32px"),
+                                    disabled=len(self.rows) == 1)
+            remove.add_class("vj-records-remove")
+            remove.on_click(lambda _, i=index: self._remove_row(i))
+            cells += [row[c] for c in self.columns] + [remove]
+        self.grid.children = cells
+
+    def _add_row(self) -> None:
+        if len(self.rows) >= MAX_ROWS:
+            return
+        last = {c: self.rows[-1][c].value for c in self.columns}
+        self.rows.append(self._new_row(last))
+        self._lay_out()
+        self._changed(None)
+
+    def _remove_row(self, index: int) -> None:
+        if len(self.rows) > 1:
+            del self.rows[index]
+            self._lay_out()
+            self._changed(None)
+
+    def _changed(self, _change: Any) -> None:
+        if not self._quiet:
+            self.note.value = ""
+            self._on_change(self.value())

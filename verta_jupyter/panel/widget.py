@@ -27,7 +27,7 @@ import ipywidgets as widgets
 
 from ..errors import JsonConversionError, PredictError, VertaError
 from .batch import BatchSection
-from .form import InputForm, form_fits
+from .form import InputForm, RecordsForm, form_fits, records_fit
 from .render import (STYLE, duration, error_html, history_label, json_error_message, output_html,
                      snippets_html, stale_note, status_html, timing_text)
 from .sources import resolve_source
@@ -179,12 +179,14 @@ class PredictPanel(widgets.VBox):
         self.reset_button.on_click(lambda _: self.reset())
         self.raw_toggle.observe(lambda _: self._render_output(self.last_output_text), names="value")
 
-    def _make_form(self) -> InputForm | None:
+    def _make_form(self) -> InputForm | RecordsForm | None:
         try:
             example = json.loads(self.model.example_text) if self.model.example_text else None
         except ValueError:
             return None
-        return InputForm(example, self._on_form) if form_fits(example) else None
+        if form_fits(example):
+            return InputForm(example, self._on_form)
+        return RecordsForm(example, self._on_form) if records_fit(example) else None
 
     def _layout(self) -> list:
         editor: widgets.Widget = self.input
@@ -262,7 +264,7 @@ class PredictPanel(widgets.VBox):
         if self.form is not None and self.error_kind != "invalid-json":
             self.form.show(json.loads(change["new"]) if change["new"].strip() else None)
 
-    def _on_form(self, data: dict) -> None:
+    def _on_form(self, data: Any) -> None:
         self.input.value = json.dumps(data, indent=2, ensure_ascii=False)
 
     def _mark_stale(self, text: str) -> None:
