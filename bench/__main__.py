@@ -1,6 +1,6 @@
 """`python -m bench`: run every benchmark module and rewrite bench/RESULTS.md.
 
-    python -m bench                  # quick sizes (under 5 minutes on 2 cores)
+    python -m bench                  # quick sizes (81 s on 2 idle cores; allow 5 minutes when busy)
     python -m bench --full           # the large sizes too
     python -m bench --only capture   # one module (repeatable; "bench_capture" also works)
     python -m bench --output PATH    # write the report elsewhere

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up (a .venv with verta_jupyter and a kernel) and run notebooks/quickstart.ipynb
 # headless on a real kernel, against an embedded store in a temporary folder, then print
-# what each cell printed. Leaves nothing behind but the .venv.
+# what each cell printed. Leaves nothing behind but .venv and pip's verta_jupyter.egg-info
+# (both git-ignored): the store, the model cache and the kernel's IPython profile live in a
+# temporary folder removed on exit.
 #
 #   scripts/quickstart.sh                 # the quickstart
 #   scripts/quickstart.sh notebooks/X.ipynb   # any other demo notebook
@@ -17,6 +19,8 @@ WORK="$(mktemp -d -t vj-quickstart-XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 export VERTA_JUPYTER_STORE="$WORK/store"
 export VERTA_JUPYTER_CACHE="$WORK/cache"  # models fetched back from the store
+export IPYTHONDIR="$WORK/ipython"  # else the kernel creates ~/.ipython/profile_default
+export JUPYTER_RUNTIME_DIR="$WORK/runtime"  # the kernel's connection file
 export PATH="$ROOT/.venv/bin:$PATH"
 
 start="$(date +%s.%N)"

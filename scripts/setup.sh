@@ -59,9 +59,16 @@ install_test() {
 
 install_chromium() {
     [[ -x /usr/bin/chromium ]] && return 0
+    # apt needs root (a CI container); elsewhere, install chromium yourself and re-run.
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "[setup] /usr/bin/chromium is missing and apt-get needs root: run" \
+             "'sudo apt-get install --no-install-recommends chromium', then this again" >&2
+        return 1
+    fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q || return
-    apt-get install -y -q chromium
+    # headless tests need the browser only, not its ~100 recommended desktop packages
+    apt-get install -y -q --no-install-recommends chromium
 }
 
 install_mlflow() {

@@ -21,6 +21,7 @@ class Case:
     expect: str = ""  # a catalog code, or an exception type name
     names: tuple[str, ...] = ()  # text the message must contain (the user's identifiers)
     setup: str = ""
+    absent: tuple[str, ...] = ()  # text it must not contain (the Python API's wording)
 
 
 def model(predict: str = "return 1", init: str = "pass", extra: str = "") -> str:
@@ -86,8 +87,8 @@ CASES = [
     Case("stale-instance", model("return helper_obj.value"), expect="VJ205", names=("helper_obj",),
          setup="class Helper:\n    value = 1\nhelper_obj = Helper()\nclass Helper:\n    value = 2\n"),
     # -- secrets
-    Case("secret-api-key", model("return API_KEY[:0]"), expect="VJ203", names=("API_KEY",),
-         setup='API_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"\n'),
+    Case("secret-api-key", model("return API_KEY[:0]"), expect="VJ203", names=("API_KEY", "--allow-secrets"),
+         setup='API_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"\n', absent=("allow_secrets=",)),
     Case("secret-password", model(init="self.pw = db_password"), expect="VJ203", names=("db_password",),
          setup='db_password = "hunter2"\n'),
     Case("secret-aws-in-dict", model(init="self.c = config"), expect="VJ203", names=("config", "AWS"),
@@ -98,7 +99,7 @@ CASES = [
          expect="VJ203", names=("Authorization",)),
     # -- artifacts
     Case("artifact-not-logged", model(), line="--no-panel --artifacts never_logged", expect="VJ301",
-         names=("never_logged",)),
+         names=("never_logged", "--artifacts`"), absent=("`artifacts=`",)),
     Case("artifact-one-of-two-not-logged", model(), line="--no-panel --artifacts vocab,weights",
          expect="VJ301", names=("weights",)),
     Case("artifact-reserved", model(), line="--no-panel --artifacts model.pkl", expect="VJ302",
@@ -131,7 +132,10 @@ CASES = [
     Case("rebuilt-output-differs", model('return getattr(json, "vj_patched", 0)'), expect="VJ502",
          names=("MyModel.predict", "5", "0"), setup="import json\njson.vj_patched = 5\n"),
     # -- the cell body and the flags themselves
-    Case("body-syntax-error", "class MyModel(:\n    pass\n", expect="SyntaxError"),
+    Case("body-syntax-error", "class MyModel(:\n    pass\n", expect="CellSyntaxError",
+         names=("cell line 2", "invalid syntax")),
+    Case("body-indentation-error", "class MyModel:\n    def predict(self, data):\n        return 1\n"
+         "      x = 2\n", expect="CellSyntaxError", names=("cell line 5", "unindent")),
     Case("body-raises", "x = 1 / 0\n" + model(), expect="ZeroDivisionError"),
     Case("flag-unknown", model(), line="--bogus", expect="UsageError", names=("--bogus",)),
     Case("flag-class-not-identifier", model(), line="--class 'My Model'", expect="UsageError", names=("--class",)),
@@ -141,7 +145,11 @@ CASES = [
          setup="not_a_run = [1, 2]\n"),
     Case("flag-unbalanced-quote", model(), line="--sample 'oops", expect="UsageError", names=("oops",)),
     Case("already-logged", model(), line="--no-panel --sample 1", expect="AlreadyExistsError",
-         names=("baseline", "--overwrite"), setup="%%verta_model --no-panel\n" + model()),
+         names=("baseline", "--overwrite", "not by this cell"), absent=("overwrite=True",),
+         setup="%%verta_model --no-panel\n" + model()),
+    Case("already-logged-by-the-api", model(), line="--no-panel --sample 1", expect="AlreadyExistsError",
+         names=("baseline", "--overwrite"), absent=("overwrite=True",),
+         setup=model().replace("MyModel", "ApiModel") + "run.log_model(ApiModel)\n"),
 ]
 
 
@@ -192,6 +200,8 @@ def test_bad_input(ip, tmp_path, case):
         assert type(error).__name__ == case.expect, repr(error)
     for name in case.names:
         assert name in str(error), f"{name!r} not in {str(error)!r}"
+    for words in case.absent:
+        assert words not in str(error), f"{words!r} in {str(error)!r}"
     assert store_snapshot(tmp_path / "store") == before
     assert _has_model(ip) == had_model
 
@@ -212,3 +222,45 @@ def test_a_good_cell_does_change_the_snapshot(ip, tmp_path):
     after = store_snapshot(tmp_path / "store")
     assert after != before and len(after[1]) > len(before[1])
     assert _has_model(ip)
+
+
+# -- a remedy names the flag or argument of where the user is ---------------------------------
+
+API_CASES = [  # (setup, the call, text the message must contain, text it must not)
+    ('API_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"\n' + model("return API_KEY[:0]"),
+     "run.log_model(MyModel, sample_input=1)", "allow_secrets=True", "--allow-secrets"),
+    (model(), "run.log_model(MyModel, artifacts=['never_logged'])", "log_artifact", "--artifacts"),
+    (model() + "run.log_model(MyModel)\n", "run.log_model(MyModel)", "overwrite=True", "--overwrite"),
+]
+
+
+@pytest.mark.parametrize("setup, call, present, absent", API_CASES,
+                         ids=["secret", "artifact", "already-logged"])
+def test_python_api_remedies_name_arguments_not_flags(ip, setup, call, present, absent):
+    ip.run(setup)
+    error = ip.run_failing(call)
+    assert present in str(error) and absent not in str(error), str(error)
+
+
+def test_validate_warnings_use_the_api_wording_and_the_magic_summary_the_flag(ip):
+    from IPython.utils.capture import capture_output
+
+    ip.run(model())
+    ip.run("from verta_jupyter import validate\nreport = validate(MyModel, check_rebuild=False)")
+    (warning,) = [str(p) for p in ip.ns["report"].problems if p.code == "VJ304"]
+    assert "`sample_input=`" in warning and "--sample" not in warning
+    with capture_output() as captured:
+        ip.run("%%verta_model --no-log --no-panel\n" + model())
+    summary = captured.outputs[0].data["text/plain"]
+    assert "[VJ304]" in summary and "--sample VALUE" in summary and "sample_input=" not in summary
+
+
+def test_every_catalog_remedy_speaks_its_contexts_language():
+    import re
+
+    from verta_jupyter.catalog import CATALOG
+
+    api_words = re.compile(r"\b(allow_secrets|sample_input|overwrite|check_rebuild)=|`artifacts=`")
+    for code, check in CATALOG.items():
+        assert not re.search(r"--[a-z]", check.remedy_in("api")), (code, check.remedy)
+        assert not api_words.search(check.remedy_in("magic")), (code, check.remedy_in("magic"))

@@ -11,6 +11,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
+from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 from verta_jupyter.capture.cells import top_level_classes
 from verta_jupyter.errors import NoSampleWarning, ValidationError
 from verta_jupyter.magic import ModelCell, Options
@@ -77,9 +78,37 @@ def test_exception_in_the_body_fails_the_cell_as_usual(ip):
     assert frames[-1][1] == 3 and frames[-1][0].startswith("<ipython-input")
 
 
-def test_syntax_error_in_the_body(ip):
-    error = ip.run_failing(magic("--no-log", "\nclass MyModel(:\n    pass\n"))
-    assert isinstance(error, SyntaxError) and error.lineno == 3
+def shown_error(ip, cell: str) -> tuple[BaseException, str, int]:
+    """Run a failing cell; return its error, what IPython printed for it, and its prompt number."""
+    number = ip.ip.execution_count
+    with capture_output() as captured:
+        error = ip.run_failing(cell)
+    return error, captured.stdout + captured.stderr, number
+
+
+@pytest.mark.parametrize("body, line, kind", [
+    ("\nclass MyModel(:\n    pass\n", 3, "SyntaxError"),
+    ("class MyModel:\n    def predict(self, data):\n        return 1\n      x = 2\n", 5, "IndentationError"),
+    ("class MyModel:\ndef predict(self, data):\n    return 1\n", 3, "IndentationError"),
+    ("x = 1\nprint('unclosed\n", 3, "SyntaxError"),
+])
+def test_syntax_error_in_the_body_reads_like_a_plain_cells(ip, body, line, kind):
+    error, shown, number = shown_error(ip, magic("--no-log", body))
+    assert error.lineno == line and error.error_type == kind
+    assert isinstance(error.__cause__, SyntaxError)
+    assert f"Cell In[{number}], line {line}" in shown and kind in shown
+    assert len(shown.strip().splitlines()) <= 5, shown  # IPython's short form, no frames
+    for noise in ("verta_jupyter", "tokenize", "Traceback", "run_cell_magic"):
+        assert noise not in shown
+    # the same text in a plain cell ("pass" where the magic line was)
+    plain_error, plain, plain_number = shown_error(ip, "pass\n" + body)
+    if isinstance(plain_error, SyntaxError) and "<tokenize>" not in plain:
+        assert plain.replace(f"In[{plain_number}]", "In[N]") == shown.replace(f"In[{number}]", "In[N]")
+
+
+def test_syntax_error_leaves_nothing_logged(store_ip):
+    store_ip.run_failing(magic("--no-panel", "class MyModel(:\n    pass\n"))
+    assert store_ip.ip.run_cell("run.model_info()").error_in_exec is not None
 
 
 def test_leading_blank_lines_keep_line_numbers(ip):
@@ -299,10 +328,113 @@ def test_run_flag_and_overwrite(store_ip):
     store_ip.run("run.model_info()")
     with pytest.raises(Exception):
         store_ip.run("other.model_info()")
+    store_ip.run("run.log_model(MyModel, overwrite=True)")  # the Python API replaces it
     error = store_ip.run_failing(magic("--run run --no-panel", SEED_BODY))
-    assert "--overwrite" in str(error)
+    assert "--overwrite" in str(error) and "overwrite=True" not in str(error)
     run_magic(store_ip, "--run run --no-panel --overwrite --sample 5", SEED_BODY)
     assert store_ip.run("run.load_model().predict(5)") == {"echo": 5}
+
+
+# -- re-running a cell replaces what that cell logged -----------------------------------------
+
+SCALED = SEED_BODY.replace('{"echo": data}', "data * FACTOR")
+
+
+def digest(ip, run="run") -> str:
+    return ip.run(f"{run}.model_info().digest")
+
+
+def test_rerunning_the_same_cell_replaces_its_own_model(store_ip):
+    store_ip.run("FACTOR = 2")
+    first = run_magic(store_ip, "--no-panel --sample 1", SCALED)[0].data["text/plain"]
+    assert "replaced" not in first.splitlines()[0]
+    store_ip.run("FACTOR = 3")  # what a user changes between two runs of the cell
+    again = run_magic(store_ip, "--no-panel --sample 1", SCALED)[0].data
+    assert re.search(r"; replaced the model this cell logged at \d\d:\d\d:\d\d;",
+                     again["text/plain"].splitlines()[0])
+    assert "replaced the model this cell logged at" in again["text/html"]
+    assert store_ip.run("run.load_model().predict(1)") == 3
+    store_ip.run("FACTOR = 4")
+    run_magic(store_ip, "--no-panel --sample 1", SCALED)  # and again: it is still this cell's
+    assert store_ip.run("run.load_model().predict(1)") == 4
+
+
+def run_cell_with_id(ip, code: str, cell_id: str):
+    """Run a cell as ipykernel does for JupyterLab / Notebook 7: with the front end's cell id."""
+    with capture_output() as captured:
+        result = ip.ip.run_cell(code, store_history=True, cell_id=cell_id)
+    return result, captured.outputs
+
+
+def test_an_edited_cell_is_the_same_cell_when_the_front_end_sends_its_id(store_ip):
+    result, _ = run_cell_with_id(store_ip, magic("--no-panel --sample 1", SEED_BODY), "cell-a")
+    result.raise_error()
+    edited = SEED_BODY.replace('{"echo": data}', '{"echo": data, "v": 2}')
+    result, outputs = run_cell_with_id(store_ip, magic("--no-panel --sample 2", edited), "cell-a")
+    result.raise_error()
+    assert "replaced the model this cell logged at" in outputs[0].data["text/plain"]
+    assert store_ip.run("run.load_model().predict(1)") == {"echo": 1, "v": 2}
+
+
+def test_another_cell_with_the_same_text_still_needs_overwrite(store_ip):
+    run_cell_with_id(store_ip, magic("--no-panel", SEED_BODY), "cell-a")[0].raise_error()
+    before = digest(store_ip)
+    result, _ = run_cell_with_id(store_ip, magic("--no-panel --sample 1", SCALED.replace("FACTOR", "2")),
+                                 "cell-b")
+    error = result.error_in_exec
+    assert error is not None and "not by this cell" in str(error)
+    assert "Add --overwrite to the %%verta_model line" in str(error)
+    assert "overwrite=True" not in str(error) and digest(store_ip) == before
+    result, outputs = run_cell_with_id(
+        store_ip, magic("--no-panel --overwrite --sample 1", SCALED.replace("FACTOR", "2")), "cell-b")
+    result.raise_error()
+    assert "replaced the run's previous model (--overwrite)" in outputs[0].data["text/plain"]
+    assert store_ip.run("run.load_model().predict(1)") == 2
+
+
+def test_a_model_logged_by_the_api_in_between_is_not_replaced_without_overwrite(store_ip):
+    run_magic(store_ip, "--no-panel", SEED_BODY)
+    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+                 "    def predict(self, data): return 'api'\n")
+    store_ip.run("run.log_model(ApiModel, overwrite=True)")
+    before = digest(store_ip)
+    error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
+    assert "no longer the one this cell logged at" in str(error) and "--overwrite" in str(error)
+    assert digest(store_ip) == before and store_ip.run("run.load_model().predict(0)") == "api"
+
+
+def test_a_model_from_a_model_logged_by_the_api_first_needs_overwrite(store_ip):
+    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+                 "    def predict(self, data): return 'api'\n")
+    store_ip.run("run.log_model(ApiModel)")
+    error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
+    assert "not by this cell" in str(error)
+    assert store_ip.run("run.load_model().predict(0)") == "api"
+
+
+def test_the_same_cell_pointed_at_another_run_does_not_replace_that_runs_model(store_ip):
+    store_ip.run("run_b = client.set_experiment_run('b')")
+    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+                 "    def predict(self, data): return 'api'\n")
+    store_ip.run("run_b.log_model(ApiModel)")
+    run_magic(store_ip, "--run run --no-panel", SEED_BODY)  # this cell logs to run
+    error = store_ip.run_failing(magic("--run run_b --no-panel", SEED_BODY))  # then to run_b
+    assert "not by this cell" in str(error) and store_ip.run("run_b.load_model().predict(0)") == "api"
+
+
+def test_rerunning_a_cell_closes_the_panel_it_showed_before(store_ip):
+    line = "--sample '{\"text\": \"hi\"}'"
+    run_magic(store_ip, line, SEED_BODY)
+    registry = store_ip.ip.magics_manager.registry["VertaMagics"]
+    first = registry.last_panel
+    assert json.loads(first.predict_json("1")) == {"echo": 1} and first.predictor.running
+    run_magic(store_ip, line, SEED_BODY)
+    second = registry.last_panel
+    try:
+        assert second is not first and not first.predictor.running  # its worker is stopped
+        assert json.loads(second.predict_json("2")) == {"echo": 2}
+    finally:
+        second.close()
 
 
 def test_custom_model_with_dependencies(store_ip, tmp_path):
@@ -343,3 +475,80 @@ def test_run_flag_takes_a_registered_model_version(store_ip):
     outputs = run_magic(store_ip, "--run version --no-panel --sample 7", SEED_BODY)
     assert "logged to RegisteredModelVersion 'v1'" in outputs[0].data["text/plain"]
     assert store_ip.run("version.load_model().predict(7)") == {"echo": 7}
+
+
+# -- the summary says only what is true and durable ------------------------------------------
+
+def test_summary_names_the_stored_package_and_how_to_get_it_back(store_ip, tmp_path):
+    (tmp_path / "vocab.txt").write_text("good\n")
+    store_ip.run(f"run.log_artifact('vocab', r'{tmp_path / 'vocab.txt'}')")
+    body = SEED_BODY.replace("pass", "self.words = open(artifacts['vocab']).read().split()")
+    (summary,) = run_magic(store_ip, "--no-panel --artifacts vocab --sample 1", body)
+    text, page = summary.data["text/plain"], summary.data["text/html"]
+    package_id = store_ip.run("run.model_info().meta['package_digest'][:12]")
+    assert f"package: {package_id} in the store; get it back: run.get_model()" in text
+    assert "run.download_model('folder')" in text and package_id in page
+    assert "vj-packages-" not in text and "/tmp/" not in text.split("logged to")[1].split("\n", 1)[1]
+    assert "construct  MyModel(artifacts={'vocab': <path>})" in text  # a dict, as __init__ gets it
+    # the same id as the panel's identity line
+    store_ip.run("from verta_jupyter import PredictPanel\np = PredictPanel(run)")
+    try:
+        assert f"package {package_id}" in store_ip.ns["p"].model_info.value
+    finally:
+        store_ip.run("p.close()")
+
+
+def test_summary_for_a_run_held_in_no_variable_says_how_to_reach_it(store_ip, tmp_path):
+    store_ip.run("client.set_experiment_run('unnamed')")  # the current run, in no variable
+    (summary,) = run_magic(store_ip, "--no-panel --sample 1", SEED_BODY)
+    text = summary.data["text/plain"]
+    assert f"Client(store={str(tmp_path / 'store')!r}).get_experiment_run(id=" in text
+
+
+def test_summary_counts_match_the_uses_list(shell):
+    shell.run(SEED_BODY)
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    text = repr(ModelSummary(report))
+    assert "0 dependencies" in text and "uses: nothing outside the class" in text
+    shell.run(HIDDEN_STATE)
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    text = repr(ModelSummary(report))
+    listed = text.split("uses:\n", 1)[1].split("requirements:", 1)[0].strip().splitlines()
+    assert f"{len(listed)} dependencies" in text  # THRESHOLD, score, math
+
+
+def test_no_log_summary_says_the_package_is_not_stored(ip):
+    (summary,) = run_magic(ip, "--no-log --no-panel --sample 1", SEED_BODY)
+    text = summary.data["text/plain"]
+    assert re.search(r"package: [0-9a-f]{12}, not stored \(--no-log\)", text)
+    assert "vj-packages-" not in text
+
+
+def test_every_checks_table_cell_states_its_alignment(shell):
+    shell.run(SEED_BODY)
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    table = ModelSummary(report)._checks_html()
+    cells = re.findall(r"<td([^>]*)>", table)
+    assert cells and all("text-align:" in c for c in cells)
+    details = re.findall(r'<td class="vj-check-detail" style="([^"]*)"', table)
+    assert details and all("text-align:left" in d for d in details)
+
+
+def test_rerunning_a_cell_against_an_mlflow_server(ip, mlflow_server):
+    """The same rule on the remote store: the cell replaces its own model, not the API's."""
+    import uuid
+
+    location = f"{mlflow_server.url}?namespace=rerun{uuid.uuid4().hex[:8]}"
+    ip.run(f"from verta_jupyter import Client\nclient = Client(store={location!r})\n"
+           "run = client.set_experiment_run('iterate')\nFACTOR = 2")
+    run_magic(ip, "--no-panel --sample 1", SCALED)
+    ip.run("FACTOR = 5")
+    (summary,) = run_magic(ip, "--no-panel --sample 1", SCALED)
+    assert "replaced the model this cell logged at" in summary.data["text/plain"]
+    assert ip.run("run.load_model().predict(1)") == 5
+    ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+           "    def predict(self, data): return 'api'\n")
+    ip.run("run.log_model(ApiModel, overwrite=True)")
+    error = ip.run_failing(magic("--no-panel --sample 1", SCALED))
+    assert "no longer the one this cell logged" in str(error)
+    assert ip.run("run.load_model().predict(1)") == "api"

@@ -3,6 +3,7 @@ with dependencies" pattern, hidden notebook state, and a failing cell stopping R
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -139,3 +140,76 @@ def test_a_failing_cell_stops_run_all_with_a_short_message(tmp_path):
     assert error.traceback[0].startswith("ValidationError: Broken cannot be logged")
     assert not any("verta_jupyter/" in line for line in error.traceback)  # no internal frames
     assert not (tmp_path / "after.txt").exists()
+
+
+# -- what JupyterLab and Notebook 7 send: each execute_request carries the cell's id -------------
+
+class Kernel:
+    """A real ipykernel, driven as a front end drives it (cellId in the request's metadata)."""
+
+    def __init__(self, cwd):
+        from jupyter_client.manager import start_new_kernel
+
+        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd))
+
+    def run(self, code: str, cell_id: str) -> tuple[dict, list[dict]]:
+        """(the execute_reply content, the iopub outputs) of one cell."""
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True}
+        msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+        self.kc.shell_channel.send(msg)
+        outputs = []
+        while True:
+            reply = self.kc.get_iopub_msg(timeout=120)
+            if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                continue
+            kind = reply["msg_type"]
+            if kind == "status" and reply["content"]["execution_state"] == "idle":
+                break
+            if kind in ("stream", "display_data", "execute_result", "error"):
+                outputs.append(dict(reply["content"], output_type=kind))
+        while True:
+            shell = self.kc.get_shell_msg(timeout=120)
+            if shell["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                return shell["content"], outputs
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    k = Kernel(tmp_path)
+    yield k
+    k.close()
+
+
+def plain_text(outputs: list[dict]) -> str:
+    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
+
+
+def test_an_edited_cell_replaces_its_own_model_in_a_real_kernel(kernel):
+    reply, _ = kernel.run(SETUP, "setup")
+    assert reply["status"] == "ok"
+    reply, first = kernel.run(SEED.replace("--sample", "--no-panel --sample"), "model-cell")
+    assert reply["status"] == "ok" and "replaced" not in plain_text(first)
+    edited = SEED.replace("--sample", "--no-panel --sample").replace('{"echo": data}', '{"echo": data, "v": 2}')
+    reply, again = kernel.run(edited, "model-cell")  # the same cell, edited: its id is unchanged
+    assert reply["status"] == "ok", reply
+    assert "replaced the model this cell logged at" in plain_text(again)
+    reply, _ = kernel.run("answer = run.load_model().predict(1)\nprint(answer)", "check")
+    assert reply["status"] == "ok"
+    reply, other = kernel.run(edited, "another-cell")  # a copy of the cell elsewhere
+    assert reply["status"] == "error" and reply["ename"] == "AlreadyExistsError"
+    assert "not by this cell" in reply["evalue"] and "--overwrite" in reply["evalue"]
+
+
+def test_a_syntax_error_in_a_real_kernel_is_short_and_on_the_cells_line(kernel):
+    kernel.run("%load_ext verta_jupyter", "load")
+    reply, outputs = kernel.run("%%verta_model --no-log\nx = 1\nclass MyModel(:\n    pass\n", "typo")
+    assert reply["status"] == "error"
+    (error,) = [o for o in outputs if o["output_type"] == "error"]
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))  # no colours
+    assert "Cell In[2], line 3" in shown and "SyntaxError: invalid syntax" in shown
+    assert len(shown.splitlines()) <= 6 and "verta_jupyter" not in shown and "Traceback" not in shown

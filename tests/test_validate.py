@@ -436,7 +436,11 @@ def render_doc(messages: dict[str, str]) -> str:
     out = [DOC_INTRO]
     for code, check in CATALOG.items():
         out.append(f"## {code} · {check.title} ({check.severity})\n")
-        out.append(f"Remedy: {check.remedy}\n")
+        if check.magic_remedy:  # the remedy names the argument or flag of where the user is
+            out.append(f"Remedy (Python API): {check.remedy}\n\n"
+                       f"Remedy (`%%verta_model`): {check.magic_remedy}\n")
+        else:
+            out.append(f"Remedy: {check.remedy}\n")
         for cell in EXAMPLES[code]:
             out.append(f"```python\n{cell}```\n")
         out.append(f"Message:\n\n```text\n{messages[code]}\n```\n")
@@ -457,7 +461,8 @@ capture, secrets) always runs, so you see all of those at once; the checks that 
 A bad flag (unknown flag, a `--sample` that is neither JSON nor a Python expression that
 evaluates, `--run` naming nothing usable, no run at all without `--no-log`) is IPython's own
 `UsageError` and has no code. An exception or syntax error in the cell body fails the cell as it
-would without the magic.
+would without the magic. A remedy names what to change where you are: the `%%verta_model` flag
+(`--allow-secrets`) in a magic cell, the argument (`allow_secrets=True`) in the Python API.
 
 Samples: `validate(..., sample_input=)` and `run.log_model(..., sample_input=)` take plain JSON
 values (VJ303 otherwise; `None` or no argument means no sample). `%%verta_model --sample` text is

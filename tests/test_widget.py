@@ -6,7 +6,9 @@ real worker process (or in-process when asked); sources include a real run in a 
 from __future__ import annotations
 
 import datetime
+import html
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -32,6 +34,11 @@ def panel(faulty_package):
     made = PredictPanel(faulty_package, timeout=5.0)
     yield made
     made.close()
+
+
+def cells(page: str, tag: str = "td") -> list[str]:
+    """The text of every <td> (or <th>) of an HTML table, in order."""
+    return [html.unescape(c) for c in re.findall(rf"<{tag}(?:\s[^>]*)?>(.*?)</{tag}>", page, flags=re.S)]
 
 
 def _set_and_click(panel: PredictPanel, text: str) -> None:
@@ -102,6 +109,159 @@ def test_invalid_json_reports_line_and_column_and_disables_predict(panel):
     assert "&quot;y&quot;: 6" in panel.result.value
 
 
+@pytest.mark.parametrize("text, words", [
+    ('{"text": "unterminated', "a string starts here and never ends"),
+    ('{"x": 1,}', "a key in double quotes was expected here"),
+    ('{"x": 1} 2', "more text after the end of the JSON value"),
+    ('[1 2]', "a comma (or the closing bracket) was expected here"),
+    ('', None),
+])
+def test_invalid_json_messages_are_complete_sentences_with_a_caret(panel, text, words):
+    panel.input.value = text
+    if words is None:
+        assert panel.error.value == ""
+        return
+    message = html.unescape(panel.error.value)
+    assert words in message and not re.search(r"\b(at|starting at)\s*<", panel.error.value)
+    assert '<pre class="vj-error-where"' in panel.error.value and "^</pre>" in panel.error.value
+
+
+def test_an_edited_input_marks_the_result_stale_until_predict(panel):
+    _set_and_click(panel, '{"x": 2}')
+    assert not panel.stale and "vj-stale" not in panel.result._dom_classes
+    panel.input.value = '{"text": "unterminated'  # invalid: the result stays, marked stale
+    assert panel.stale and "vj-stale" in panel.result._dom_classes
+    assert "&quot;y&quot;: 4" in panel.result.value and "earlier input" in panel.stale_box.value
+    panel.input.value = '{"x": 2}'  # back to the very input it answers: fresh again
+    assert not panel.stale and panel.stale_box.value == ""
+    panel.input.value = '{"x": 5}'
+    assert panel.stale
+    panel.predict_button.click()
+    assert not panel.stale and "&quot;y&quot;: 10" in panel.result.value
+
+
+def test_an_error_is_said_once_and_tracebacks_name_model_py(panel):
+    _set_and_click(panel, '{"do": "raise"}')
+    box = html.unescape(panel.error.value)
+    assert box.count("The model raised an exception") == 1
+    assert "raised" not in panel.status.value and "Failed after" in panel.status.value
+    assert 'File "model.py", line' in box and "in _lookup" in box
+    assert str(panel.model.package_dir) not in box and "sha256" not in box
+
+
+def test_history_rows_show_icon_time_latency_and_a_cut_input(panel):
+    long_text = json.dumps({"x": 1, "note": "w" * 200})
+    _set_and_click(panel, long_text)
+    (item,) = panel.history_box.children
+    label = item.description
+    assert re.match(r"✓ \d\d:\d\d:\d\d · +[\d.]+ (s|ms|µs) · \{", label), label
+    assert label.endswith("…") and len(label) < 110 and item.tooltip.startswith("Restore: ")
+    assert "History" in panel.history_title.value and "restore" in panel.history_title.value
+    _set_and_click(panel, '{"x": 3}')
+    panel.history_box.children[1].click()
+    assert panel.input.value == long_text and not panel.stale
+    assert "vj-history-current" in panel.history_box.children[1]._dom_classes
+    assert "vj-history-current" not in panel.history_box.children[0]._dom_classes
+
+
+# -- the form generated from the sample -------------------------------------------------------
+
+FORM_MODEL = """
+class Scorer:
+    def __init__(self, artifacts):
+        pass
+
+    def predict(self, data):
+        return {"score": data["count"] * 2 + (1 if data["flag"] else 0), "name": data["name"],
+                "weight": data["weight"], "tags": data["tags"]}
+"""
+
+
+@pytest.fixture
+def form_panel(make_package):
+    sample = {"name": "ada", "count": 3, "weight": 0.5, "flag": True, "tags": ["a"]}
+    package = make_package(FORM_MODEL, "Scorer", sample=sample)
+    made = PredictPanel(package, timeout=10.0)
+    yield made
+    made.close()
+
+
+def test_the_form_has_one_typed_field_per_key(form_panel):
+    import ipywidgets as widgets
+
+    form = form_panel.form
+    assert list(form.fields) == ["name", "count", "weight", "flag", "tags"]
+    kinds = {k: type(f) for k, f in form.fields.items()}
+    assert kinds == {"name": widgets.Text, "count": widgets.IntText, "weight": widgets.FloatText,
+                     "flag": widgets.Checkbox, "tags": widgets.Text}
+    tabs = [c for c in form_panel.children if isinstance(c, widgets.Tab)]
+    assert tabs and tabs[0].titles == ("Form", "JSON") and tabs[0].children[1] is form_panel.input
+
+
+def test_editing_a_field_updates_the_json_and_predict_uses_it(form_panel):
+    form = form_panel.form
+    form.fields["count"].value = 10
+    form.fields["flag"].value = False
+    form.fields["name"].value = "grace"
+    assert json.loads(form_panel.input.value) == {"name": "grace", "count": 10, "weight": 0.5,
+                                                 "flag": False, "tags": ["a"]}
+    form_panel.predict_button.click()
+    assert json.loads(form_panel.last_output_text) == {"score": 20, "name": "grace",
+                                                       "weight": 0.5, "tags": ["a"]}
+
+
+def test_editing_the_json_updates_the_form_and_a_misfit_is_explained(form_panel):
+    form = form_panel.form
+    form_panel.input.value = json.dumps({"name": "x", "count": 7, "weight": 2, "flag": False,
+                                         "tags": []})
+    assert form.fields["count"].value == 7 and form.fields["weight"].value == 2.0
+    assert form.fields["tags"].value == "[]" and form.note.value == ""
+    form_panel.input.value = json.dumps({"other": 1})
+    assert "other keys or types" in form.note.value and form.fields["count"].value == 7
+    form.fields["tags"].value = "[1, "  # a JSON field that is not JSON: said, JSON untouched
+    assert "'tags' is not JSON" in html.unescape(form.note.value) and json.loads(form_panel.input.value) == {"other": 1}
+    form.fields["tags"].value = "[1, 2]"
+    assert json.loads(form_panel.input.value)["tags"] == [1, 2] and form.note.value == ""
+
+
+def test_a_records_sample_gets_a_small_table_editor(make_package, tmp_path):
+    from verta_jupyter.panel.form import RecordsForm
+
+    scale = tmp_path / "scale.txt"
+    scale.write_text("2")
+    package = make_package(TABLE, "Table", artifact_keys=["scale"],
+                           sample=[{"a": 1, "b": 2}, {"a": 3, "b": 4.5}])
+    panel = PredictPanel(package, artifacts={"scale": scale})
+    try:
+        table = panel.form
+        assert isinstance(table, RecordsForm) and table.kinds == {"a": "int", "b": "float"}
+        table.rows[1]["a"].value = 10
+        assert json.loads(panel.input.value) == [{"a": 1, "b": 2.0}, {"a": 10, "b": 4.5}]
+        table.add_button.click()  # a new row starts as a copy of the last one
+        assert len(json.loads(panel.input.value)) == 3
+        removes = [w for w in table.grid.children if "vj-records-remove" in w._dom_classes]
+        removes[0].click()
+        assert json.loads(panel.input.value) == [{"a": 10, "b": 4.5}, {"a": 10, "b": 4.5}]
+        panel.predict_button.click()
+        assert panel.error_kind is None and cells(panel.result.value)[2] == "29.0"
+        panel.input.value = '[{"a": 7, "b": 1}]'  # the JSON drives the table too
+        assert table.value() == [{"a": 7, "b": 1.0}] and table.note.value == ""
+        panel.input.value = '[{"z": 1}]'
+        assert "other columns or types" in table.note.value
+    finally:
+        panel.close()
+
+
+def test_no_form_for_a_sample_that_is_a_plain_value(shell, tmp_path):
+    shell.run(FAULTY)
+    package = capture_model(shell.ns["Faulty"], shell.ns).save(tmp_path / "scalar", sample_input=5)
+    panel = PredictPanel(package)
+    try:
+        assert panel.form is None and panel.input in panel.children
+    finally:
+        panel.close()
+
+
 def test_without_an_example_the_editor_starts_empty_and_predict_waits(shell, tmp_path):
     shell.run(FAULTY)
     package = capture_model(shell.ns["Faulty"], shell.ns).save(tmp_path / "no-example")
@@ -144,7 +304,9 @@ def test_output_not_json_compatible_is_its_own_error(panel):
 def test_worker_crash_is_reported_and_the_next_call_works(panel):
     _set_and_click(panel, '{"do": "abort"}')
     assert panel.error_kind == "crash" and "SIGABRT" in panel.error.value
-    assert "Failed: The worker crashed" in panel.status.value
+    # said once: the error box says what failed, the status line only when and where
+    assert "The worker crashed" in panel.error.value and "crashed" not in panel.status.value
+    assert "Failed after" in panel.status.value
     _set_and_click(panel, '{"x": 1}')
     assert panel.error_kind is None and panel.predictor.starts == 2
 
@@ -187,7 +349,8 @@ def test_history_keeps_calls_and_click_restores(panel):
     _set_and_click(panel, '{"x": 7}')
     items = panel.history_box.children
     assert len(items) == 3 and all("vj-history-item" in b._dom_classes for b in items)
-    assert "ok" in items[0].description and "raised" in items[1].description
+    assert items[0].description.startswith("✓ ") and items[1].description.startswith("✗ ")
+    assert "raised" in items[1].description and " · {\"x\": 7}" in items[0].description
     items[2].click()  # the oldest
     assert panel.input.value == '{"x": 1}' and "&quot;y&quot;: 2" in panel.result.value
     items = panel.history_box.children
@@ -217,33 +380,83 @@ def test_python_snippet_runs_and_gives_the_panel_output(panel):
     assert json.loads(body) == {"x": 12} and "Content-Type: application/json" in curl
 
 
-def test_records_output_is_an_html_table_and_csv_upload_feeds_it(make_package, tmp_path):
+def upload(panel: PredictPanel, name: str, content: bytes) -> None:
+    """What choosing a file in the browser does to the FileUpload widget."""
+    panel.csv_upload.value = ({"name": name, "type": "text/csv", "size": len(content),
+                               "content": memoryview(content), "last_modified": _NOW},)
+
+
+def test_records_output_is_a_pandas_like_table(make_package, tmp_path):
     scale = tmp_path / "scale.txt"
     scale.write_text("2")
     package = make_package(TABLE, "Table", artifact_keys=["scale"])
-    panel = PredictPanel(package, artifacts={"scale": scale}, csv_row_limit=3)
+    panel = PredictPanel(package, artifacts={"scale": scale})
     try:
-        csv = b"a,b\n1,2\n3,\n5,6\n7,8\n9,10\n"
-        panel.csv_upload.value = ({"name": "rows.csv", "type": "text/csv", "size": len(csv),
-                                   "content": memoryview(csv), "last_modified": _NOW},)
-        assert json.loads(panel.input.value) == [{"a": 1, "b": 2.0}, {"a": 3, "b": None},
-                                                 {"a": 5, "b": 6.0}]
-        assert "rows.csv" in panel.csv_preview.value and "row cap 3" in panel.csv_preview.value
-        assert "<table" in panel.csv_preview.value and panel.csv_upload.value == ()
-        panel.predict_button.click()
-        assert panel.error_kind is None and '<table class="vj-table">' in panel.result.value
-        assert "<th>total</th>" in panel.result.value and "<td>6.0</td>" in panel.result.value
+        _set_and_click(panel, '[{"a": 1, "b": 2}, {"a": 3, "b": 4}]')
+        page = panel.result.value
+        assert panel.error_kind is None and '<table class="vj-table"' in page
+        assert cells(page, "th") == ["", "a", "b", "total", "when", "0", "1"]  # header + index
+        assert cells(page) == ["1", "2", "6.0", "2024-01-01T00:00:00", "3", "4", "14.0",
+                               "2024-01-01T00:00:00"]
+        numbers = re.findall(r'<td style="([^"]*)">6\.0</td>', page)
+        assert numbers and "text-align:right" in numbers[0] and "border:1px solid" in numbers[0]
+        dates = re.findall(r'<td style="([^"]*)">2024', page)
+        assert "text-align:left" in dates[0]
         _set_and_click(panel, '"not a table"')
         assert panel.error_kind == "input" and "Input does not fit" in panel.error.value
     finally:
         panel.close()
 
 
+def test_csv_batch_one_call_with_all_rows_for_a_table_model(make_package, tmp_path):
+    scale = tmp_path / "scale.txt"
+    scale.write_text("2")
+    package = make_package(TABLE, "Table", artifact_keys=["scale"], sample=[{"a": 1, "b": 2}])
+    panel = PredictPanel(package, artifacts={"scale": scale}, csv_row_limit=3)
+    try:
+        assert panel.batch.mode.value == "table"  # the sample is a list of records
+        upload(panel, "rows.csv", b"a,b\n1,2\n3,\n5,6\n7,8\n9,10\n")
+        assert panel.batch.rows == [{"a": 1, "b": 2.0}, {"a": 3, "b": None}, {"a": 5, "b": 6.0}]
+        assert "rows.csv" in panel.csv_preview.value and "row cap 3" in panel.csv_preview.value
+        assert not panel.batch.run_button.disabled and "3 rows" in panel.batch.run_button.description
+        panel.batch.run_button.click()
+        assert "3 rows predicted" in panel.batch.info.value and "failed" not in panel.batch.info.value
+        # the model echoes a and b back (DataFrame.assign): they are not repeated
+        assert cells(panel.batch.table.value, "th")[:5] == ["", "a", "b", "total", "when"]
+        lines = panel.batch.csv().splitlines()
+        assert lines[0] == "a,b,total,when" and lines[1] == "1,2.0,6.0,2024-01-01T00:00:00"
+        assert lines[2] == "3,,,2024-01-01T00:00:00"  # null in, null out: empty cells
+        assert 'download="rows-predictions.csv"' in panel.batch.download.value
+        assert "data:text/csv;charset=utf-8;base64," in panel.batch.download.value
+        assert panel.input.value == panel.model.example_text  # the single-input editor is untouched
+    finally:
+        panel.close()
+
+
+def test_csv_batch_one_call_per_row_keeps_going_past_a_failing_row(panel):
+    assert panel.batch.mode.value == "rows"  # the sample is one object
+    upload(panel, "calls.csv", b"x,do\n1,\n2,raise\n3,\n")
+    panel.batch.run_button.click()
+    results = panel.batch.results
+    assert [r.get("y") for r in results] == [2, None, 6]
+    assert "KeyError" in results[1]["error"] and "1 failed" in panel.batch.info.value
+    assert cells(panel.batch.table.value, "th")[:5] == ["", "x", "do", "y", "error"]
+    assert len(panel.history) == 0  # batch calls are not single predictions
+
+
+def test_csv_batch_says_when_a_table_answer_does_not_match_the_rows(panel):
+    panel.batch.mode.value = "table"
+    upload(panel, "calls.csv", b"x\n1\n2\n")
+    panel.batch.run_button.click()
+    assert "cannot be matched to the rows" in panel.batch.error.value or \
+        "list" in panel.batch.error.value
+    assert panel.batch.results == [] and panel.batch.download.value == ""
+
+
 def test_bad_csv_is_shown_not_raised(panel):
-    bad = b'a,b\n"unterminated\n'
-    panel.csv_upload.value = ({"name": "bad.csv", "type": "text/csv", "size": len(bad),
-                               "content": memoryview(bad), "last_modified": _NOW},)
-    assert panel.error_kind == "csv" and "CSV could not be read" in panel.error.value
+    upload(panel, "bad.csv", b'a,b\n"unterminated\n')
+    assert "CSV could not be read: bad.csv" in panel.batch.error.value
+    assert panel.batch.run_button.disabled and panel.error_kind is None
 
 
 def test_load_failure_is_shown_and_the_panel_stays_usable(make_package, tmp_path):
@@ -304,7 +517,7 @@ def test_a_real_run_is_a_source(logged_run):
         assert json.loads(panel.input.value) == [{"a": 1, "b": 1}]
         assert "panel-run" in panel.model_info.value and run.id in panel.model_info.value
         panel.predict_button.click()
-        assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
+        assert panel.error_kind is None and "6.0" in cells(panel.result.value)
     finally:
         panel.close()
 
@@ -316,7 +529,7 @@ def test_a_registered_model_version_is_a_source(logged_run):
     try:
         assert "model pricing" in panel.model_info.value and "version 1" in panel.model_info.value
         panel.predict_button.click()
-        assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
+        assert panel.error_kind is None and "6.0" in cells(panel.result.value)
     finally:
         panel.close()
 
@@ -340,7 +553,7 @@ def test_anything_with_download_model_and_fetch_artifacts_is_a_source(logged_run
     try:
         assert "run duck" in panel.model_info.value
         panel.predict_button.click()
-        assert panel.error_kind is None and "<td>6.0</td>" in panel.result.value
+        assert panel.error_kind is None and "6.0" in cells(panel.result.value)
     finally:
         panel.close()
 

@@ -114,6 +114,26 @@ class CaptureError(VertaError, ValueError):
     """The class (or something it uses) cannot be captured into a standalone package."""
 
 
+class CellSyntaxError(VertaError, ValueError):
+    """A `%%verta_model` cell's body does not parse; shown as IPython shows a plain cell's.
+
+    Not a `SyntaxError` subclass on purpose: IPython prints a SyntaxError raised while code runs
+    with every frame that led to it (the magic's and the tokenizer's). `rendered` is IPython's
+    own short form ("Cell In[4], line 3 ... SyntaxError: invalid syntax"); `error_type`, `msg`,
+    `lineno` (the cell's own line) and `offset` are those of the original, chained as the cause.
+    """
+
+    def __init__(self, message: str = "", *, error_type: str = "SyntaxError", msg: str = "",
+                 lineno: int | None = None, offset: int | None = None, text: str | None = None,
+                 filename: str | None = None, rendered: list[str] | None = None):
+        super().__init__(message)
+        self.error_type, self.msg, self.lineno, self.offset = error_type, msg, lineno, offset
+        self.text, self.filename, self.rendered = text, filename, list(rendered or [])
+
+    def _render_traceback_(self) -> list[str]:
+        return self.rendered or [f"{self.error_type}: {self}"]
+
+
 class ValidationError(VertaError, ValueError):
     """A model failed validation; `report` holds every finding."""
 

@@ -4,6 +4,9 @@ The IPython side (`VertaMagics`) only parses arguments and displays results; `Mo
 engine and takes a plain namespace and an `execute` callable, so it runs without IPython.
 User mistakes in flags are IPython's own `UsageError` (printed without a traceback); model
 problems are `ValidationError`s naming the identifier and the check code, and nothing is logged.
+Remedies are in the magic's words (`--allow-secrets`, not `allow_secrets=True`).
+
+Re-running a cell replaces the model that cell logged, without `--overwrite` (see `reruns`).
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .capture.cells import top_level_classes
-from .catalog import problem
-from .errors import AlreadyExistsError, ValidationError
+from .catalog import in_context, problem
+from .errors import AlreadyExistsError, CellSyntaxError, ValidationError, VertaError
 from .package.format import MISSING
+from .reruns import CellLog, already_logged_message, cell_key, model_record, run_target
 from .validation.warn import shown_in_summary
 
 __all__ = ["register", "unregister", "VertaMagics", "ModelCell", "Options", "Outcome", "parse_sample"]
@@ -48,6 +52,7 @@ class Options:
     overwrite: bool = False
     allow_secrets: bool = False
     proof: str = "process"
+    cell_key: str | None = None  # who "this cell" is, for re-runs (see CellLog)
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Outcome:
     seconds: float = 0.0
     cell_seconds: float = 0.0
     artifacts: dict = field(default_factory=dict)  # key -> local path (for the panel)
+    replaced: str = ""  # "replaced the model this cell logged at 10:42:07", or ""
+    logged: Any = None  # what log_model returned (a LoggedModel for our own runs)
 
 
 def parse_sample(text: str, namespace: dict) -> Any:
@@ -91,9 +98,10 @@ class ModelCell:
     """The engine behind `%%verta_model`: execute the cell, pick the class, validate, log."""
 
     def __init__(self, namespace: dict, options: Options,
-                 execute: Callable[[str], str] | None = None):
+                 execute: Callable[[str], str] | None = None, cell_log: CellLog | None = None):
         self.ns, self.options = namespace, options
         self.execute = execute or self._exec
+        self.cell_log = cell_log if cell_log is not None else CellLog()
 
     def _exec(self, cell: str) -> str:
         exec(compile(cell, "<verta_model cell>", "exec"), self.ns)
@@ -104,17 +112,23 @@ class ModelCell:
         started = time.perf_counter()
         source = self.execute(cell)  # the text as compiled: its line numbers are the cell's
         cell_seconds = time.perf_counter() - started
+        try:
+            outcome = self._capture_and_log(source)
+        except ValidationError as exc:
+            raise _in_magic_words(exc) from None
+        outcome.cell_seconds = cell_seconds
+        outcome.seconds = time.perf_counter() - started - cell_seconds
+        _reword(outcome.report)
+        return outcome
+
+    def _capture_and_log(self, source: str) -> Outcome:
         cls = self.pick_class(source)
         o = self.options
         run = self.find_run(required=o.log) if (o.log or o.run or o.artifacts) else None
-        paths: dict = {}
-        if self.options.log:
-            report, logged_to = self.log(cls, run, source)
-        else:
+        if not o.log:
             paths = self.artifact_paths(run)
-            report, logged_to = self.validate_only(cls, paths, source), ""
-        return Outcome(cls, report, run if self.options.log else None, logged_to,
-                       time.perf_counter() - started - cell_seconds, cell_seconds, paths)
+            return Outcome(cls, self.validate_only(cls, paths, source), artifacts=paths)
+        return self.log(cls, run, source)
 
     # -- which class
     def pick_class(self, cell: str) -> type:
@@ -182,11 +196,16 @@ class ModelCell:
                 paths[key] = None
         return paths
 
-    def log(self, cls: type, run, cell: str):
+    def log(self, cls: type, run, cell: str) -> Outcome:
         from .validation.validate import prepare_model
 
         o = self.options
-        kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample, overwrite=o.overwrite,
+        target = run_target(run)
+        mine = self.cell_log.get(o.cell_key, target)  # what this cell logged to this run before
+        current = model_record(run) if target is not None else None
+        replaces_own = mine is not None and current == mine.record
+        kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample,
+                      overwrite=o.overwrite or replaces_own,
                       namespace=self.ns, cell_source=cell, allow_secrets=o.allow_secrets,
                       proof=o.proof)
         accepted = _accepted(run.log_model, kwargs)
@@ -204,11 +223,15 @@ class ModelCell:
         try:
             result = run.log_model(cls, **accepted)
         except AlreadyExistsError as exc:
-            raise AlreadyExistsError(f"{exc} (here: add --overwrite to the %%verta_model line)",
+            raise AlreadyExistsError(already_logged_message(mine, _describe_run(run)),
                                      exc.problems) from None
         # our log_model returns a LoggedModel whose report is the validation it ran
         report = getattr(result, "report", None) or report
-        return report, _describe_run(run)
+        self.cell_log.remember(o.cell_key, target, model_record(run) if target else None)
+        replaced = (f"replaced the model this cell logged at {mine.at}" if replaces_own
+                    else "replaced the run's previous model (--overwrite)" if current and o.overwrite
+                    else "")
+        return Outcome(cls, report, run, _describe_run(run), replaced=replaced, logged=result)
 
 
 def _accepted(fn: Callable, kwargs: dict) -> dict:
@@ -220,6 +243,24 @@ def _accepted(fn: Callable, kwargs: dict) -> dict:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
     return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _in_magic_words(exc: ValidationError) -> ValidationError:
+    """`exc` with every catalog remedy in the magic's words (`--sample`, `--allow-secrets`)."""
+    problems = [in_context(p, "magic") for p in exc.problems]
+    message = str(exc)
+    for old, new in zip(exc.problems, problems):
+        if old.remedy != new.remedy:
+            message = message.replace(old.remedy, new.remedy)
+    _reword(exc.report)
+    return ValidationError(message, problems, report=exc.report)
+
+
+def _reword(report) -> None:
+    """The report's problems (the summary lists them) with remedies in the magic's words."""
+    found = getattr(report, "problems", None)
+    if isinstance(found, list):
+        found[:] = [in_context(p, "magic") for p in found]
 
 
 def _describe_run(run) -> str:
@@ -241,6 +282,11 @@ class VertaMagics(Magics):
     last_panel = None  # the PredictPanel shown by the latest successful cell
     last_outcome = None  # the latest successful cell's Outcome (class, report, run)
 
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self.cell_log = CellLog()  # what each cell logged in this kernel (re-runs replace it)
+        self._panels: dict[str, Any] = {}  # cell key -> the panel that cell shows
+
     @magic_arguments()
     @argument("--run", metavar="NAME", help="variable holding the run (or model version) to log to; "
               "default: the run most recently returned by set_experiment_run")
@@ -252,7 +298,9 @@ class VertaMagics(Magics):
               "defines several classes with a predict method")
     @argument("--no-log", action="store_true", help="validate only; log nothing")
     @argument("--no-panel", action="store_true", help="do not show the predict panel")
-    @argument("--overwrite", action="store_true", help="replace a model already logged to the run")
+    @argument("--overwrite", action="store_true", help="replace a model that something else "
+              "(another cell, the Python API, an earlier kernel) logged to the run; re-running "
+              "this cell replaces its own model without it")
     @argument("--allow-secrets", action="store_true", help="capture globals that look like "
               "secrets (only when they are not secret)")
     @argument("--proof", choices=("process", "env"), default="process", help="env: prove the "
@@ -265,17 +313,34 @@ class VertaMagics(Magics):
         The cell runs like any cell first. Then the class is captured as standalone source,
         checked (interface, names, secrets, sample predict, JSON output, rebuild in a fresh
         process), logged to the run, and a summary and a predict panel are shown. Any problem
-        fails the cell with its check code, and nothing is logged.
+        fails the cell with its check code, and nothing is logged. Re-running the cell (edited
+        or not) replaces the model it logged before; a model logged by anything else needs
+        --overwrite.
         """
         __tracebackhide__ = True
         try:
             options = self._options(self._parse(line))
+            options.cell_key = cell_key(self._cell_id(), f"%%verta_model {line}\n{cell}")
             with shown_in_summary():  # its warnings are in the summary: not issued twice
-                outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body).run(cell)
+                outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body,
+                                    cell_log=self.cell_log).run(cell)
         except BadArguments as exc:
             raise UsageError(str(exc)) from None
         self.last_outcome = outcome
         self._show(outcome, options)
+
+    def _execution(self):
+        """IPython's record of the cell being run (its id, its prompt number), if any."""
+        return getattr(getattr(self.shell, "displayhook", None), "exec_result", None)
+
+    def _cell_id(self) -> str | None:
+        # ipykernel passes the front end's cellId to run_cell (JupyterLab, Notebook 7, VS Code)
+        return getattr(getattr(self._execution(), "info", None), "cell_id", None) or None
+
+    def _prompt_number(self) -> int:
+        # while a cell runs, shell.execution_count is already the next prompt's number
+        count = getattr(self._execution(), "execution_count", None)
+        return count if isinstance(count, int) else self.shell.execution_count
 
     def _parse(self, line: str):
         """argparse over shell-style words: quotes removed, as a shell would (`--sample '{"x": 1}'`)."""
@@ -308,19 +373,42 @@ class VertaMagics(Magics):
             if text.strip():
                 break
             blank += 1
-        aligned = "\n" * (1 + blank) + shell.transform_cell(cell)
-        filename = shell.compile.cache(aligned, shell.execution_count, raw_code=aligned)
-        tree = shell.transform_ast(shell.compile.ast_parse(aligned, filename=filename))
+        try:
+            aligned = "\n" * (1 + blank) + shell.transform_cell(cell)
+        except SyntaxError:  # the tokenizer's error says "<tokenize>" and a body line: let the
+            aligned = "\n" + cell  # compiler report it on the cell's own line instead
+        filename = shell.compile.cache(aligned, self._prompt_number(), raw_code=aligned)
+        try:
+            tree = shell.compile.ast_parse(aligned, filename=filename)
+        except SyntaxError as exc:
+            raise self._cell_syntax_error(exc, filename) from exc
+        tree = shell.transform_ast(tree)
         with shell.builtin_trap:
             exec(shell.compile(tree, filename, "exec"), shell.user_global_ns, shell.user_ns)
         return aligned
+
+    def _cell_syntax_error(self, exc: SyntaxError, filename: str) -> CellSyntaxError:
+        """A SyntaxError in the body, rendered exactly as IPython renders one in a plain cell
+        ("Cell In[4], line 3", the line, a caret, the message): no frames of ours."""
+        exc.filename = filename
+        try:
+            rendered = self.shell.SyntaxTB.structured_traceback(type(exc), exc, [])
+        except Exception:  # noqa: BLE001 - a renderer problem must not hide the user's error
+            rendered = None
+        return CellSyntaxError(f"cell line {exc.lineno}: {exc.msg}", error_type=type(exc).__name__,
+                               msg=exc.msg, lineno=exc.lineno, offset=exc.offset, text=exc.text,
+                               filename=filename, rendered=rendered)
 
     def _show(self, outcome: Outcome, options: Options) -> None:
         from IPython.display import display
 
         from .validation.summary import ModelSummary
 
-        display(ModelSummary(outcome.report, logged_to=outcome.logged_to, seconds=outcome.seconds))
+        display(ModelSummary(outcome.report, logged_to=outcome.logged_to, seconds=outcome.seconds,
+                             replaced=outcome.replaced, stored=_stored_as(outcome, options, self.shell.user_ns)))
+        old = self._panels.pop(options.cell_key, None)
+        if old is not None:  # the cell's previous panel: its output is gone, stop its worker
+            old.close()
         if options.panel:
             from .panel.widget import PredictPanel
 
@@ -331,7 +419,24 @@ class VertaMagics(Magics):
                 panel = PredictPanel(outcome.report.package_dir, sample_input=sample,
                                      artifacts=outcome.artifacts or None)
             self.last_panel = panel  # for code that drives the panel (tests, scripts)
+            self._panels[options.cell_key] = panel
             display(panel)
+
+
+def _stored_as(outcome: Outcome, options: Options, namespace: dict) -> str:
+    """Where the logged package lives and how to get it back, in code the user can paste."""
+    if outcome.run is None or not callable(getattr(outcome.run, "get_model", None)):
+        return ""
+    run = outcome.run
+    name = options.run or next((k for k, v in namespace.items()
+                                if v is run and not k.startswith("_")), None)
+    if name is None:
+        kind = "experiment_run" if type(run).__name__ == "ExperimentRun" else None
+        location = getattr(run, "store_location", None)
+        if kind is None or location is None:
+            return ""
+        name = f"Client(store={str(location)!r}).get_experiment_run(id={run.id!r})"
+    return f"{name}.get_model() (the class) or {name}.download_model('folder') (the package)"
 
 
 def register(ipython) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +24,10 @@ CHROMIUM_FLAGS = [
 ]
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
+# Playwright's `expect` waits 5 s by default, whatever the page's own timeout: too short for
+# anything the kernel does on a loaded machine. Waits for a model's answer use ANSWER_TIMEOUT
+# (ui.py) explicitly; this default covers every other check of a kernel-driven change.
+EXPECT_TIMEOUT = 30_000
 
 
 def _unavailable(reason: str):
@@ -40,6 +45,9 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the playwright package is not installed (pip install -e .[test])")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT)
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -80,6 +88,11 @@ def page(browser, jupyter, request):
         page.screenshot(path=str(failed_shot), full_page=True)
     context.close()
     _shutdown_kernels(jupyter)
+    # Each test starts as a new user would, with an empty store: the notebooks log to fixed
+    # run names ("quickstart"), and a model another test logged there is not this cell's.
+    store = jupyter.base / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir()
 
 
 @pytest.fixture

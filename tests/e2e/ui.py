@@ -12,6 +12,11 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page
 
+# A model's answer can wait for a worker's cold start: a fresh Python importing pandas and
+# scikit-learn takes 2.5 s on an idle 2-core machine and several times that beside a test
+# suite. Every wait for an answer uses this, never Playwright's 5 s default.
+ANSWER_TIMEOUT = 90_000
+
 # "ready" once the notebook's kernel is connected and idle; "dialog" while Lab asks which
 # kernel to start (it does when its kernel list arrives after the notebook opens).
 KERNEL_STATE_JS = """() => {

@@ -5,8 +5,12 @@ something and this module decides *how* it looks. Every element carries its `vj-
 """
 from __future__ import annotations
 
+import base64
+import csv
 import html
+import io
 import json
+import re
 from typing import Any
 
 from .predictors import Predictor
@@ -22,6 +26,33 @@ KIND_TITLES = {
 }
 
 
+# Scoped to the panel. Widget HTML is not inside Lab's `.jp-RenderedHTMLCommon`, so nothing
+# styles our tables and lists unless we do; Notebook 7 and VS Code use the same widget DOM.
+STYLE = """<style>
+.vj-panel .vj-input, .vj-panel .vj-input textarea { box-sizing: border-box; max-width: 100%; }
+.vj-panel .vj-input { width: auto; align-self: stretch; }
+.vj-panel .vj-history-title { margin-top: 6px; font-weight: 600; }
+.vj-panel .vj-history { border: 1px solid var(--jp-border-color2, #e0e0e0); border-radius: 2px;
+  max-height: 14em; overflow-y: auto; }
+.vj-panel .vj-history:empty { display: none; }
+.vj-panel button.vj-history-item { width: 100%; height: auto; min-height: 24px; margin: 0;
+  padding: 2px 8px; text-align: left; justify-content: flex-start; background: transparent;
+  border: none; border-bottom: 1px solid var(--jp-border-color3, #eee); box-shadow: none;
+  font-family: var(--jp-code-font-family, monospace); font-size: 12px;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.vj-panel button.vj-history-item:hover { background: var(--jp-layout-color2, #f0f0f0); }
+.vj-panel button.vj-history-item.vj-history-current { background: var(--jp-brand-color3, #e3f2fd); }
+.vj-panel .vj-stale { opacity: 0.45; }
+.vj-panel .vj-stale-note { color: var(--jp-warn-color0, #9a6700); font-size: 12px; margin: 2px 0; }
+.vj-panel .vj-form-row .widget-label { min-width: 8em; }
+.vj-panel .vj-batch-fold { margin-top: 8px; }
+.vj-panel .vj-batch-intro { line-height: 1.4; margin-bottom: 4px; }
+</style>"""
+
+_CELL = "border:1px solid var(--jp-border-color2,#ccc);padding:3px 8px;"
+_TABLE = "border-collapse:collapse;font-size:12px;margin:4px 0;"
+
+
 def output_html(text: str, raw: bool) -> str:
     """The model's JSON output: exact text (raw), a table for records, else pretty JSON."""
     if raw:
@@ -35,15 +66,60 @@ def output_html(text: str, raw: bool) -> str:
     return f'<pre class="vj-pretty">{html.escape(pretty)}</pre>'
 
 
-def error_html(kind: str, exc: BaseException) -> str:
-    """The error box: the kind's title, the message, and the model's traceback folded away."""
-    trace = getattr(exc, "model_traceback", "") or ""
+def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: str = "") -> str:
+    """The error box, said once: the kind's title, the message, for invalid JSON the line with
+    a caret, and the model's traceback (paths shown relative to the package) folded away."""
+    trace = short_paths(getattr(exc, "model_traceback", "") or "", package_dir)
     details = (f"<details class=\"vj-traceback\"><summary>Traceback (the model's frames)"
                f"</summary><pre>{html.escape(trace)}</pre></details>") if trace else ""
-    return (f'<div class="vj-error-box vj-error-{kind}" style="color:#b00020">'
+    where = ""
+    line = getattr(exc, "line", 0)
+    if kind == "invalid-json" and source and line:
+        text = source.splitlines()[line - 1] if line <= len(source.splitlines()) else ""
+        column = max(getattr(exc, "column", 1), 1)
+        where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(text[:200])}\n'
+                 f"{' ' * min(column - 1, 200)}^</pre>")
+    return (f'<div class="vj-error-box vj-error-{kind}" style="color:var(--jp-error-color1,#b00020)">'
             f"<b>{KIND_TITLES[kind]}</b>: "
-            f"<span class=\"vj-error-message\">{html.escape(str(exc))}</span>"
-            f"{details}</div>")
+            f"<span class=\"vj-error-message\">{html.escape(_without_title(kind, str(exc)))}</span>"
+            f"{where}{details}</div>")
+
+
+def _without_title(kind: str, message: str) -> str:
+    title = KIND_TITLES[kind]
+    return message[len(title):].lstrip(" :") if message.lower().startswith(title.lower()) else message
+
+
+def short_paths(trace: str, package_dir: Any = None) -> str:
+    """`File "/cache/…/sha256…/model.py", line 19` -> `File "model.py", line 19`: the package's
+    files by the names the user knows (the cache's folder says nothing to them)."""
+    if package_dir:
+        root = str(package_dir).rstrip("/\\")
+        trace = trace.replace(root + "/", "").replace(root + "\\", "")
+    return re.sub(r'File "[^"]*[/\\](model\.py|lib[/\\][^"]+)"', r'File "\1"', trace)
+
+
+# json's messages end where it appends the position ("Unterminated string starting at");
+# the panel gives the position as line and column, so each message is completed here.
+_JSON_MESSAGES = {
+    "Unterminated string starting at": "a string starts here and never ends (a closing \" is missing)",
+    "Expecting value": "a value was expected here (a number, a \"string\", true, false, null, [ or {)",
+    "Expecting property name enclosed in double quotes": "a key in double quotes was expected here "
+                                                          "(JSON has no trailing commas or 'single quotes')",
+    "Expecting ',' delimiter": "a comma (or the closing bracket) was expected here",
+    "Expecting ':' delimiter": "a colon was expected here, between a key and its value",
+    "Extra data": "there is more text after the end of the JSON value",
+    "Invalid control character at": "a raw control character (a tab or a line break) is inside a "
+                                    "string; write it as \\t or \\n",
+    "Invalid \\escape": "this backslash escape is not JSON (use \\\\, \\\", \\n, \\t or \\uXXXX)",
+}
+
+
+def json_error_message(msg: str) -> str:
+    """json's message, complete (never cut off before the position it would have appended)."""
+    if msg in _JSON_MESSAGES:
+        return _JSON_MESSAGES[msg]
+    return msg[:-3] if msg.endswith(" at") else msg
 
 
 def status_html(text: str, state: str = "idle") -> str:
@@ -59,12 +135,19 @@ def snippets_html(python: str, curl: str) -> str:
             f'<pre class="vj-snippet-curl">{html.escape(curl)}</pre></details>')
 
 
+HISTORY_INPUT_CHARS = 60
+
+
 def history_label(entry: dict) -> str:
-    """One history button's text: time, duration, outcome, the input's start."""
-    timing = duration(entry["seconds"]) if entry["seconds"] is not None else "-"
-    outcome = "ok" if entry["kind"] is None else KIND_TITLES[entry["kind"]]
-    summary = " ".join(entry["input"].split())[:40]
-    return f"{entry['at']} {timing} {outcome}: {summary}"
+    """One history row: status icon, time, latency, the input on one line (cut with an ellipsis),
+    and for a failure what failed."""
+    timing = duration(entry["seconds"]) if entry["seconds"] is not None else "–"
+    icon = "✓" if entry["kind"] is None else "✗"
+    summary = " ".join(entry["input"].split())
+    if len(summary) > HISTORY_INPUT_CHARS:
+        summary = summary[:HISTORY_INPUT_CHARS - 1] + "…"
+    failed = "" if entry["kind"] is None else f" · {KIND_TITLES[entry['kind']].lower()}"
+    return f"{icon} {entry['at']} · {timing:>8}{failed} · {summary}"
 
 
 def timing_text(predictor: Predictor) -> str:
@@ -93,19 +176,63 @@ def is_records(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
 
 
-def table_html(records: list[dict]) -> str:
-    """Records as an HTML table of the first TABLE_ROWS rows, columns in first-seen order."""
+def columns_of(records: list[dict]) -> list[str]:
+    """Column names in first-seen order over the shown rows."""
     columns: dict[str, None] = {}
     for record in records[:TABLE_ROWS]:
         columns.update(dict.fromkeys(record))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    return list(columns)
+
+
+def table_html(records: list[dict], more_hint: str = "see the raw view") -> str:
+    """Records as a table that reads like pandas' own HTML: a row index, borders, bold headers,
+    numbers right-aligned; the first TABLE_ROWS rows, columns in first-seen order."""
+    columns = columns_of(records)
+    head = f'<th style="{_CELL}"></th>' + "".join(
+        f'<th style="{_CELL}text-align:right">{html.escape(str(c))}</th>' for c in columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in records[:TABLE_ROWS])
-    more = (f'<div class="vj-table-more">{len(records) - TABLE_ROWS} more rows: see the raw '
-            "view</div>") if len(records) > TABLE_ROWS else ""
-    return f'<table class="vj-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}'
+        f'<tr><th style="{_CELL}text-align:right">{index}</th>'
+        + "".join(_td(r.get(c)) for c in columns) + "</tr>"
+        for index, r in enumerate(records[:TABLE_ROWS]))
+    more = (f'<div class="vj-table-more">{len(records) - TABLE_ROWS} more rows: {more_hint}'
+            "</div>") if len(records) > TABLE_ROWS else ""
+    return (f'<table class="vj-table" style="{_TABLE}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table>{more}")
 
 
-def _cell(value: Any) -> str:
+def _td(value: Any) -> str:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    align = "right" if number else "left"
+    return f'<td style="{_CELL}text-align:{align}">{html.escape(cell_text(value))}</td>'
+
+
+def cell_text(value: Any) -> str:
+    """A value as a table cell shows it: strings bare, null empty, the rest as JSON."""
+    if value is None:
+        return ""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def csv_text(records: list[dict]) -> str:
+    """Records as CSV text (every column, every row), for the batch download."""
+    out = io.StringIO()
+    columns: dict[str, None] = {}
+    for record in records:
+        columns.update(dict.fromkeys(record))
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: cell_text(v) for k, v in record.items()})
+    return out.getvalue()
+
+
+def download_html(filename: str, text: str) -> str:
+    """A link that saves `text` as `filename` in the browser (a data: URL; no server needed)."""
+    data = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return (f'<a class="vj-download" download="{html.escape(filename)}" '
+            f'href="data:text/csv;charset=utf-8;base64,{data}">⬇ Download {html.escape(filename)}'
+            f"</a> ({len(text.encode()):,} bytes)")
+
+
+def stale_note(text: str) -> str:
+    return f'<div class="vj-stale-note">{html.escape(text)}</div>'

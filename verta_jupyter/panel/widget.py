@@ -6,14 +6,17 @@ is captured by the browser, not the kernel). Every part has a stable CSS class (
 same selectors drive it in any front end. `predict_json(text)` is the exact path the button
 takes; the button only adds busy state and rendering around it.
 
-This module is the panel's layout and wiring; what it shows is rendered by `widget_render`
-and what it talks to (a package, its artifacts, its example) is resolved by `widget_source`.
+This module is the panel's layout and wiring; what it shows is rendered by `render`, what it
+talks to (a package, its artifacts, its example) is resolved by `sources`, the input form is
+`form` and the CSV batch mode `batch`.
+
+States a user can read at a glance: an error is said once (its title in the error box, only the
+timing in the status line); a result whose input has since been edited is marked stale; the
+history is a list (icon, time, latency, input cut with an ellipsis) whose entries restore.
 """
 from __future__ import annotations
 
 import collections
-import html
-import io
 import json
 import os
 import tempfile
@@ -24,11 +27,12 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import JsonConversionError, PredictError, VertaError
-from ..jsonify.output import to_json_compatible
-from .render import (KIND_TITLES, error_html, history_label, output_html, snippets_html,
-                     status_html, table_html, timing_text)
 from ..worker.client import InProcessPredictor, WorkerClient
+from .batch import BatchSection
+from .form import InputForm, RecordsForm, form_fits, records_fit
 from .predictors import EndpointPredictor, Predictor
+from .render import (STYLE, duration, error_html, history_label, json_error_message, output_html,
+                     snippets_html, stale_note, status_html, timing_text)
 from .sources import resolve_source
 
 __all__ = ["PredictPanel", "InvalidJsonError"]
@@ -50,7 +54,7 @@ def parse_json(text: str) -> Any:
     try:
         return json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as exc:
-        raise InvalidJsonError(f"line {exc.lineno}, column {exc.colno}: {exc.msg}",
+        raise InvalidJsonError(f"line {exc.lineno}, column {exc.colno}: {json_error_message(exc.msg)}",
                                exc.lineno, exc.colno) from None
     except RecursionError:  # hostile or accidental nesting: an error to show, not a traceback
         raise InvalidJsonError("nested too deeply to read (past Python's recursion limit); "
@@ -97,6 +101,8 @@ class PredictPanel(widgets.VBox):
         self.busy = False
         self.error_kind: str | None = None
         self.last_output_text: str | None = None
+        self.result_input: str | None = None  # the input the shown result answers
+        self.stale = False  # the editor no longer holds result_input
         self._build_widgets()
         super().__init__(children=self._layout())
         self.add_class("vj-panel")
@@ -126,8 +132,9 @@ class PredictPanel(widgets.VBox):
             return widget
 
         self.model_info = make(widgets.HTML(self.model.info_html()), "vj-model-info")
+        # width auto: the column stretches it, margins included (100% + margin ran out of the box)
         self.input = make(widgets.Textarea(rows=8, placeholder="JSON input, e.g. {\"x\": 1}",
-                                           layout=widgets.Layout(width="100%")), "vj-input")
+                                           layout=widgets.Layout(width="auto")), "vj-input")
         self.predict_button = make(widgets.Button(description="Predict", button_style="primary",
                                                   icon="play"), "vj-predict")
         self.reset_button = make(widgets.Button(description="Reset to example",
@@ -135,25 +142,44 @@ class PredictPanel(widgets.VBox):
         self.raw_toggle = make(widgets.ToggleButton(description="Raw JSON", value=False,
                                                     tooltip="Show the exact JSON returned"),
                                "vj-raw-toggle")
-        self.csv_upload = make(widgets.FileUpload(accept=".csv", multiple=False,
-                                                  description="CSV"), "vj-csv")
-        self.csv_preview = make(widgets.HTML(), "vj-csv-preview")
         self.status = make(widgets.HTML(status_html("Ready; the model starts on the first "
                                                           "Predict.")), "vj-status")
         self.result = make(widgets.HTML(), "vj-result")
+        self.stale_box = make(widgets.HTML(), "vj-stale-box")
         self.error = make(widgets.HTML(), "vj-error")
+        self.history_title = make(widgets.HTML(), "vj-history-title")  # shown with the 1st call
         self.history_box = make(widgets.VBox(), "vj-history")
         self.snippets = make(widgets.HTML(), "vj-snippets")
+        self.batch = BatchSection(self.predict_json, row_limit=self.csv_row_limit,
+                                  mode="table" if self.model.example_text.lstrip().startswith("[")
+                                  else "rows")
+        self.csv_upload, self.csv_preview = self.batch.upload, self.batch.info
+        self.form = self._make_form()
         self.predict_button.on_click(lambda _: self.click_predict())
         self.reset_button.on_click(lambda _: self.reset())
         self.raw_toggle.observe(lambda _: self._render_output(self.last_output_text), names="value")
-        self.csv_upload.observe(self._on_csv, names="value")
+
+    def _make_form(self) -> InputForm | RecordsForm | None:
+        try:
+            example = json.loads(self.model.example_text) if self.model.example_text else None
+        except ValueError:
+            return None
+        if form_fits(example):
+            return InputForm(example, self._on_form)
+        return RecordsForm(example, self._on_form) if records_fit(example) else None
 
     def _layout(self) -> list:
-        buttons = widgets.HBox([self.predict_button, self.reset_button, self.raw_toggle,
-                                self.csv_upload])
-        return [self.model_info, self.input, buttons, self.csv_preview, self.status, self.error,
-                self.result, self.history_box, self.snippets]
+        editor: widgets.Widget = self.input
+        if self.form is not None:  # the form for trying it, the JSON for precision: two tabs
+            editor = widgets.Tab(children=[self.form, self.input], titles=("Form", "JSON"))
+            editor.add_class("vj-editor-tabs")
+        buttons = widgets.HBox([self.predict_button, self.reset_button, self.raw_toggle])
+        batch = widgets.Accordion(children=[self.batch], titles=("Batch: predict a CSV file",),
+                                  selected_index=None)
+        batch.add_class("vj-batch-fold")
+        return [widgets.HTML(STYLE), self.model_info, editor, buttons, self.status, self.error,
+                self.stale_box, self.result, self.history_title, self.history_box, batch,
+                self.snippets]
 
     # -- actions ----------------------------------------------------------------------------------
 
@@ -168,12 +194,15 @@ class PredictPanel(widgets.VBox):
             out = self.predict_json(text)
         except Exception as exc:  # noqa: BLE001 - every failure is shown; the panel stays usable
             kind = _error_kind(exc)
+            seconds = time.perf_counter() - started
             self._show_error(kind, exc)
-            self._remember(text, None, time.perf_counter() - started, kind, exc)
-            self.status.value = status_html(f"Failed: {KIND_TITLES[kind]}.", "error")
+            self._remember(text, None, seconds, kind, exc)
+            # the error box says what failed; the status line only when and where
+            self.status.value = status_html(f"Failed after {duration(seconds)} · "
+                                            f"{_where(self.predictor)}", "error")
         else:
             self._clear_error()
-            self._render_output(out)
+            self._render_output(out, text)
             self._remember(text, out, self.predictor.last_seconds, None, None)
             self.status.value = status_html(timing_text(self.predictor), "ok")
             self._render_snippets(text)
@@ -183,7 +212,6 @@ class PredictPanel(widgets.VBox):
     def reset(self) -> None:
         """Put the logged example back in the editor."""
         self.input.value = self.model.example_text
-        self.csv_preview.value = ""
 
     def restore(self, index: int) -> None:
         """Restore history entry `index` (0 = newest): its input and its output or error."""
@@ -191,11 +219,13 @@ class PredictPanel(widgets.VBox):
         self.input.value = entry["input"]
         if entry["kind"] is None:
             self._clear_error()
-            self._render_output(entry["output"])
+            self._render_output(entry["output"], entry["input"])
         else:
             self._show_error(entry["kind"], entry["error"])
         self._render_snippets(entry["input"])
-        self.status.value = status_html(f"Restored call from {entry['at']}.")
+        for position, item in enumerate(self.history_box.children):
+            (item.add_class if position == index else item.remove_class)("vj-history-current")
+        self.status.value = status_html(f"Restored the call from {entry['at']}.")
 
     def close(self) -> None:
         """Stop the model's worker process, then close the widget."""
@@ -210,6 +240,22 @@ class PredictPanel(widgets.VBox):
 
     def _on_input(self, change: dict) -> None:
         self._validate(change["new"])
+        self._mark_stale(change["new"])
+        if self.form is not None and self.error_kind != "invalid-json":
+            self.form.show(json.loads(change["new"]) if change["new"].strip() else None)
+
+    def _on_form(self, data: Any) -> None:
+        self.input.value = json.dumps(data, indent=2, ensure_ascii=False)
+
+    def _mark_stale(self, text: str) -> None:
+        """A result stays visible but greyed, and says so, once its input has been edited."""
+        stale = self.result_input is not None and text != self.result_input
+        if stale == self.stale:
+            return
+        self.stale = stale
+        (self.result.add_class if stale else self.result.remove_class)("vj-stale")
+        self.stale_box.value = stale_note(
+            "The result below answers an earlier input; Predict to update it.") if stale else ""
 
     def _validate(self, text: str) -> None:
         """Predict is enabled only for valid JSON; an empty editor is not an error yet."""
@@ -222,26 +268,11 @@ class PredictPanel(widgets.VBox):
             parse_json(text)
         except InvalidJsonError as exc:
             self.predict_button.disabled = True
-            self._show_error("invalid-json", exc)
+            self._show_error("invalid-json", exc, text)
             return
         if self.error_kind == "invalid-json":
             self._clear_error()
         self.predict_button.disabled = self.busy
-
-    def _on_csv(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        upload = files[0]
-        self.csv_upload.value = ()  # so that the same file can be chosen again
-        try:
-            records, note = _csv_records(bytes(upload["content"]), self.csv_row_limit)
-        except Exception as exc:  # noqa: BLE001 - a bad file is shown, not raised
-            self._show_error("csv", exc)
-            return
-        self.input.value = json.dumps(records, indent=1, ensure_ascii=False)
-        self.csv_preview.value = (f"<div><b>{html.escape(upload['name'])}</b>: {note}</div>"
-                                  + table_html(records[:5]))
 
     def _set_busy(self, busy: bool) -> None:
         self.busy = busy
@@ -253,17 +284,17 @@ class PredictPanel(widgets.VBox):
 
     # -- rendering --------------------------------------------------------------------------------
 
-    def _render_output(self, text: str | None) -> None:
+    def _render_output(self, text: str | None, for_input: str | None = None) -> None:
         self.last_output_text = text
-        if text is None:
-            self.result.value = ""
-            return
-        self.result.value = output_html(text, self.raw_toggle.value)
+        if for_input is not None or text is None:
+            self.result_input = for_input
+            self._mark_stale(self.input.value)
+        self.result.value = "" if text is None else output_html(text, self.raw_toggle.value)
 
-    def _show_error(self, kind: str, exc: BaseException) -> None:
+    def _show_error(self, kind: str, exc: BaseException, source: str = "") -> None:
         self.error_kind = kind
-        self.error.value = error_html(kind, exc)
-        if kind != "invalid-json":
+        self.error.value = error_html(kind, exc, self.model.package_dir, source)
+        if kind != "invalid-json":  # invalid JSON keeps the last result, marked stale
             self._render_output(None)
 
     def _clear_error(self) -> None:
@@ -278,17 +309,23 @@ class PredictPanel(widgets.VBox):
         buttons = []
         for index, entry in enumerate(reversed(self.history)):
             button = widgets.Button(description=history_label(entry),
-                                    tooltip=entry["input"][:500],
-                                    layout=widgets.Layout(width="auto"))
+                                    tooltip="Restore: " + entry["input"][:500],
+                                    layout=widgets.Layout(width="100%"))
             button.add_class("vj-history-item")
             button.on_click(lambda _, i=index: self.restore(i))
             buttons.append(button)
         for old in self.history_box.children:
             old.close()
         self.history_box.children = buttons
+        self.history_title.value = "History · click an entry to restore its input and result"
 
     def _render_snippets(self, text: str) -> None:
         self.snippets.value = snippets_html(*self.model.snippets(text))
+
+
+def _where(predictor: Any) -> str:
+    return getattr(predictor, "where", None) or (
+        "isolated worker" if predictor.isolated else "in this kernel")
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -297,18 +334,3 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, (PredictError, JsonConversionError)):
         return exc.kind.value
     return "error"
-
-
-def _csv_records(content: bytes, limit: int) -> tuple[list[dict], str]:
-    """CSV bytes -> (records, a note saying how many rows were kept)."""
-    import pandas as pd
-
-    frame = pd.read_csv(io.BytesIO(content), nrows=limit + 1)
-    total = len(frame)
-    if total > limit:
-        frame = frame.iloc[:limit]
-        lines = max(content.count(b"\n") - 1 + (not content.endswith(b"\n")), limit + 1)
-        note = f"first {limit} of about {lines} rows kept (row cap {limit})"
-    else:
-        note = f"{total} rows"
-    return to_json_compatible(frame), f"{note} x {frame.shape[1]} columns"

@@ -4,7 +4,9 @@ One `ModelSummary` object carries both forms (`_repr_html_` and `__repr__`), so 
 display machinery sends a bundle with text/plain and text/html and each front end picks its own.
 It shows what will be deployed: the class, what it uses (a tree of who uses what, where each
 was defined, what value was captured), pinned requirements, every check with its status, where
-it was logged, timing, and the generated model.py itself.
+it was logged, timing, and the generated model.py itself. Everything it names outlives the
+kernel: the package by its id (the one the panel and the store show) and the code that gets it
+back, never the temporary folder validation wrote it to.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import html
 from typing import Any
 
 from .secrets import credential_kind, secret_name
-from ..package.format import MISSING
+from ..errors import VertaError
+from ..package.format import MISSING, package_digest, read_manifest
 
 __all__ = ["ModelSummary", "dependency_tree"]
 
@@ -62,10 +65,14 @@ def captured_value(captured: Any, dep: Any) -> str:
 class ModelSummary:
     """What `%%verta_model` validated and logged; displays as HTML or plain text."""
 
-    def __init__(self, report: Any, *, logged_to: str = "", seconds: float | None = None):
+    def __init__(self, report: Any, *, logged_to: str = "", seconds: float | None = None,
+                 replaced: str = "", stored: str = ""):
         self.report = report
         self.logged_to = logged_to
         self.seconds = report.timings.get("total", 0.0) if seconds is None else seconds
+        self.replaced = replaced  # "replaced the model this cell logged at 10:42:07"
+        self.stored = stored  # how to get the logged package back ("run.get_model() ...")
+        self.package_id = package_id(report.package_dir)
 
     # -- plain text
     def __repr__(self) -> str:
@@ -80,24 +87,42 @@ class ModelSummary:
         lines.append(f"sample: {sample_text(r)}")
         lines.append("checks:")
         for c in r.checks:
-            lines.append(f"  {_MARK[c.status]} {c.name:<10} {c.detail}"[:110] + _ms(c.seconds, c.status))
+            lines.append(f"  {_MARK[c.status]} {c.name:<10} {self._detail(c)}"[:110] + _ms(c.seconds, c.status))
         for p in r.problems:
             lines.append(f"  {p}")
         captured = r.captured
         if captured is not None:
-            lines.append("uses:" if captured.dependencies else "uses: nothing outside the class")
-            for depth, dep in dependency_tree(captured):
+            tree = dependency_tree(captured)
+            lines.append("uses:" if tree else "uses: nothing outside the class")
+            for depth, dep in tree:
                 lines.append("  " + "  " * depth + _dep_text(captured, dep))
             lines.append("requirements: " + (", ".join(captured.requirements) or "none (standard library only)"))
-            where = f" ({r.package_dir}/model.py)" if r.package_dir else ""
-            lines.append(f"model.py: {len(captured.source.splitlines())} lines{where}")
+            lines.append(f"model.py: {len(captured.source.splitlines())} lines")
+        if self._package_text():
+            lines.append(f"package: {self._package_text()}")
         lines += [f"note: {n}" for n in r.rebuild_notes]
         return lines
+
+    def _detail(self, check: Any) -> str:
+        # validation wrote the package to a temporary folder: name it by its durable id instead
+        if check.name == "package" and check.status == "ok" and self.package_id:
+            return f"model package {self.package_id}, verified"
+        return check.detail
+
+    def _package_text(self) -> str:
+        if not self.package_id:
+            return ""
+        if self.logged_to and self.report.ok:
+            how = f"; get it back: {self.stored}" if self.stored else ""
+            return f"{self.package_id} in the store{how}"
+        return f"{self.package_id}, not stored (--no-log)" if self.report.ok else ""
 
     def _headline(self) -> str:
         r = self.report
         state = (f"logged to {self.logged_to}" if self.logged_to and r.ok
                  else "validated, not logged (--no-log)" if r.ok else "NOT logged")
+        if self.replaced and r.ok:
+            state += f"; {self.replaced}"
         counts = f"{len(r.errors)} error(s), {len(r.warnings)} warning(s)"
         return f"{state}; {counts}; {self.seconds * 1000:.0f} ms"
 
@@ -116,17 +141,24 @@ class ModelSummary:
                 for p in r.problems) + "</ul>")
         if r.captured is not None:
             parts.append(self._captured_html(r.captured))
+        if self._package_text():
+            parts.append(f'<div class="vj-package"><b>package</b>: <code>{esc(self._package_text())}</code></div>')
         parts += [f'<div class="vj-note">note: {esc(n)}</div>' for n in r.rebuild_notes]
         parts.append("</div>")
         return "".join(parts)
 
     def _checks_html(self) -> str:
+        # every cell states its alignment: Notebook 7's stylesheet right-aligns table cells
+        cell = "text-align:left;vertical-align:top;border:none;padding:0 .3em"
         rows = "".join(
-            f'<tr class="vj-check vj-{c.status}"><td style="color:{_COLOR[c.status]}">{_MARK[c.status]}</td>'
-            f'<td style="padding:0 .8em 0 .3em">{html.escape(c.name)}</td><td>{html.escape(c.detail)}</td>'
-            f'<td style="text-align:right;padding-left:.8em">{_ms(c.seconds, c.status).strip()}</td></tr>'
+            f'<tr class="vj-check vj-{c.status}"><td style="{cell};color:{_COLOR[c.status]}">{_MARK[c.status]}</td>'
+            f'<td style="{cell};padding-right:.8em">{html.escape(c.name)}</td>'
+            f'<td class="vj-check-detail" style="{cell}">{html.escape(self._detail(c))}</td>'
+            f'<td style="{cell};text-align:right;padding-left:.8em;white-space:nowrap">'
+            f'{_ms(c.seconds, c.status).strip()}</td></tr>'
             for c in self.report.checks)
-        return f'<table class="vj-checks" style="border-collapse:collapse;margin:4px 0">{rows}</table>'
+        return (f'<table class="vj-checks" style="border-collapse:collapse;margin:4px 0;'
+                f'table-layout:auto;width:auto">{rows}</table>')
 
     def _captured_html(self, captured: Any) -> str:
         esc = html.escape
@@ -140,6 +172,16 @@ class ModelSummary:
                 f'<div class="vj-requirements"><b>requirements</b>: {requirements}</div>'
                 f'<details class="vj-model-py"><summary>model.py ({lines} lines): exactly what will be '
                 f'deployed</summary><pre style="max-height:30em;overflow:auto">{source}</pre></details>')
+
+
+def package_id(package_dir: Any) -> str:
+    """The package's id as the panel and the store show it (12 hex digits of its digest)."""
+    if not package_dir:
+        return ""
+    try:
+        return package_digest(read_manifest(package_dir))[:12]
+    except (VertaError, OSError, ValueError):
+        return ""
 
 
 def _dep_text(captured: Any, dep: Any) -> str:

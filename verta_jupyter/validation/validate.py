@@ -205,8 +205,9 @@ class _Validation:
         if getattr(captured, "class_pickle", b"") is None:
             found.append(problem("VJ503", f"cloudpickle cannot dump {self.report.class_name}, so the "
                                  "package has no class.pkl", name=self.report.class_name))
-        self.record("capture", found, started,
-                    f"{len(captured.dependencies)} dependencies, {len(captured.requirements)} requirements")
+        used = len([d for d in captured.dependencies if d.name != captured.class_name])  # not itself
+        self.record("capture", found, started, f"{_count(used, 'dependency', 'dependencies')}, "
+                    f"{_count(len(captured.requirements), 'requirement', 'requirements')}")
         started = time.perf_counter()
         found = [] if self.allow_secrets else _checks.secret_problems(captured, self._namespace())
         self.record("secrets", found, started, "allowed by the caller" if self.allow_secrets
@@ -246,7 +247,8 @@ class _Validation:
         except Exception as exc:
             return self._raised("construct", "VJ401", f"{name}(artifacts=artifacts) raised {_one_line(exc)}",
                                 exc, started)
-        self.record("construct", [], started, f"{name}(artifacts={sorted(self.artifact_paths)})")
+        keys = ", ".join(f"{k!r}: <path>" for k in sorted(self.artifact_paths))
+        self.record("construct", [], started, f"{name}(artifacts={{{keys}}})")
         started = time.perf_counter()
         try:
             output = model.predict(convert_input(model.predict, self.sample))
@@ -389,6 +391,10 @@ def _short(value: Any) -> str:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 _ROOT: list[str] = []
