@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 from IPython.core.error import UsageError
 
-from verta_jupyter.errors import NotFoundError, VertaError
+from verta_jupyter.errors import NoSampleWarning, NotFoundError, VertaError
 
 
 @dataclass
@@ -149,7 +149,7 @@ CASES = [
          setup="%%verta_model --no-panel\n" + model()),
     Case("already-logged-by-the-api", model(), line="--no-panel --sample 1", expect="AlreadyExistsError",
          names=("baseline", "--overwrite"), absent=("overwrite=True",),
-         setup=model().replace("MyModel", "ApiModel") + "run.log_model(ApiModel)\n"),
+         setup=model().replace("MyModel", "ApiModel") + "run.log_model(ApiModel, sample_input=1)\n"),
 ]
 
 
@@ -230,7 +230,7 @@ API_CASES = [  # (setup, the call, text the message must contain, text it must n
     ('API_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"\n' + model("return API_KEY[:0]"),
      "run.log_model(MyModel, sample_input=1)", "allow_secrets=True", "--allow-secrets"),
     (model(), "run.log_model(MyModel, artifacts=['never_logged'])", "log_artifact", "--artifacts"),
-    (model() + "run.log_model(MyModel)\n", "run.log_model(MyModel)", "overwrite=True", "--overwrite"),
+    (model() + "run.log_model(MyModel, sample_input=1)\n", "run.log_model(MyModel, sample_input=1)", "overwrite=True", "--overwrite"),
 ]
 
 
@@ -246,7 +246,8 @@ def test_validate_warnings_use_the_api_wording_and_the_magic_summary_the_flag(ip
     from IPython.utils.capture import capture_output
 
     ip.run(model())
-    ip.run("from verta_jupyter import validate\nreport = validate(MyModel, check_rebuild=False)")
+    with pytest.warns(NoSampleWarning):
+        ip.run("from verta_jupyter import validate\nreport = validate(MyModel, check_rebuild=False)")
     (warning,) = [str(p) for p in ip.ns["report"].problems if p.code == "VJ304"]
     assert "`sample_input=`" in warning and "--sample" not in warning
     with capture_output() as captured:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verta_jupyter.errors import JsonConversionError
+from verta_jupyter.errors import ErrorKind, JsonConversionError
 from verta_jupyter.jsonify import output
 from verta_jupyter.jsonify.output import dumps, dumps_plain, to_json_compatible
 from verta_jupyter.worker import protocol
@@ -168,7 +168,7 @@ def test_dumps_plain_refuses_what_needs_conversion(encoder):
     {"when": datetime.date(2024, 1, 2), 3: "int key"}, Point(2.5, datetime.datetime(2024, 1, 1)),
 ])
 def test_worker_output_encoding_matches_the_conversion(encoder, value):
-    text = protocol._encode_output(value)
+    text = protocol.to_json_text(value, root="result", kind=ErrorKind.OUTPUT)
     assert same(strict_loads(text), to_json_compatible(value))
 
 
@@ -176,7 +176,7 @@ def test_worker_output_encoding_of_a_data_frame(encoder):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"x": [0.1, math.nan, 3.0], "label": ["a", "b", None],
                           "n": [1, 2, 3]})
-    text = protocol._encode_output(frame)
+    text = protocol.to_json_text(frame, root="result", kind=ErrorKind.OUTPUT)
     assert strict_loads(text) == to_json_compatible(frame) == [
         {"x": 0.1, "label": "a", "n": 1}, {"x": None, "label": "b", "n": 2},
         {"x": 3.0, "label": None, "n": 3}]

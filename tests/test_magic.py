@@ -328,7 +328,7 @@ def test_run_flag_and_overwrite(store_ip):
     store_ip.run("run.model_info()")
     with pytest.raises(Exception):
         store_ip.run("other.model_info()")
-    store_ip.run("run.log_model(MyModel, overwrite=True)")  # the Python API replaces it
+    store_ip.run("run.log_model(MyModel, overwrite=True, sample_input=1)")  # the Python API replaces it
     error = store_ip.run_failing(magic("--run run --no-panel", SEED_BODY))
     assert "--overwrite" in str(error) and "overwrite=True" not in str(error)
     run_magic(store_ip, "--run run --no-panel --overwrite --sample 5", SEED_BODY)
@@ -396,7 +396,7 @@ def test_a_model_logged_by_the_api_in_between_is_not_replaced_without_overwrite(
     run_magic(store_ip, "--no-panel", SEED_BODY)
     store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
                  "    def predict(self, data): return 'api'\n")
-    store_ip.run("run.log_model(ApiModel, overwrite=True)")
+    store_ip.run("run.log_model(ApiModel, overwrite=True, sample_input=1)")
     before = digest(store_ip)
     error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
     assert "no longer the one this cell logged at" in str(error) and "--overwrite" in str(error)
@@ -406,7 +406,7 @@ def test_a_model_logged_by_the_api_in_between_is_not_replaced_without_overwrite(
 def test_a_model_from_a_model_logged_by_the_api_first_needs_overwrite(store_ip):
     store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
                  "    def predict(self, data): return 'api'\n")
-    store_ip.run("run.log_model(ApiModel)")
+    store_ip.run("run.log_model(ApiModel, sample_input=1)")
     error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
     assert "not by this cell" in str(error)
     assert store_ip.run("run.load_model().predict(0)") == "api"
@@ -416,7 +416,7 @@ def test_the_same_cell_pointed_at_another_run_does_not_replace_that_runs_model(s
     store_ip.run("run_b = client.set_experiment_run('b')")
     store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
                  "    def predict(self, data): return 'api'\n")
-    store_ip.run("run_b.log_model(ApiModel)")
+    store_ip.run("run_b.log_model(ApiModel, sample_input=1)")
     run_magic(store_ip, "--run run --no-panel", SEED_BODY)  # this cell logs to run
     error = store_ip.run_failing(magic("--run run_b --no-panel", SEED_BODY))  # then to run_b
     assert "not by this cell" in str(error) and store_ip.run("run_b.load_model().predict(0)") == "api"
@@ -548,7 +548,7 @@ def test_rerunning_a_cell_against_an_mlflow_server(ip, mlflow_server):
     assert ip.run("run.load_model().predict(1)") == 5
     ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
            "    def predict(self, data): return 'api'\n")
-    ip.run("run.log_model(ApiModel, overwrite=True)")
+    ip.run("run.log_model(ApiModel, overwrite=True, sample_input=1)")
     error = ip.run_failing(magic("--no-panel --sample 1", SCALED))
     assert "no longer the one this cell logged" in str(error)
     assert ip.run("run.load_model().predict(1)") == "api"

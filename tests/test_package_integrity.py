@@ -135,7 +135,7 @@ class Echo:
 def test_a_resigned_manifest_in_the_cache_is_caught(tmp_path, monkeypatch):
     monkeypatch.setenv("VERTA_JUPYTER_CACHE", str(tmp_path / "cache"))
     run = Client(store=tmp_path / "store").set_experiment_run()
-    run.log_model(Echo, check_rebuild=False)
+    run.log_model(Echo, sample_input=1, check_rebuild=False)
     cached = run.model_package_dir()
     original = (cached / "model.py").read_bytes()
     sentinel = tmp_path / "sentinel"

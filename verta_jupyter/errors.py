@@ -37,8 +37,10 @@ class VertaWarning(UserWarning):
     """Warnings verta_jupyter emits; `code` is the catalog code, `problem` the whole finding.
 
     Issued through `warnings.warn` by `validate` and `run.log_model`, so scripts, CI jobs and
-    papermill runs see them (and `-W error::verta_jupyter.errors.VertaWarning` fails on them).
-    Filter one kind by its subclass, e.g. `warnings.simplefilter("ignore", NoSampleWarning)`.
+    papermill runs see them. To fail on them: pytest's `filterwarnings = error::verta_jupyter.
+    errors.VertaWarning`, `warnings.simplefilter("error", VertaWarning)`, or `python -W
+    error::UserWarning` (Python reads `-W` before it can import our class, so naming it there is
+    silently ignored). Filter one kind by its subclass, e.g. `simplefilter("ignore", NoSampleWarning)`.
     """
 
     code = ""

@@ -14,8 +14,7 @@ import html
 from typing import Any
 
 from .secrets import credential_kind, secret_name
-from ..errors import VertaError
-from ..package.format import MISSING, package_digest, read_manifest
+from ..package.format import MISSING
 
 __all__ = ["ModelSummary", "dependency_tree"]
 
@@ -72,7 +71,7 @@ class ModelSummary:
         self.seconds = report.timings.get("total", 0.0) if seconds is None else seconds
         self.replaced = replaced  # "replaced the model this cell logged at 10:42:07"
         self.stored = stored  # how to get the logged package back ("run.get_model() ...")
-        self.package_id = package_id(report.package_dir)
+        self.package_id = report.package_digest[:12]
 
     # -- plain text
     def __repr__(self) -> str:
@@ -172,16 +171,6 @@ class ModelSummary:
                 f'<div class="vj-requirements"><b>requirements</b>: {requirements}</div>'
                 f'<details class="vj-model-py"><summary>model.py ({lines} lines): exactly what will be '
                 f'deployed</summary><pre style="max-height:30em;overflow:auto">{source}</pre></details>')
-
-
-def package_id(package_dir: Any) -> str:
-    """The package's id as the panel and the store show it (12 hex digits of its digest)."""
-    if not package_dir:
-        return ""
-    try:
-        return package_digest(read_manifest(package_dir))[:12]
-    except (VertaError, OSError, ValueError):
-        return ""
 
 
 def _dep_text(captured: Any, dep: Any) -> str:

@@ -28,7 +28,7 @@ from .warn import warn_problems
 from .._text import shorten
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
-from ..package.format import MISSING
+from ..package.format import MISSING, package_digest, read_manifest
 from ..worker.scratch import remove_scratch, scratch_dir
 
 __all__ = ["validate", "prepare_model", "ValidationReport", "PreparedModel", "CheckStatus"]
@@ -57,7 +57,8 @@ class ValidationReport:
     sample_output: Any = MISSING  # the notebook model's output, JSON-compatible
     rebuilt_output: Any = MISSING
     rebuild_notes: list[str] = field(default_factory=list)
-    package_dir: Path | None = None
+    package_dir: Path | None = None  # a temporary folder: removed once the package is stored
+    package_digest: str = ""  # the package's durable id (the store and the panel show it)
 
     @property
     def ok(self) -> bool:
@@ -284,6 +285,7 @@ class _Validation:
                                                                   name=self.report.class_name)], started)
             return False
         self.report.package_dir = Path(self.report.package_dir or target)
+        self.report.package_digest = package_digest(read_manifest(self.report.package_dir))
         self.record("package", [], started, str(self.report.package_dir))
         return True
 
