@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import json
 import os
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -73,9 +75,10 @@ class _Credentials:
 
 def credentials_from(env: dict[str, str] | os._Environ, userinfo: tuple[str, str] | None = None
                      ) -> _Credentials | None:
-    """Basic auth from MLFLOW_TRACKING_USERNAME/PASSWORD (or the URL), else a bearer token."""
+    """Basic auth from the URL's userinfo, else MLFLOW_TRACKING_USERNAME + PASSWORD (both, as
+    MLflow's client requires), else a bearer MLFLOW_TRACKING_TOKEN."""
     user, password = userinfo or (env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD"))
-    if user:
+    if user and (password or userinfo):
         raw = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         return _Credentials("basic", f"Basic {raw}", (password or "", raw))
     token = env.get("MLFLOW_TRACKING_TOKEN")
@@ -84,19 +87,89 @@ def credentials_from(env: dict[str, str] | os._Environ, userinfo: tuple[str, str
     return None
 
 
+def redact_url(url: str) -> str:
+    """`url` with any password (and a bare userinfo) replaced by `***`, even when the URL is
+    malformed: this is what goes into messages, before and after parsing."""
+    match = re.match(r"^(?P<head>[^/?#@]*?://|[A-Za-z][A-Za-z0-9+.-]*:)?(?P<auth>[^/?#]*)(?P<rest>.*)$",
+                     str(url), re.S)
+    if match is None or "@" not in match["auth"]:
+        return str(url)
+    userinfo, _, hostport = match["auth"].rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    shown = f"{user}:***@" if user else "***@"
+    return f"{match['head'] or ''}{shown}{hostport}{match['rest']}"
+
+
 def split_url(url: str) -> tuple[str, tuple[str, str] | None]:
-    """`http://user:pw@host:5000/` -> (`http://host:5000`, (user, pw)); no userinfo kept in the URL."""
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StoreError(f"store URL {url!r} is not an http(s) URL. "
-                         "Use the MLflow tracking server's address, e.g. http://127.0.0.1:5000.")
+    """`http://user:pw@host:5000/` -> (`http://host:5000`, (user, pw)); no userinfo kept in the URL.
+
+    Refused up front, with the URL shown without its password: a scheme other than http(s), no
+    host, a port that is not a number in 1..65535, anything `urllib` cannot parse."""
+    if not isinstance(url, str):
+        raise StoreError(f"store URL {url!r} is not a string; pass e.g. 'http://127.0.0.1:5000'")
+    shown = redact_url(url.strip())
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        detail = str(exc).replace(url.strip(), shown)
+        raise StoreError(f"store URL {shown!r} cannot be parsed ({_scrub_url_parts(detail, url)}). "
+                         "Use the MLflow tracking server's address, e.g. http://127.0.0.1:5000."
+                         ) from None
+    if parts.scheme not in ("http", "https"):
+        raise StoreError(f"store URL {shown!r} is not an http(s) URL. Use the MLflow tracking "
+                         "server's address, e.g. http://127.0.0.1:5000.")
+    if not parts.hostname:
+        raise StoreError(f"store URL {shown!r} has no host name. Use the MLflow tracking server's "
+                         "address, e.g. http://127.0.0.1:5000.")
+    if port == 0 or (port is None and re.search(r":\d*$", parts.netloc.rpartition("@")[2])
+                     and not parts.netloc.endswith("]")):
+        raise StoreError(f"store URL {shown!r} has no usable port; give one in 1..65535, "
+                         "e.g. http://127.0.0.1:5000.")
     userinfo = None
     if parts.username:
         userinfo = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    if ":" in parts.hostname:  # IPv6 literal
-        netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 literal
+    netloc = host + (f":{port}" if port else "")
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), userinfo
+
+
+def _scrub_url_parts(text: str, url: str) -> str:
+    """Take the userinfo of `url` out of a parser's message (it may quote a fragment)."""
+    auth = url.partition("//")[2].split("/", 1)[0]
+    userinfo = auth.rpartition("@")[0]
+    for secret in (userinfo, userinfo.partition(":")[2]):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def env_flag(env, name: str) -> bool:
+    """A boolean environment variable the way MLflow reads it: true/1, false/0, else an error."""
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise StoreError(f"environment variable {name}={env.get(name)!r} is not a boolean; set it to "
+                     "true or false")
+
+
+def tls_from(env) -> tuple[bool | str, str | None]:
+    """(`verify`, `cert`) for requests, from MLflow's TLS variables, with MLflow's rules:
+    MLFLOW_TRACKING_INSECURE_TLS=true skips verification; MLFLOW_TRACKING_SERVER_CERT_PATH is a
+    CA bundle (the two cannot be combined); MLFLOW_TRACKING_CLIENT_CERT_PATH a client cert."""
+    insecure = env_flag(env, "MLFLOW_TRACKING_INSECURE_TLS")
+    server_cert = env.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
+    client_cert = env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None
+    if insecure and server_cert:
+        raise StoreError("MLFLOW_TRACKING_INSECURE_TLS=true and MLFLOW_TRACKING_SERVER_CERT_PATH are "
+                         "both set, which MLflow also refuses; unset one of them")
+    for name, path in (("MLFLOW_TRACKING_SERVER_CERT_PATH", server_cert),
+                       ("MLFLOW_TRACKING_CLIENT_CERT_PATH", client_cert)):
+        if path and not os.path.exists(path):
+            raise StoreError(f"{name}={path!r}: no such file; point it at a PEM file or unset it")
+    return (server_cert or not insecure), client_cert
 
 
 @dataclass
@@ -127,9 +200,14 @@ class MlflowHttp:
         self.url, userinfo = split_url(url)
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
-        self._credentials = credentials_from(os.environ if env is None else env, userinfo)
+        env = os.environ if env is None else env
+        verify, cert = tls_from(env)
+        self._credentials = credentials_from(env, userinfo)
         self._session = requests.Session()
         self._session.auth = self._credentials
+        # Per request, not on the session: requests lets $REQUESTS_CA_BUNDLE override a
+        # session's `verify` (psf/requests#3829); MLflow's client also passes them per call.
+        self._tls = {"verify": verify, "cert": cert}
         self._session.headers["User-Agent"] = "verta-jupyter"
 
     def __repr__(self) -> str:
@@ -150,7 +228,29 @@ class MlflowHttp:
         url = self.url + API + endpoint
         kwargs = {"params": body} if method == "GET" else {"json": body or {}}
         response = self.request(method, url, retry=retry, what=f"{method} {endpoint}", **kwargs)
-        return response.json() if response.content else {}
+        return self.json_object(response, f"{method} {endpoint}")
+
+    def json_object(self, response, what: str) -> dict[str, Any]:
+        """The answer as a JSON object, or a StoreError saying what came instead (an HTML login
+        page from a proxy, a truncated body, a list): never a raw JSONDecodeError."""
+        if not response.content:
+            return {}
+        try:
+            data = json.loads(response.content)
+        except (ValueError, RecursionError):
+            kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
+            raise self.malformed(what, f"a JSON object, got {kind}: "
+                                       f"{_snippet(response.content)}") from None
+        if not isinstance(data, dict):
+            raise self.malformed(what, f"a JSON object, got a JSON {type(data).__name__}")
+        return data
+
+    def malformed(self, what: str, expected: str) -> StoreError:
+        """The error for an answer that is not what MLflow's REST API sends."""
+        return StoreError(self.scrub(
+            f"MLflow server {self.url} ({what}) sent an answer we cannot use: expected {expected}. "
+            "Check that the URL points at an MLflow tracking server (not a proxy or login page) "
+            "and that its version speaks MLflow's REST API 2.0."))
 
     def request(self, method: str, url: str, *, retry: bool, what: str, ok=(200,),
                 body_factory: Callable[[], Any] | None = None, **kwargs):
@@ -168,7 +268,8 @@ class MlflowHttp:
             try:
                 if body_factory is not None:
                     kwargs["data"] = body_factory()
-                response = self._session.request(method, url, timeout=self.timeout, **kwargs)
+                response = self._session.request(method, url, timeout=self.timeout, **self._tls,
+                                                 **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failure, response = exc, None
             finally:
@@ -216,7 +317,8 @@ class MlflowHttp:
                 response = self.request("GET", self.artifact_url(remote), retry=True, stream=True,
                                         what=f"download {remote}")
                 with response, open(tmp, "wb") as out:
-                    total, done = int(response.headers.get("Content-Length") or 0), 0
+                    length = response.headers.get("Content-Length") or "0"
+                    total, done = (int(length) if length.isdigit() else 0), 0
                     for chunk in response.iter_content(CHUNK):
                         out.write(chunk)
                         done += len(chunk)
@@ -235,9 +337,14 @@ class MlflowHttp:
 
     def list_artifacts(self, remote: str) -> list[dict]:
         """Entries directly under `remote`: dicts with `path` (relative), `is_dir`, `file_size`."""
+        what = f"list {remote}"
         response = self.request("GET", self.url + ARTIFACTS_API, retry=True, params={"path": remote},
-                                what=f"list {remote}")
-        return response.json().get("files", [])
+                                what=what)
+        files = self.json_object(response, what).get("files", [])
+        if not isinstance(files, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+            raise self.malformed(what, '"files": a list of {"path": text, "is_dir": bool} entries')
+        return files
 
     # -- errors ---------------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -288,12 +395,17 @@ class MlflowHttp:
 def _parse_error(response) -> tuple[str, str]:
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and ("message" in data or "error_code" in data):
         return str(data.get("error_code") or ""), str(data.get("message") or "").strip()
     text = " ".join(response.text.split())[:300] or response.reason or "no message"
     return "", text
+
+
+def _snippet(content: bytes, limit: int = 120) -> str:
+    text = " ".join(content[:limit * 4].decode("utf-8", "replace").split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 def _root_cause(exc: BaseException) -> str:
