@@ -71,6 +71,7 @@ def test_a_listing_entry_cannot_steer_a_write_outside(hostile, tmp_path, bad, is
 
     message = str(refused.value)
     assert hostile.url in message and repr(bad) in message and "nothing was written" in message
+    assert "unsafe path" in message
     assert snapshot(tmp_path) == before  # not even a temp folder left
     assert not hostile.asked(f"{ARTIFACTS}/{BASE}/")  # refused before the first download
 

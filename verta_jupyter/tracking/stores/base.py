@@ -30,7 +30,6 @@ store refuses or fails to do. A method that raises leaves the store as it was.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, runtime_checkable
@@ -156,10 +155,12 @@ class Store(Protocol):
     # -- artifacts (files and directories, streamed) ----------------------------------------
     def put_artifact(self, kind: str, id: str, key: str, path: Path, *, type: str,
                      meta: Mapping[str, Any] | None = None,
-                     progress: Progress | None = None) -> ArtifactInfo:
+                     progress: Progress | None = None, overwrite: bool = True) -> ArtifactInfo:
         """Store the file or directory at `path` under `key`, streaming it (never whole in
         memory). It becomes visible in one step after all bytes are safely stored, replacing
-        any previous artifact with that key; a crash before that step leaves the old state."""
+        any previous artifact with that key; a crash before that step leaves the old state.
+        With `overwrite=False` an existing key raises AlreadyExistsError and nothing is
+        replaced; a store that can, checks this atomically with the record."""
 
     def artifact_info(self, kind: str, id: str, key: str) -> ArtifactInfo:
         """Metadata of one artifact; NotFoundError if the key was never stored."""
@@ -220,43 +221,3 @@ def hash_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
             if progress:
                 progress(len(chunk))
     return "sha256:" + h.hexdigest(), size
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def safe_relpath(text: Any, where: str) -> str:
-    """`text` if it is a safe relative POSIX path to create under a destination folder, else
-    StoreError naming `where` (the server, store or archive it came from) and the entry.
-
-    Paths from data (a server's listing, a database row, a manifest) are untrusted: refused
-    are absolute paths, drive letters (`C:`), backslashes (a separator on Windows), empty,
-    `.` and `..` segments, and control characters. Checked before anything is written."""
-    problem = _relpath_problem(text)
-    if problem:
-        raise _store_error(f"{where} lists an entry {text!r} that {problem}; refusing to write "
-                           "it (nothing was written). The store may be damaged or hostile: check "
-                           "it (`store check`) and log the artifact again from a trusted copy.")
-    return text
-
-
-def _relpath_problem(text: Any) -> str | None:
-    if not isinstance(text, str) or not text:
-        return "is not a file name"
-    if any(ord(c) < 32 or c == "\x7f" for c in text):
-        return "contains control characters"
-    if "\\" in text:
-        return "contains a backslash"
-    if text.startswith("/") or _DRIVE.match(text):
-        return "is an absolute path"
-    if any(part in ("", ".", "..") for part in text.split("/")):
-        return "has an empty, '.' or '..' segment"
-    if len(text) > 4096:
-        return "is longer than 4096 characters"
-    return None
-
-
-def _store_error(message: str):
-    from ...errors import StoreError
-
-    return StoreError(message)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ....errors import NotFoundError, StoreError
-from ..base import (ARTIFACT_TYPES, ArtifactInfo, Progress, hash_file, iter_tree, safe_relpath,
-                    tree_digest)
+from ....package.paths import UnsafePath, check_relpath, safe_target
+from ..base import ARTIFACT_TYPES, ArtifactInfo, Progress, hash_file, iter_tree, tree_digest
 from .fields import PREFIX
 from .rest import MlflowHttp
 
@@ -48,7 +48,22 @@ def artifact_root(artifact_uri: str, server: str) -> str:
     rest = artifact_uri[len("mlflow-artifacts:"):]
     if rest.startswith("//"):  # mlflow-artifacts://host:port/path
         rest = rest[2:].split("/", 1)[1] if "/" in rest[2:] else ""
-    return safe_relpath(rest.strip("/"), f"MLflow server {server} (a run's artifact_uri)")
+    return checked(rest.strip("/"), f"MLflow server {server} (a run's artifact_uri)")
+
+
+def checked(rel: object, where: str) -> str:
+    """`rel` if it is a safe relative path (`package.paths.check_relpath`), else a StoreError
+    naming `where` (the server and the call) and the entry. Nothing has been written yet."""
+    try:
+        return check_relpath(rel)
+    except UnsafePath as exc:
+        raise unsafe(where, exc) from None
+
+
+def unsafe(where: str, exc: UnsafePath) -> StoreError:
+    return StoreError(f"{where} sends an unsafe path: {exc}. Refused before writing it (nothing "
+                      "was written). The server's data may be damaged or hostile: check the "
+                      "store (`store check`) and log the artifact again from a trusted copy.")
 
 
 def upload(http: MlflowHttp, root: str, key: str, path: Path, *, type: str,
@@ -146,8 +161,8 @@ def generation_of(text: str) -> str | None:
 
 def _relpath_ok(text: str) -> bool:
     try:
-        safe_relpath(text, "")
-    except StoreError:
+        check_relpath(text)
+    except UnsafePath:
         return False
     return True
 
@@ -177,8 +192,10 @@ def fetch(http: MlflowHttp, root: str, info: ArtifactInfo, gen: str, dest: Path,
             top.mkdir()
             entries = []
             for rel, _ in tree:
-                target = top.joinpath(*rel.split("/"))
-                target.parent.mkdir(parents=True, exist_ok=True)
+                try:  # checked again at the write: no link or file on the way, no duplicate
+                    target = safe_target(top, rel)
+                except UnsafePath as exc:
+                    raise unsafe(f"MLflow server {http.url} (listing {base})", exc) from None
                 http.download(f"{base}/{rel}", target, progress=report())
                 entries.append((rel, *hash_file(target)))
             digest = tree_digest(entries)
@@ -198,7 +215,7 @@ def fetch(http: MlflowHttp, root: str, info: ArtifactInfo, gen: str, dest: Path,
 def list_tree(http: MlflowHttp, base: str) -> list[tuple[str, int]]:
     """(relative path, size) of every file under `base`, sorted (as `iter_tree` orders them).
 
-    The server's listing is untrusted: each entry must be a safe relative path (`safe_relpath`:
+    The server's listing is untrusted: each entry must be a safe relative path (`checked`:
     no `..`, absolute, drive or backslash path), each name is listed once, and the walk stops
     at MAX_TREE_FILES entries or MAX_TREE_DEPTH levels, so a hostile listing can neither steer
     a write outside the destination nor keep us listing for ever."""
@@ -207,7 +224,7 @@ def list_tree(http: MlflowHttp, base: str) -> list[tuple[str, int]]:
     while todo:
         rel, depth = todo.pop()
         for entry in http.list_artifacts(f"{base}/{rel}".rstrip("/")):
-            name = safe_relpath(entry["path"], where).rsplit("/", 1)[-1]
+            name = checked(entry["path"], where).rsplit("/", 1)[-1]
             child = f"{rel}/{name}".lstrip("/")
             if child in seen:
                 raise http.malformed(f"list {base}", f"each entry once, got {child!r} twice")
