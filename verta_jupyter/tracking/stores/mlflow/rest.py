@@ -103,35 +103,42 @@ def redact_url(url: str) -> str:
 def split_url(url: str) -> tuple[str, tuple[str, str] | None]:
     """`http://user:pw@host:5000/` -> (`http://host:5000`, (user, pw)); no userinfo kept in the URL.
 
-    Refused up front, with the URL shown without its password: a scheme other than http(s), no
-    host, a port that is not a number in 1..65535, anything `urllib` cannot parse."""
+    Refused up front (`check_http_url`), with the URL shown without its password."""
+    parts, userinfo = check_http_url(url, "store URL", StoreError,
+                                     "Use the MLflow tracking server's address")
+    return urllib.parse.urlunsplit((*parts[:2], parts[2].rstrip("/"), "", "")), userinfo
+
+
+def check_http_url(url: Any, what: str, error: type[Exception], remedy: str
+                   ) -> tuple[urllib.parse.SplitResult, tuple[str, str] | None]:
+    """(`url` split, without its userinfo; the userinfo as (user, password) or None), or
+    `error` naming `what` ("store URL", "endpoint URL") with the password redacted: refused
+    are a scheme other than http(s), no host, a port that is not a number in 1..65535, and
+    anything `urllib` cannot parse. The same check for every URL a user gives us."""
+    example = f"{remedy}, e.g. http://127.0.0.1:5000."
     if not isinstance(url, str):
-        raise StoreError(f"store URL {url!r} is not a string; pass e.g. 'http://127.0.0.1:5000'")
-    shown = redact_url(url.strip())
+        raise error(f"{what} {url!r} is not a string. {example}")
+    text = url.strip()
+    shown = redact_url(text)
     try:
-        parts = urllib.parse.urlsplit(url.strip())
+        parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        detail = str(exc).replace(url.strip(), shown)
-        raise StoreError(f"store URL {shown!r} cannot be parsed ({_scrub_url_parts(detail, url)}). "
-                         "Use the MLflow tracking server's address, e.g. http://127.0.0.1:5000."
-                         ) from None
+        detail = _scrub_url_parts(str(exc).replace(text, shown), text)
+        raise error(f"{what} {shown!r} cannot be parsed ({detail}). {example}") from None
     if parts.scheme not in ("http", "https"):
-        raise StoreError(f"store URL {shown!r} is not an http(s) URL. Use the MLflow tracking "
-                         "server's address, e.g. http://127.0.0.1:5000.")
+        raise error(f"{what} {shown!r} is not an http(s) URL. {example}")
     if not parts.hostname:
-        raise StoreError(f"store URL {shown!r} has no host name. Use the MLflow tracking server's "
-                         "address, e.g. http://127.0.0.1:5000.")
+        raise error(f"{what} {shown!r} has no host name. {example}")
     if port == 0 or (port is None and re.search(r":\d*$", parts.netloc.rpartition("@")[2])
                      and not parts.netloc.endswith("]")):
-        raise StoreError(f"store URL {shown!r} has no usable port; give one in 1..65535, "
-                         "e.g. http://127.0.0.1:5000.")
+        raise error(f"{what} {shown!r} has no usable port; give one in 1..65535. {example}")
     userinfo = None
     if parts.username:
         userinfo = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 literal
     netloc = host + (f":{port}" if port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), userinfo
+    return parts._replace(netloc=netloc), userinfo
 
 
 def _scrub_url_parts(text: str, url: str) -> str:
