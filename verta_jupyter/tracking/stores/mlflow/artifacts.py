@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ....errors import NotFoundError, StoreError
+from ....package.format import read_manifest
+from ....package.mlflow_export import mlflow_files
 from ....package.paths import UnsafePath, check_relpath, safe_target
 from ..base import ARTIFACT_TYPES, ArtifactInfo, Progress, hash_file, iter_tree, tree_digest
 from .fields import PREFIX
@@ -247,9 +249,6 @@ def write_mlflow_model(http: MlflowHttp, root: str, package: Path, package_gen: 
     and the run's artifacts in place, so `mlflow.pyfunc.load_model("runs:/<id>")` and
     `models:/<name>/<version>` work with MLflow's own tools. Written after the package's bytes
     and before the tag that publishes it. False if an artifact the model needs is missing."""
-    from ....package.mlflow_export import mlflow_files
-    from ....package.format import read_manifest
-
     placed = {}
     for name in read_manifest(package).get("artifact_keys", []):
         text = tags.get(INFO_TAG + name)

@@ -428,8 +428,6 @@ class _ProgressReader:
     """A file opened for one upload attempt; reports progress as requests reads it."""
 
     def __init__(self, path, total: int, progress: Progress | None):
-        import hashlib
-
         self._file = open(path, "rb")
         self._total, self.done, self._progress = total, 0, progress
         self.sha256 = hashlib.sha256()
