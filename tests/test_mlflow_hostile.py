@@ -256,3 +256,19 @@ def test_secrets_are_scrubbed_from_what_the_server_echoes(hostile):
     assert "Bearer ***" in str(failed.value)
     for text in (str(failed.value), repr(store), repr(store.http)):
         assert token not in text
+
+
+def test_check_reports_a_hostile_server_and_never_crashes(hostile):
+    publish_directory(hostile, {"ok.txt": b"fine"},
+                      [{"path": "ok.txt", "is_dir": False, "file_size": 4},
+                       {"path": "../../x", "is_dir": False, "file_size": 1}])
+    run = json.loads(hostile.routes[("GET", "/api/2.0/mlflow/runs/get")](None)[2])["run"]
+    run["data"]["tags"].append({"key": "verta_jupyter.artifact.broken", "value": "{not json"})
+    hostile.api("POST", "experiments/search", json_answer({"experiments": [
+        {"experiment_id": "1", "name": "p/e",
+         "tags": [{"key": "verta_jupyter.kind", "value": "experiment"}]}]}))
+    hostile.api("POST", "runs/search", json_answer({"runs": [run]}))
+    result = store_of(hostile).check()
+    assert not result.ok and result.counts == {"runs": 1, "artifacts": 2}
+    assert any("'data'" in p and "'../../x'" in p for p in result.problems), result.problems
+    assert any("'broken'" in p and "damaged" in p for p in result.problems), result.problems

@@ -16,8 +16,9 @@ Rules this module enforces for every call:
 from __future__ import annotations
 
 import base64
-import logging
+import hashlib
 import json
+import logging
 import os
 import re
 import time

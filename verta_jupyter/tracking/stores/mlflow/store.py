@@ -205,8 +205,7 @@ class MlflowStore:
             if not overwrite:
                 self._claim(kind, id, run_id, key, gen)
             tags = {**tags, tag["key"]: tag["value"]}
-            if type == "model":  # MLflow users load it with MLflow's own tools, too
-                arts.write_mlflow_model(self.http, root, Path(path), gen, key, tags)
+            self._export_native(root, key, type, Path(path), gen, tags)
             # The single step that publishes the artifact: every byte above is already stored.
             self.server.call("POST", "runs/set-tag", {"run_id": run_id, **tag})
         except AlreadyExistsError:
@@ -219,6 +218,14 @@ class MlflowStore:
             if old_gen:
                 arts.delete_generation(self.http, root, key, old_gen)
         return info
+
+    def _export_native(self, root: str, key: str, type: str, path: Path, gen: str,
+                       tags: Mapping[str, str]) -> None:
+        """The protocol's native export of a "model" (base.ARTIFACT_TYPES): the MLflow model
+        files at the run's root, so MLflow users load it with MLflow's own tools too. Written
+        before the publishing tag; other types have no native form."""
+        if type == "model":
+            arts.write_mlflow_model(self.http, root, path, gen, key, tags)
 
     def _claim(self, kind: str, id: str, run_id: str, key: str, gen: str) -> None:
         """Claim `key` for generation `gen` with a write-once param; AlreadyExistsError if
