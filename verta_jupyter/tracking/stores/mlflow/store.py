@@ -31,8 +31,8 @@ from . import answers
 from . import artifacts as arts
 from . import fields as fields_codec
 from . import registry
-from ..base import (ARTIFACT_TYPES, OWNER_KINDS, PARENT_KIND, ArtifactInfo, CheckResult, Entity,
-                    Progress, check_field, check_kind)
+from ..base import (ARTIFACT_TYPES, MODEL_KEY, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
+                    CheckResult, Entity, Progress, check_field, check_kind)
 from .check import check_store
 from .fields import PREFIX
 from .names import _escape, _generated, _name_filter, _run_data
@@ -251,7 +251,8 @@ class MlflowStore:
     def _exists(self, kind: str, id: str, key: str, unpublished: bool = False) -> AlreadyExistsError:
         state = ("is being logged by another process (or an upload that stopped before "
                  "publishing it claimed it)" if unpublished else "is already logged")
-        return AlreadyExistsError(f"artifact {key!r} {state} on {kind} {id} on MLflow server "
+        what = "a model" if key == MODEL_KEY else f"artifact {key!r}"
+        return AlreadyExistsError(f"{what} {state} on {kind} {id} on MLflow server "
                                   f"{self.location}; pass overwrite=True to replace it")
 
     def artifact_info(self, kind: str, id: str, key: str) -> ArtifactInfo:
