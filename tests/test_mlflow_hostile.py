@@ -272,3 +272,23 @@ def test_check_reports_a_hostile_server_and_never_crashes(hostile):
     assert not result.ok and result.counts == {"runs": 1, "artifacts": 2}
     assert any("'data'" in p and "'../../x'" in p for p in result.problems), result.problems
     assert any("'broken'" in p and "damaged" in p for p in result.problems), result.problems
+
+
+def test_an_answer_without_end_is_cut_at_the_bound(hostile):
+    """A server streaming JSON for ever (or a decompression bomb) must not fill our memory."""
+    def endless(request):
+        return 200, "application/json", b'{"run": "' + b"x" * (3 << 20)
+
+    hostile.api("GET", "runs/get", endless)
+    store = store_of(hostile)
+    store.http.max_answer = 1 << 20  # the default is 256 MiB; the rule is the same
+    with pytest.raises(StoreError, match="an answer of at most 1,048,576 bytes") as refused:
+        store.get("run", RUN_ID)
+    assert hostile.url in str(refused.value) and "GET runs/get" in str(refused.value)
+
+
+def test_a_huge_error_page_is_read_only_in_part(hostile):
+    hostile.api("GET", "runs/get", raw_answer("<p>" + "oops " * (2 << 20), status=400))
+    with pytest.raises(StoreError, match="HTTP 400: <p>oops oops") as refused:
+        store_of(hostile).get("run", RUN_ID)
+    assert len(str(refused.value)) < 1000

@@ -308,6 +308,6 @@ def delete_generation(http: MlflowHttp, root: str, key: str, gen: str) -> None:
     """Best effort: the old generation is garbage once the tag points elsewhere."""
     try:
         http.request("DELETE", http.artifact_url(f"{root}/vj/{key}/{gen}"), retry=False,
-                     what=f"delete old {key}")
+                     what=f"delete old {key}").close()
     except StoreError:
         pass  # harmless: unreferenced files; `check()` reports them as notes

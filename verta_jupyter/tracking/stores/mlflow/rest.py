@@ -1,6 +1,6 @@
 """HTTP layer for the MLflow store: one `requests.Session`, timeouts, retries, errors, auth.
 
-Nothing here knows about runs or models; `mlflow.py` maps our store protocol onto these calls.
+Nothing here knows about runs or models; `store.py` maps our store protocol onto these calls.
 We speak MLflow's REST API directly so the `mlflow` package (~850 MB) is never needed at run time.
 
 Rules this module enforces for every call:
@@ -11,7 +11,9 @@ Rules this module enforces for every call:
 - MLflow's `{"error_code", "message"}` becomes a `StoreError` leaf naming the URL, the server's
   message and one remedy;
 - credentials (basic or bearer, from the environment or the URL) never appear in a repr, a log
-  line or an error message: we scrub them from anything the server echoes back.
+  line or an error message: we scrub them from anything the server echoes back;
+- the URL is checked before any request (`check_http_url`), TLS follows MLflow's variables,
+  and an answer is read with a size bound and parsed as a JSON object or refused by name.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ API = "/api/2.0/mlflow/"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for smooth progress
+#: The largest JSON answer we read (after decompression): a page of 1000 runs with many params
+#: is a few MB; a server that sends more is broken or hostile and must not fill our memory.
+MAX_ANSWER = 256 << 20
+ERROR_HEAD = 64 << 10  # of an error page, only the start is read (it is shown shortened anyway)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -216,6 +222,7 @@ class MlflowHttp:
         # Per request, not on the session: requests lets $REQUESTS_CA_BUNDLE override a
         # session's `verify` (psf/requests#3829); MLflow's client also passes them per call.
         self._tls = {"verify": verify, "cert": cert}
+        self.max_answer = MAX_ANSWER
         self._session.headers["User-Agent"] = "verta-jupyter"
 
     def __repr__(self) -> str:
@@ -240,18 +247,31 @@ class MlflowHttp:
 
     def json_object(self, response, what: str) -> dict[str, Any]:
         """The answer as a JSON object, or a StoreError saying what came instead (an HTML login
-        page from a proxy, a truncated body, a list): never a raw JSONDecodeError."""
-        if not response.content:
+        page from a proxy, a truncated body, a list, more than `max_answer` bytes): never a
+        raw JSONDecodeError or a memory blow-up."""
+        content = self.read_answer(response, what)
+        if not content:
             return {}
         try:
-            data = json.loads(response.content)
+            data = json.loads(content)
         except (ValueError, RecursionError):
             kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
             raise self.malformed(what, f"a JSON object, got {kind}: "
-                                       f"{_snippet(response.content)}") from None
+                                       f"{_snippet(content)}") from None
         if not isinstance(data, dict):
             raise self.malformed(what, f"a JSON object, got a JSON {type(data).__name__}")
         return data
+
+    def read_answer(self, response, what: str) -> bytes:
+        """The whole body of a (streamed) answer, refused past `max_answer` bytes."""
+        data = bytearray()
+        with response:
+            for chunk in response.iter_content(CHUNK):
+                data += chunk
+                if len(data) > self.max_answer:
+                    raise self.malformed(what, f"an answer of at most {self.max_answer:,} bytes "
+                                               "(it sent more)")
+        return bytes(data)
 
     def malformed(self, what: str, expected: str) -> StoreError:
         """The error for an answer that is not what MLflow's REST API sends."""
@@ -270,6 +290,7 @@ class MlflowHttp:
         import requests
 
         delays = self.retry_policy.delays() if retry else iter(())
+        kwargs.setdefault("stream", True)  # bodies are read by us, with a bound (read_answer)
         attempt = 0
         while True:
             attempt += 1
@@ -292,6 +313,8 @@ class MlflowHttp:
                 raise self._transient(what, url, cause, attempt)
             log.info("%s: retrying in %.2fs (%s)", what, delay,
                      self._describe(failure) if response is None else f"HTTP {response.status_code}")
+            if response is not None:
+                response.close()
             time.sleep(delay)
 
     # -- artifacts (the server's proxied `mlflow-artifacts` endpoints) ---------------------------
@@ -310,7 +333,8 @@ class MlflowHttp:
             return readers[-1]
 
         self.request("PUT", self.artifact_url(remote), retry=True, what=f"upload {remote}",
-                     body_factory=body, headers={"Content-Type": "application/octet-stream"})
+                     body_factory=body, headers={"Content-Type": "application/octet-stream"}
+                     ).close()
         return "sha256:" + readers[-1].sha256.hexdigest(), readers[-1].done
 
     def download(self, remote: str, dest: str | os.PathLike, *, progress: Progress | None = None
@@ -361,7 +385,7 @@ class MlflowHttp:
 
     def error(self, response, what: str) -> StoreError:
         """Turn an MLflow error response into our error: status, server message, URL, remedy."""
-        code, message = _parse_error(response)
+        code, message = _parse_error(response, _head(response, ERROR_HEAD))
         status = response.status_code
         where = f"MLflow server {self.url} ({what})"
         detail = self.scrub(f"HTTP {status}{' ' + code if code else ''}: {message}")
@@ -400,15 +424,32 @@ class MlflowHttp:
         return self.scrub(str(exc))
 
 
-def _parse_error(response) -> tuple[str, str]:
+def _parse_error(response, head: bytes) -> tuple[str, str]:
     try:
-        data = response.json()
+        data = json.loads(head)
     except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and ("message" in data or "error_code" in data):
         return str(data.get("error_code") or ""), str(data.get("message") or "").strip()
-    text = " ".join(response.text.split())[:300] or response.reason or "no message"
-    return "", text
+    text = " ".join(head.decode("utf-8", "replace").split())[:300]
+    return "", text or response.reason or "no message"
+
+
+def _head(response, limit: int) -> bytes:
+    """The first `limit` bytes of a streamed body (the rest is never read), then close it."""
+    import requests
+
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(8192):
+            data += chunk
+            if len(data) >= limit:
+                break
+    except (requests.RequestException, OSError):  # cut short: what arrived is the message
+        pass
+    finally:
+        response.close()
+    return bytes(data[:limit])
 
 
 def _snippet(content: bytes, limit: int = 120) -> str:

@@ -1,6 +1,8 @@
 """`MlflowStore`: the `Store` protocol on an MLflow tracking server, over its REST API.
 
-No `mlflow` import: one `requests.Session` (see `mlflow_rest`). Mapping (docs/mlflow.md):
+No `mlflow` import: one `requests.Session` (`rest`). Modules: `server` (the shared surface:
+checked calls, experiments, runs), `registry` (models, versions), `artifacts`, `fields`,
+`answers` (what an answer must look like), `check`. Mapping (docs/mlflow.md):
 
 - project "P"            -> MLflow experiment "P" tagged `verta_jupyter.kind=project`
 - experiment "E" in P    -> MLflow experiment "P/E" (a "/" in P is written "%2F")
@@ -10,9 +12,10 @@ No `mlflow` import: one `requests.Session` (see `mlflow_rest`). Mapping (docs/ml
 - model version          -> MLflow model version whose source is a backing run in the
                             experiment "verta_jupyter-registry"; the version's fields and
                             artifacts live on that run. Id: "<model name>/<version>".
-- fields                 -> params/metrics/tags (see `mlflow_fields`)
+- fields                 -> params/metrics/tags (see `fields`)
 - artifacts, model       -> run artifacts through the proxied `mlflow-artifacts` endpoints,
-                            published by one tag after every byte is stored (`mlflow_artifacts`)
+                            published by one tag after every byte is stored (`artifacts`);
+                            overwrite=False claims the key first with a write-once param
 
 Non-idempotent creates are safe to retry: experiments and registered models are get-or-create
 by name; runs carry a client-generated id tag that a retry looks up before creating again;
