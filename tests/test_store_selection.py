@@ -76,6 +76,15 @@ def test_mlflow_tracking_uri_routes_client_to_the_server(clean_env, mlflow_serve
     assert isinstance(local.store, LocalStore) and local.store_origin == "$VERTA_JUPYTER_STORE"
 
 
+def test_a_bad_tracking_uri_says_where_it_came_from(clean_env):
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://ann:uri-Secret@:5000")
+    with pytest.raises(StoreError) as refused:
+        Client()
+    message = str(refused.value)
+    assert "has no host name" in message and "$MLFLOW_TRACKING_URI" in message
+    assert "uri-Secret" not in message and "ann:***@" in message
+
+
 def test_a_file_tracking_uri_leaves_the_local_default(clean_env, tmp_path):
     clean_env.setenv("MLFLOW_TRACKING_URI", "file:///nowhere/mlruns")
     client = Client()

@@ -58,11 +58,21 @@ def choose_store(store: Any = None, env: Mapping[str, str] | None = None) -> Sto
     return StoreChoice(DEFAULT_STORE, f"the default folder ./{DEFAULT_STORE}")
 
 
-def open_store(store: Any = None) -> Store:
+def open_store(store: Any = None, origin: str | None = None) -> Store:
     """A store from a path, an http(s) URL, an existing store object, or (None) the one
-    `choose_store` picks."""
+    `choose_store` picks. A store that cannot be opened is a StoreError that also says where
+    the path or URL came from (`origin`), e.g. a stale $MLFLOW_TRACKING_URI."""
     if store is None:
-        store = choose_store().spec
+        store, origin = choose_store()
+    try:
+        return _open(store)
+    except StoreError as exc:
+        if origin is None or origin == "the store= argument" or type(exc) is not StoreError:
+            raise  # (a leaf such as NotFoundError keeps its type for callers that catch it)
+        raise StoreError(f"{exc} (The store was chosen by {origin}.)") from exc
+
+
+def _open(store: Any) -> Store:
     if not isinstance(store, (str, os.PathLike)):
         if all(hasattr(store, m) for m in ("get_or_create", "put_artifact", "fetch_artifact")):
             return store
@@ -117,7 +127,7 @@ class Client:
 
     def __init__(self, store: Any = None):
         choice = choose_store(store)
-        self._store = open_store(choice.spec)
+        self._store = open_store(choice.spec, choice.origin)
         #: Why this store was chosen ("the store= argument", "$MLFLOW_TRACKING_URI ...").
         self.store_origin: str = choice.origin
         self.proj: Project | None = None
