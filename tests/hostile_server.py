@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import pytest
 
-Answer = Callable[["Request"], tuple[int, str, bytes]]
+#: (status, content type, body) or (status, content type, body, {extra header: value})
+Answer = Callable[["Request"], tuple]
 API = "/api/2.0/mlflow/"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
@@ -106,12 +107,15 @@ class HostileServer:
         with self._lock:
             self.requests.append(request)
         answer = self.routes.get((request.method, request.path))
+        extra: list = []
         if answer is None:
             status, content_type, data = 404, "application/json", json.dumps(
                 {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "not scripted"}).encode()
         else:
-            status, content_type, data = answer(request)
+            status, content_type, data, *extra = answer(request)  # extra: a dict of headers
         handler.send_response(status)
+        for name, value in (extra[0] if extra else {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()

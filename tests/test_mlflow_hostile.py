@@ -292,3 +292,19 @@ def test_a_huge_error_page_is_read_only_in_part(hostile):
     with pytest.raises(StoreError, match="HTTP 400: <p>oops oops") as refused:
         store_of(hostile).get("run", RUN_ID)
     assert len(str(refused.value)) < 1000
+
+
+def test_a_redirect_to_another_host_does_not_carry_the_credentials(hostile):
+    elsewhere = HostileServer()
+    try:
+        elsewhere.api("GET", "runs/get", json_answer({}, 404))
+        hostile.api("GET", "runs/get", lambda request: (
+            302, "text/html", b"", {"Location": f"{elsewhere.url}/api/2.0/mlflow/runs/get"}))
+        store = store_of(hostile, env={"MLFLOW_TRACKING_TOKEN": "tok-Redirect-Secret"})
+        with pytest.raises(StoreError):
+            store.get("run", RUN_ID)
+        assert hostile.asked("runs/get")[0].headers["Authorization"] == "Bearer tok-Redirect-Secret"
+        followed = elsewhere.asked("runs/get")
+        assert followed and "Authorization" not in followed[0].headers
+    finally:
+        elsewhere.close()
