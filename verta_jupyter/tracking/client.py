@@ -32,6 +32,10 @@ def current_run() -> ExperimentRun | None:
     return _current_run
 
 
+#: "scheme://": a URL. A Windows path ("C:\\x", "C:/x") has no "//" after its drive's colon.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
 class StoreChoice(NamedTuple):
     """Which store a `Client` opens (`spec`: a path, a URL or a store) and why (`origin`)."""
 
@@ -86,10 +90,6 @@ def _open(store: Any) -> Store:
                              "or a folder path")
         return MlflowStore(text)
     return LocalStore(Path(text))
-
-
-#: "scheme://": a URL. A Windows path ("C:\\x", "C:/x") has no "//" after its drive's colon.
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 class Project(Named):
