@@ -20,8 +20,8 @@ import time
 import urllib.parse
 from typing import Any
 
+from .._urls import check_http_url
 from ..errors import PredictError
-from ..tracking.stores.mlflow.rest import check_http_url
 
 _RETRY_STATUSES = frozenset({429, 503})
 

@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from .._urls import redact_url
 from ..errors import NotFoundError, StoreError
 from .named import Named
 from .run import ExperimentRun
 from .stores.base import Entity, Store
 from .stores.local.store import LocalStore
-from .stores.mlflow.rest import redact_url
 from .stores.mlflow.store import MlflowStore
 
 DEFAULT_STORE = "verta_store"

@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ...._urls import check_http_url
 from ....errors import AlreadyExistsError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
@@ -94,19 +94,6 @@ def credentials_from(env: dict[str, str] | os._Environ, userinfo: tuple[str, str
     return None
 
 
-def redact_url(url: str) -> str:
-    """`url` with any password (and a bare userinfo) replaced by `***`, even when the URL is
-    malformed: this is what goes into messages, before and after parsing."""
-    match = re.match(r"^(?P<head>[^/?#@]*?://|[A-Za-z][A-Za-z0-9+.-]*:)?(?P<auth>[^/?#]*)(?P<rest>.*)$",
-                     str(url), re.S)
-    if match is None or "@" not in match["auth"]:
-        return str(url)
-    userinfo, _, hostport = match["auth"].rpartition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-    shown = f"{user}:***@" if user else "***@"
-    return f"{match['head'] or ''}{shown}{hostport}{match['rest']}"
-
-
 def split_url(url: str) -> tuple[str, tuple[str, str] | None]:
     """`http://user:pw@host:5000/` -> (`http://host:5000`, (user, pw)); no userinfo kept in the URL.
 
@@ -114,48 +101,6 @@ def split_url(url: str) -> tuple[str, tuple[str, str] | None]:
     parts, userinfo = check_http_url(url, "store URL", StoreError,
                                      "Use the MLflow tracking server's address")
     return urllib.parse.urlunsplit((*parts[:2], parts[2].rstrip("/"), "", "")), userinfo
-
-
-def check_http_url(url: Any, what: str, error: type[Exception], remedy: str
-                   ) -> tuple[urllib.parse.SplitResult, tuple[str, str] | None]:
-    """(`url` split, without its userinfo; the userinfo as (user, password) or None), or
-    `error` naming `what` ("store URL", "endpoint URL") with the password redacted: refused
-    are a scheme other than http(s), no host, a port that is not a number in 1..65535, and
-    anything `urllib` cannot parse. The same check for every URL a user gives us."""
-    example = f"{remedy}, e.g. http://127.0.0.1:5000."
-    if not isinstance(url, str):
-        raise error(f"{what} {url!r} is not a string. {example}")
-    text = url.strip()
-    shown = redact_url(text)
-    try:
-        parts = urllib.parse.urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        detail = _scrub_url_parts(str(exc).replace(text, shown), text)
-        raise error(f"{what} {shown!r} cannot be parsed ({detail}). {example}") from None
-    if parts.scheme not in ("http", "https"):
-        raise error(f"{what} {shown!r} is not an http(s) URL. {example}")
-    if not parts.hostname:
-        raise error(f"{what} {shown!r} has no host name. {example}")
-    if port == 0 or (port is None and re.search(r":\d*$", parts.netloc.rpartition("@")[2])
-                     and not parts.netloc.endswith("]")):
-        raise error(f"{what} {shown!r} has no usable port; give one in 1..65535. {example}")
-    userinfo = None
-    if parts.username:
-        userinfo = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 literal
-    netloc = host + (f":{port}" if port else "")
-    return parts._replace(netloc=netloc), userinfo
-
-
-def _scrub_url_parts(text: str, url: str) -> str:
-    """Take the userinfo of `url` out of a parser's message (it may quote a fragment)."""
-    auth = url.partition("//")[2].split("/", 1)[0]
-    userinfo = auth.rpartition("@")[0]
-    for secret in (userinfo, userinfo.partition(":")[2]):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def env_flag(env, name: str) -> bool:
