@@ -74,6 +74,10 @@ class ModelServer:
             return 200, {"ok": True}
         if path == "/not-json":
             return 200, b"<html>gateway page</html>"
+        if path == "/deep":
+            return 200, b"[" * 100_000 + b"]" * 100_000
+        if path == "/echo-headers":  # a proxy error page that repeats what it was sent
+            return 502, {"message": f"bad gateway for {dict(headers)}"}
         return 404, {"message": f"no route {path}"}
 
     def close(self):
@@ -162,3 +166,44 @@ def test_a_server_that_never_answers_times_out(silent_server):
 def test_unknown_protocol_is_refused():
     with pytest.raises(ValueError, match="protocol"):
         Endpoint("http://127.0.0.1:1/x", protocol="grpc")
+
+
+PASSWORD = "pw-Endpoint-Secret"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:99999/invocations", "Port out of range"),
+    (f"http://admin:{PASSWORD}@/invocations", "has no host name"),
+    (f"http://admin:{PASSWORD}@:5001/invocations", "has no host name"),
+    (f"ftp://admin:{PASSWORD}@host/invocations", "is not an http(s) URL"),
+    (f"http://admin:{PASSWORD}@[::1/invocations", "cannot be parsed"),
+    ("http://127.0.0.1:/invocations", "no usable port"),
+    ("127.0.0.1:5001/invocations", "is not an http(s) URL"),
+])
+def test_a_bad_url_is_refused_up_front_without_its_password(url, expected):
+    started = time.monotonic()
+    with pytest.raises(EndpointError) as refused:
+        Endpoint(url)
+    message = str(refused.value)
+    assert expected in message and "e.g. http://127.0.0.1:5000" in message
+    assert PASSWORD not in message and time.monotonic() - started < 1
+
+
+def test_url_credentials_are_basic_auth_and_never_shown(server):
+    import base64
+
+    assert Endpoint(f"http://admin:{PASSWORD}@h:1/p?x=1").url == "http://h:1/p?x=1"  # query kept
+    endpoint = Endpoint(server.url.replace("//", f"//admin:{PASSWORD}@") + "/echo-headers")
+    assert PASSWORD not in endpoint.url + repr(endpoint) and "auth=basic" in repr(endpoint)
+    with pytest.raises(EndpointError) as failed:
+        endpoint.predict({"a": 1})
+    sent = server.requests[-1][1]["Authorization"]
+    assert sent == "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+    assert "bad gateway" in str(failed.value)
+    for secret in (PASSWORD, sent.split()[1]):  # the echoed header is scrubbed, encoded or not
+        assert secret not in str(failed.value)
+
+
+def test_an_answer_nested_past_reason_is_a_clear_error(server):
+    with pytest.raises(EndpointError, match="not JSON"):
+        Endpoint(f"{server.url}/deep").predict({})

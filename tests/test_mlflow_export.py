@@ -179,7 +179,7 @@ def test_a_model_logged_to_an_mlflow_store_loads_with_mlflow_tools(mlflow_server
     version = client.get_or_create_registered_model("echo").create_version_from_run(run)
     data = {"words": ["a", "q", "c"]}
     expected = run.load_model().predict(data)
-    model_name = store._model_prefix + "echo"
+    model_name = store.server.model_prefix + "echo"
     script = ("import json, sys, warnings\nwarnings.simplefilter('ignore')\nimport mlflow\n"
               "print(json.dumps([mlflow.pyfunc.load_model(uri).predict(json.loads(sys.argv[1]))"
               " for uri in sys.argv[2:]]))\n")

@@ -265,3 +265,104 @@ def test_notebook_flow_against_mlflow(shell, mlflow_server, tmp_path):
                           env={"PATH": os.environ["PATH"], "VERTA_JUPYTER_CACHE": str(tmp_path / "c")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"reply": "hello, fresh"}
+
+
+# -- overwrite=False: as atomic as MLflow allows (docs/mlflow.md) --------------------------------
+RACER = """
+import sys
+from verta_jupyter.errors import AlreadyExistsError
+from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
+
+url, namespace, run_id, key, path = sys.argv[1:]
+store = MlflowStore(url, namespace=namespace)
+store.get("run", run_id)  # connection and imports warm before the start line
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    store.put_artifact("run", run_id, key, path, type="file", overwrite=False)
+    print("won", flush=True)
+except AlreadyExistsError as exc:
+    print("lost", exc, flush=True)
+"""
+
+
+def _generations(store: MlflowStore, run_id: str, key: str) -> list[str]:
+    root = store.server.artifact_root(run_id)
+    return sorted(e["path"].rsplit("/", 1)[-1] for e in store.http.list_artifacts(f"{root}/vj/{key}"))
+
+
+def _race(store: MlflowStore, run_id: str, key: str, paths) -> list[str]:
+    """Two processes at a barrier (each says "ready", both get "go" at once) log `key`."""
+    import subprocess
+    import sys
+
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, store.http.url, store.namespace, run_id,
+                                key, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for path in paths]
+    try:
+        for racer in racers:
+            assert racer.stdout.readline().strip() == "ready", racer.stderr.read()
+        for racer in racers:
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
+        return [racer.communicate(timeout=120)[0].strip() for racer in racers]
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+                racer.wait()
+
+
+def test_racing_writers_with_overwrite_false_exactly_one_wins(store, tmp_path):
+    run = store.get_or_create("run", "race", store.get_or_create(
+        "experiment", "e", store.get_or_create("project", "p").id).id)
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.bin")
+        paths[-1].write_bytes(name.encode() * 200_000)
+    for round_ in range(3):
+        key = f"weights{round_}"
+        outcomes = _race(store, run.id, key, paths)
+        assert sorted(o.split()[0] for o in outcomes) == ["lost", "won"], outcomes
+        winner = paths[[o.split()[0] for o in outcomes].index("won")]
+        loser_message = next(o for o in outcomes if o.startswith("lost"))
+        assert repr(key) in loser_message and "overwrite=True" in loser_message
+        fetched = store.fetch_artifact("run", run.id, key, tmp_path / f"back{round_}")
+        assert fetched.read_bytes() == winner.read_bytes()  # the loser replaced nothing
+        assert len(_generations(store, run.id, key)) == 1  # and left no staging folder
+    assert store.get_fields("run", run.id, "hyperparameters") == {}  # claims are not user params
+
+
+def test_a_claim_made_between_check_and_publish_wins(store, tmp_path):
+    """The window a racing writer can hit: it claimed the key after our first look."""
+    from verta_jupyter.errors import AlreadyExistsError
+    from verta_jupyter.tracking.stores.mlflow.store import CLAIM_PARAM
+
+    run = store.get_or_create("run", "window", store.get_or_create(
+        "experiment", "e", store.get_or_create("project", "p").id).id)
+    (tmp_path / "f.txt").write_text("mine")
+    store.http.call("POST", "runs/log-parameter",
+                    {"run_id": run.id, "key": CLAIM_PARAM + "k", "value": "0badc0ffee00"})
+    with pytest.raises(AlreadyExistsError, match="being logged by another process"):
+        store.put_artifact("run", run.id, "k", tmp_path / "f.txt", type="file", overwrite=False)
+    with pytest.raises(NotFoundError):
+        store.artifact_info("run", run.id, "k")
+    assert _generations(store, run.id, "k") == []  # our staging upload is gone
+    # overwrite=True is the documented way past a claim whose upload never finished
+    store.put_artifact("run", run.id, "k", tmp_path / "f.txt", type="file", overwrite=True)
+    assert store.fetch_artifact("run", run.id, "k", tmp_path / "back").read_text() == "mine"
+
+
+def test_a_lost_claim_reply_is_still_ours(fault_proxy, tmp_path):
+    store = MlflowStore(fault_proxy.url, retry_policy=FAST_RETRY, namespace=f"c{uuid.uuid4().hex[:8]}")
+    run = store.get_or_create("run", "r", store.get_or_create(
+        "experiment", "e", store.get_or_create("project", "p").id).id)
+    (tmp_path / "f.txt").write_text("once")
+    fault_proxy.fail_after_forward("runs/log-parameter", 502)  # accepted; the reply is lost
+    store.put_artifact("run", run.id, "k", tmp_path / "f.txt", type="file", overwrite=False)
+    assert fault_proxy.served == 1
+    assert store.fetch_artifact("run", run.id, "k", tmp_path / "back").read_text() == "once"
+    from verta_jupyter.errors import AlreadyExistsError
+
+    with pytest.raises(AlreadyExistsError, match="is already logged"):
+        store.put_artifact("run", run.id, "k", tmp_path / "f.txt", type="file", overwrite=False)

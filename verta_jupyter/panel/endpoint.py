@@ -14,10 +14,13 @@ appears in a repr or an error.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
+import urllib.parse
 from typing import Any
 
+from .._urls import check_http_url
 from ..errors import PredictError
 
 _RETRY_STATUSES = frozenset({429, 503})
@@ -33,22 +36,27 @@ class EndpointError(PredictError):
 
 class Endpoint:
     """A deployed model at `url`. `token` is Verta's access token (sent as `Access-Token`),
-    or for MLflow-protocol servers a bearer token. `timeout` is (connect, read) seconds."""
+    or for MLflow-protocol servers a bearer token; `user:password@` in the URL is sent as
+    basic auth and kept out of `url`, messages and the repr. `timeout` is (connect, read)
+    seconds. The URL is checked here, before any request (EndpointError if it cannot work)."""
 
     def __init__(self, url: str, token: str | None = None, *, protocol: str | None = None,
                  timeout: float | tuple[float, float] = (5.0, 60.0), attempts: int = 3,
                  backoff: float = 0.25):
         if protocol not in (None, "mlflow", "verta"):
             raise ValueError(f"protocol {protocol!r} is unknown; use 'mlflow' or 'verta'")
-        self.url = url
-        self.protocol = protocol or ("mlflow" if url.rstrip("/").endswith("/invocations") else "verta")
+        parts, self._basic = check_http_url(url, "endpoint URL", EndpointError,
+                                            "Use the model server's scoring address")
+        self.url = urllib.parse.urlunsplit(parts)
+        self.protocol = protocol or ("mlflow" if parts.path.rstrip("/").endswith("/invocations")
+                                     else "verta")
         self.timeout = timeout if isinstance(timeout, tuple) else (min(timeout, 5.0), timeout)
         self.attempts, self.backoff = max(1, attempts), backoff
         self._token = token
         self._session = None
 
     def __repr__(self) -> str:
-        auth = ", token=***" if self._token else ""
+        auth = ", token=***" if self._token else ", auth=basic" if self._basic else ""
         return f"Endpoint({self.url!r}, protocol={self.protocol!r}{auth})"
 
     def __reduce__(self):
@@ -91,6 +99,7 @@ class Endpoint:
 
         if self._session is None:
             self._session = requests.Session()
+            self._session.auth = self._basic  # from the URL's userinfo, if any
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
             try:
@@ -125,7 +134,7 @@ class Endpoint:
         if response.status_code == 200:
             try:
                 return response.json()
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past any real answer
                 raise EndpointError(f"{self.url} answered 200 with a body that is not JSON: "
                                     f"{self._scrub(_short(response.text))}", 200) from None
         message = self._scrub(_server_message(response))
@@ -144,13 +153,17 @@ class Endpoint:
                              "and that the server is running.")
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        basic = self._basic and base64.b64encode(":".join(self._basic).encode()).decode()
+        for secret in (self._token, basic, self._basic and self._basic[1]):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
 def _server_message(response) -> str:
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return _short(" ".join(response.text.split())) or response.reason or "no message"
     if isinstance(data, dict):
         for key in ("message", "error", "detail"):

@@ -9,13 +9,17 @@ returned, as Verta's client does.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, NamedTuple
 
+from .._urls import redact_url
 from ..errors import NotFoundError, StoreError
 from .registry import RegisteredModel
 from .run import Experiment, ExperimentRun, Project, find_runs
 from .stores.base import Entity, Store
+from .stores.local.store import LocalStore
+from .stores.mlflow.store import MlflowStore
 
 DEFAULT_STORE = "verta_store"
 DEFAULT_NAME = "default"
@@ -28,22 +32,63 @@ def current_run() -> ExperimentRun | None:
     return _current_run
 
 
-def open_store(store: Any = None) -> Store:
-    """A store from a path, an http(s) URL, an existing store object, or the default."""
+#: "scheme://": a URL. A Windows path ("C:\\x", "C:/x") has no "//" after its drive's colon.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+class StoreChoice(NamedTuple):
+    """Which store a `Client` opens (`spec`: a path, a URL or a store) and why (`origin`)."""
+
+    spec: Any
+    origin: str
+
+
+def choose_store(store: Any = None, env: Mapping[str, str] | None = None) -> StoreChoice:
+    """The store to open, in this order: the `store=` argument, $VERTA_JUPYTER_STORE,
+    $MLFLOW_TRACKING_URI when it is an http(s) tracking server (as MLflow's own client would
+    use it), else the folder `verta_store/` in the working directory."""
+    env = os.environ if env is None else env
+    if store is not None:
+        return StoreChoice(store, "the store= argument")
+    if env.get("VERTA_JUPYTER_STORE"):
+        return StoreChoice(env["VERTA_JUPYTER_STORE"], "$VERTA_JUPYTER_STORE")
+    uri = (env.get("MLFLOW_TRACKING_URI") or "").strip()
+    if uri.lower().startswith(("http://", "https://")):
+        return StoreChoice(uri, "$MLFLOW_TRACKING_URI (an MLflow tracking server)")
+    if uri:
+        return StoreChoice(DEFAULT_STORE, f"the default folder ./{DEFAULT_STORE} "
+                           f"($MLFLOW_TRACKING_URI={redact_url(uri)!r} is not an http(s) "
+                           "tracking server, so it is not used)")
+    return StoreChoice(DEFAULT_STORE, f"the default folder ./{DEFAULT_STORE}")
+
+
+def open_store(store: Any = None, origin: str | None = None) -> Store:
+    """A store from a path, an http(s) URL, an existing store object, or (None) the one
+    `choose_store` picks. A store that cannot be opened is a StoreError that also says where
+    the path or URL came from (`origin`), e.g. a stale $MLFLOW_TRACKING_URI."""
     if store is None:
-        store = os.environ.get("VERTA_JUPYTER_STORE") or DEFAULT_STORE
+        store, origin = choose_store()
+    try:
+        return _open(store)
+    except StoreError as exc:
+        if origin is None or origin == "the store= argument" or type(exc) is not StoreError:
+            raise  # (a leaf such as NotFoundError keeps its type for callers that catch it)
+        raise StoreError(f"{exc} (The store was chosen by {origin}.)") from exc
+
+
+def _open(store: Any) -> Store:
     if not isinstance(store, (str, os.PathLike)):
         if all(hasattr(store, m) for m in ("get_or_create", "put_artifact", "fetch_artifact")):
             return store
         raise StoreError(f"store={store!r} is neither a path, a URL nor a store; pass a folder "
                          "path or an http:// URL of an MLflow tracking server")
     text = os.fspath(store)
-    if text.startswith(("http://", "https://")):
-        from .stores.mlflow.store import MlflowStore
-
+    if _URL_SCHEME.match(text):  # a URL, never a folder name (which would hold its password)
+        if not text.lower().startswith(("http://", "https://")):
+            raise StoreError(f"store {redact_url(text)!r} is not an http(s) URL or a folder; pass "
+                             "an MLflow tracking server's address (e.g. http://127.0.0.1:5000) "
+                             "or a folder path")
         return MlflowStore(text)
-    from .stores.local.store import LocalStore
-
     return LocalStore(Path(text))
 
 
@@ -51,7 +96,10 @@ class Client:
     """Entry point of the tracking API (Verta's names)."""
 
     def __init__(self, store: Any = None):
-        self._store = open_store(store)
+        choice = choose_store(store)
+        self._store = open_store(choice.spec, choice.origin)
+        #: Why this store was chosen ("the store= argument", "$MLFLOW_TRACKING_URI ...").
+        self.store_origin: str = choice.origin
         self.proj: Project | None = None
         self.expt: Experiment | None = None
         self.expt_run: ExperimentRun | None = None

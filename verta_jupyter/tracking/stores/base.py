@@ -75,7 +75,10 @@ REQUIREMENTS_KEY = "requirements.txt"
 
 #: Artifact types: how the tracking layer hands the bytes back. "file" is returned as the
 #: file, "directory" as a directory, "object" is a pickle the tracking layer unpickles,
-#: "model" is a model package directory.
+#: "model" is a model package directory. A store may also publish a "model" in its own
+#: native model format (MLflow: an MLmodel at the run's artifact root), before the model
+#: becomes visible, and keep that export pointing at the current bytes of the artifacts the
+#: package's manifest names ("artifact_keys") when one of them is replaced.
 ARTIFACT_TYPES = ("file", "directory", "object", "model")
 
 #: Called with the number of bytes just transferred (for progress bars).

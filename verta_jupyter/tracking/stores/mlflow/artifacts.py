@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,12 +24,20 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ....errors import NotFoundError, StoreError
-from ..base import ArtifactInfo, Progress, hash_file, iter_tree, tree_digest
+from ....package.format import read_manifest
+from ....package.mlflow_export import mlflow_files
+from ....package.paths import UnsafePath, check_relpath, safe_target
+from ..base import ARTIFACT_TYPES, ArtifactInfo, Progress, hash_file, iter_tree, tree_digest
 from .fields import PREFIX
 from .rest import MlflowHttp
 
 INFO_TAG = PREFIX + "artifact."
 MAX_TAG_VALUE = 7500  # MLflow's tag value limit is 8000 characters; keep a margin
+#: Bounds on a directory listing we walk: far beyond any package, small enough that a server
+#: listing a folder inside itself for ever is stopped in seconds.
+MAX_TREE_FILES, MAX_TREE_DEPTH = 100_000, 64
+_GEN = re.compile(r"[0-9a-f]{1,64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def artifact_root(artifact_uri: str, server: str) -> str:
@@ -41,7 +50,22 @@ def artifact_root(artifact_uri: str, server: str) -> str:
     rest = artifact_uri[len("mlflow-artifacts:"):]
     if rest.startswith("//"):  # mlflow-artifacts://host:port/path
         rest = rest[2:].split("/", 1)[1] if "/" in rest[2:] else ""
-    return rest.strip("/")
+    return checked(rest.strip("/"), f"MLflow server {server} (a run's artifact_uri)")
+
+
+def checked(rel: object, where: str) -> str:
+    """`rel` if it is a safe relative path (`package.paths.check_relpath`), else a StoreError
+    naming `where` (the server and the call) and the entry. Nothing has been written yet."""
+    try:
+        return check_relpath(rel)
+    except UnsafePath as exc:
+        raise unsafe(where, exc) from None
+
+
+def unsafe(where: str, exc: UnsafePath) -> StoreError:
+    return StoreError(f"{where} sends an unsafe path: {exc}. Refused before writing it (nothing "
+                      "was written). The server's data may be damaged or hostile: check the "
+                      "store (`store check`) and log the artifact again from a trusted copy.")
 
 
 def upload(http: MlflowHttp, root: str, key: str, path: Path, *, type: str,
@@ -92,36 +116,90 @@ def _reporter(progress: Progress | None):
 
 
 def parse_info(http: MlflowHttp, root: str, key: str, text: str) -> tuple[ArtifactInfo, str]:
-    record = json.loads(text)
+    """The published info record of artifact `key` (from its tag, or its side file), checked:
+    a record changed on the server becomes a StoreError naming the key, not a KeyError."""
+    record = read_record(http, key, text)
     if record.get("info_file"):
         with tempfile.TemporaryDirectory() as tmp:
             side = Path(tmp) / "info.json"
             http.download(f"{root}/vj/{key}/{record['gen']}.info.json", side)
-            record = json.loads(side.read_text())
+            record = read_record(http, key, side.read_text(errors="replace"), side_file=True)
     info = ArtifactInfo(key=key, type=record["type"], filename=record["filename"],
                         size=record["size"], digest=record["digest"], meta=record["meta"] or {})
     return info, record["gen"]
 
 
+def read_record(http: MlflowHttp, key: str, text: str, side_file: bool = False) -> dict:
+    """An artifact's info record from JSON text, every field checked."""
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        record = None
+    where = f"the info record of artifact {key!r}"
+    if not isinstance(record, dict):
+        raise _bad_record(http, where, "a JSON object")
+    checks = {"gen": lambda v: isinstance(v, str) and _GEN.fullmatch(v)}
+    if not record.get("info_file") or side_file:
+        checks.update({
+            "type": lambda v: v in ARTIFACT_TYPES,
+            "filename": lambda v: isinstance(v, str) and "/" not in v and _relpath_ok(v),
+            "size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "digest": lambda v: isinstance(v, str) and _DIGEST.fullmatch(v),
+            "meta": lambda v: v is None or isinstance(v, dict)})
+    for name, ok in checks.items():
+        if not ok(record.get(name)):
+            raise _bad_record(http, where, f'a valid "{name}", got {record.get(name)!r:.80}')
+    return record
+
+
+def generation_of(text: str) -> str | None:
+    """The generation a published tag points at, or None if the tag is unreadable."""
+    try:
+        gen = json.loads(text).get("gen")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return gen if isinstance(gen, str) and _GEN.fullmatch(gen) else None
+
+
+def _relpath_ok(text: str) -> bool:
+    try:
+        check_relpath(text)
+    except UnsafePath:
+        return False
+    return True
+
+
+def _bad_record(http: MlflowHttp, where: str, expected: str) -> StoreError:
+    return StoreError(f"MLflow server {http.url}: {where} is damaged (expected {expected}); it "
+                      "was changed outside verta_jupyter. Log the artifact again (overwrite=True).")
+
+
 def fetch(http: MlflowHttp, root: str, info: ArtifactInfo, gen: str, dest: Path,
           progress: Progress | None) -> Path:
-    """Download into a temp sibling of `dest`, verify the digest, then rename into place."""
+    """Download into a temp sibling of `dest`, verify the digest, then rename into place.
+
+    For a tree, the whole listing is read and every entry checked (`list_tree`) before the
+    first byte is written, and each file lands under the temp folder or nowhere."""
     dest = Path(dest)
     if dest.exists():
         raise StoreError(f"{dest} already exists; fetch into a new path")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     base = f"{root}/vj/{info.key}/{gen}"
+    tree = list_tree(http, base) if info.type in ("directory", "model") else None
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".vj-fetch-", dir=dest.parent))
     report = _reporter(progress)
     try:
-        if info.type in ("directory", "model"):
+        if tree is not None:
+            top = tmp / "d"
+            top.mkdir()
             entries = []
-            for rel in list_tree(http, base):
-                target = tmp / "d" / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
+            for rel, _ in tree:
+                try:  # checked again at the write: no link or file on the way, no duplicate
+                    target = safe_target(top, rel)
+                except UnsafePath as exc:
+                    raise unsafe(f"MLflow server {http.url} (listing {base})", exc) from None
                 http.download(f"{base}/{rel}", target, progress=report())
                 entries.append((rel, *hash_file(target)))
-            (tmp / "d").mkdir(exist_ok=True)
             digest = tree_digest(entries)
         else:
             http.download(f"{base}/{info.filename}", tmp / "d", progress=report())
@@ -136,14 +214,32 @@ def fetch(http: MlflowHttp, root: str, info: ArtifactInfo, gen: str, dest: Path,
     return dest
 
 
-def list_tree(http: MlflowHttp, base: str) -> list[str]:
-    """Relative paths of every file under `base`, sorted (as `iter_tree` orders them)."""
-    out, todo = [], [""]
+def list_tree(http: MlflowHttp, base: str) -> list[tuple[str, int]]:
+    """(relative path, size) of every file under `base`, sorted (as `iter_tree` orders them).
+
+    The server's listing is untrusted: each entry must be a safe relative path (`checked`:
+    no `..`, absolute, drive or backslash path), each name is listed once, and the walk stops
+    at MAX_TREE_FILES entries or MAX_TREE_DEPTH levels, so a hostile listing can neither steer
+    a write outside the destination nor keep us listing for ever."""
+    where = f"MLflow server {http.url} (listing {base})"
+    out, todo, seen = [], [("", 0)], set()
     while todo:
-        rel = todo.pop()
+        rel, depth = todo.pop()
         for entry in http.list_artifacts(f"{base}/{rel}".rstrip("/")):
-            child = f"{rel}/{entry['path'].rsplit('/', 1)[-1]}".lstrip("/")
-            (todo if entry.get("is_dir") else out).append(child)
+            name = checked(entry["path"], where).rsplit("/", 1)[-1]
+            child = f"{rel}/{name}".lstrip("/")
+            if child in seen:
+                raise http.malformed(f"list {base}", f"each entry once, got {child!r} twice")
+            seen.add(child)
+            if len(seen) > MAX_TREE_FILES or depth >= MAX_TREE_DEPTH:
+                raise http.malformed(f"list {base}", f"at most {MAX_TREE_FILES} entries "
+                                                     f"{MAX_TREE_DEPTH} levels deep")
+            if entry.get("is_dir") is True:
+                todo.append((child, depth + 1))
+            else:
+                size = entry.get("file_size") or 0
+                size = int(size) if str(size).isdigit() else -1  # -1: never equals a record
+                out.append((child, size))
     return sorted(out)
 
 
@@ -153,15 +249,12 @@ def write_mlflow_model(http: MlflowHttp, root: str, package: Path, package_gen: 
     and the run's artifacts in place, so `mlflow.pyfunc.load_model("runs:/<id>")` and
     `models:/<name>/<version>` work with MLflow's own tools. Written after the package's bytes
     and before the tag that publishes it. False if an artifact the model needs is missing."""
-    from ....package.mlflow_export import mlflow_files
-    from ....package.format import read_manifest
-
     placed = {}
     for name in read_manifest(package).get("artifact_keys", []):
         text = tags.get(INFO_TAG + name)
         if text is None:
             return False
-        record = json.loads(text)
+        record = read_record(http, name, text)
         tail = "" if record["type"] == "directory" else f"/{record['filename']}"
         placed[name] = f"vj/{name}/{record['gen']}{tail}"
     files = mlflow_files(package, f"vj/{key}/{package_gen}", placed)
@@ -189,14 +282,20 @@ def refresh_mlflow_model(http: MlflowHttp, root: str, key: str, tags: Mapping[st
     """Rewrite the MLflow files of a model on this run that uses artifact `key` (it was logged
     after the model, e.g. when a registry version copies a run's artifacts, or replaced)."""
     for tag, text in tags.items():
-        record = json.loads(text) if tag.startswith(INFO_TAG) else {}
-        if record.get("type") != "model":
+        if not tag.startswith(INFO_TAG):
             continue
         model_key = tag[len(INFO_TAG):]
+        record = read_record(http, model_key, text)
+        if record.get("type") != "model":
+            continue
         base = f"{root}/vj/{model_key}/{record['gen']}"
         with tempfile.TemporaryDirectory() as tmp:
             http.download(f"{base}/verta_model.json", Path(tmp) / "verta_model.json")
-            if key not in json.loads((Path(tmp) / "verta_model.json").read_text()).get("artifact_keys", []):
+            try:
+                uses = json.loads((Path(tmp) / "verta_model.json").read_text()).get("artifact_keys")
+            except (ValueError, AttributeError, RecursionError):
+                continue  # a damaged package: loading it will say so (its digests are checked)
+            if not isinstance(uses, list) or key not in uses:
                 continue
             try:
                 http.download(f"{base}/input_example.json", Path(tmp) / "input_example.json")
@@ -209,6 +308,6 @@ def delete_generation(http: MlflowHttp, root: str, key: str, gen: str) -> None:
     """Best effort: the old generation is garbage once the tag points elsewhere."""
     try:
         http.request("DELETE", http.artifact_url(f"{root}/vj/{key}/{gen}"), retry=False,
-                     what=f"delete old {key}")
+                     what=f"delete old {key}").close()
     except StoreError:
         pass  # harmless: unreferenced files; `check()` reports them as notes

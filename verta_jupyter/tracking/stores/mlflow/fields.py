@@ -104,7 +104,8 @@ def decode(field: str, data: dict) -> dict[str, Any]:
     """Our field from a run's `data` ({"params": [...], "metrics": [...], "tags": {...}})."""
     tags: dict[str, str] = data["tags"]
     if field == "hyperparameters":
-        out = {p["key"]: decode_text(p["value"]) for p in data.get("params", [])}
+        out = {p["key"]: decode_text(p["value"]) for p in data.get("params", [])
+               if not p["key"].startswith(PREFIX)}  # our own params (claims) are not the user's
         out.update({k[len(HP_OVERRIDE):]: decode_text(v) for k, v in tags.items()
                     if k.startswith(HP_OVERRIDE)})
     elif field == "metrics":

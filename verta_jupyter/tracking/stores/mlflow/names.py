@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Mapping
+from typing import Any, Mapping
 
 from ....errors import StoreError
 from ..base import Entity
@@ -50,4 +50,10 @@ def _name_filter(name: str) -> str:
 def _version_entity(mv: dict) -> Entity:
     name = _tags(mv).get(VERSION_NAME_TAG) or mv["version"]
     return Entity(kind="model_version", id=f"{mv['name']}/{mv['version']}", name=name,
-                  parent_id=mv["name"], created_at=int(mv.get("creation_timestamp", 0)) / 1000)
+                  parent_id=mv["name"], created_at=_seconds(mv.get("creation_timestamp")))
+
+
+def _seconds(ms: Any) -> float:
+    """MLflow's millisecond timestamps (a number or digits) as seconds; 0 when absent."""
+    text = str(ms or 0)
+    return int(text) / 1000 if text.lstrip("-").isdigit() else 0.0

@@ -1,6 +1,6 @@
 """HTTP layer for the MLflow store: one `requests.Session`, timeouts, retries, errors, auth.
 
-Nothing here knows about runs or models; `mlflow.py` maps our store protocol onto these calls.
+Nothing here knows about runs or models; `store.py` maps our store protocol onto these calls.
 We speak MLflow's REST API directly so the `mlflow` package (~850 MB) is never needed at run time.
 
 Rules this module enforces for every call:
@@ -11,11 +11,15 @@ Rules this module enforces for every call:
 - MLflow's `{"error_code", "message"}` becomes a `StoreError` leaf naming the URL, the server's
   message and one remedy;
 - credentials (basic or bearer, from the environment or the URL) never appear in a repr, a log
-  line or an error message: we scrub them from anything the server echoes back.
+  line or an error message: we scrub them from anything the server echoes back;
+- the URL is checked before any request (`check_http_url`), TLS follows MLflow's variables,
+  and an answer is read with a size bound and parsed as a JSON object or refused by name.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import logging
 import os
 import time
@@ -23,6 +27,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ...._urls import check_http_url
 from ....errors import AlreadyExistsError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,10 @@ API = "/api/2.0/mlflow/"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for smooth progress
+#: The largest JSON answer we read (after decompression): a page of 1000 runs with many params
+#: is a few MB; a server that sends more is broken or hostile and must not fill our memory.
+MAX_ANSWER = 256 << 20
+ERROR_HEAD = 64 << 10  # of an error page, only the start is read (it is shown shortened anyway)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -73,9 +82,10 @@ class _Credentials:
 
 def credentials_from(env: dict[str, str] | os._Environ, userinfo: tuple[str, str] | None = None
                      ) -> _Credentials | None:
-    """Basic auth from MLFLOW_TRACKING_USERNAME/PASSWORD (or the URL), else a bearer token."""
+    """Basic auth from the URL's userinfo, else MLFLOW_TRACKING_USERNAME + PASSWORD (both, as
+    MLflow's client requires), else a bearer MLFLOW_TRACKING_TOKEN."""
     user, password = userinfo or (env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD"))
-    if user:
+    if user and (password or userinfo):
         raw = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         return _Credentials("basic", f"Basic {raw}", (password or "", raw))
     token = env.get("MLFLOW_TRACKING_TOKEN")
@@ -85,18 +95,40 @@ def credentials_from(env: dict[str, str] | os._Environ, userinfo: tuple[str, str
 
 
 def split_url(url: str) -> tuple[str, tuple[str, str] | None]:
-    """`http://user:pw@host:5000/` -> (`http://host:5000`, (user, pw)); no userinfo kept in the URL."""
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StoreError(f"store URL {url!r} is not an http(s) URL. "
-                         "Use the MLflow tracking server's address, e.g. http://127.0.0.1:5000.")
-    userinfo = None
-    if parts.username:
-        userinfo = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    if ":" in parts.hostname:  # IPv6 literal
-        netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), userinfo
+    """`http://user:pw@host:5000/` -> (`http://host:5000`, (user, pw)); no userinfo kept in the URL.
+
+    Refused up front (`check_http_url`), with the URL shown without its password."""
+    parts, userinfo = check_http_url(url, "store URL", StoreError,
+                                     "Use the MLflow tracking server's address")
+    return urllib.parse.urlunsplit((*parts[:2], parts[2].rstrip("/"), "", "")), userinfo
+
+
+def env_flag(env, name: str) -> bool:
+    """A boolean environment variable the way MLflow reads it: true/1, false/0, else an error."""
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise StoreError(f"environment variable {name}={env.get(name)!r} is not a boolean; set it to "
+                     "true or false")
+
+
+def tls_from(env) -> tuple[bool | str, str | None]:
+    """(`verify`, `cert`) for requests, from MLflow's TLS variables, with MLflow's rules:
+    MLFLOW_TRACKING_INSECURE_TLS=true skips verification; MLFLOW_TRACKING_SERVER_CERT_PATH is a
+    CA bundle (the two cannot be combined); MLFLOW_TRACKING_CLIENT_CERT_PATH a client cert."""
+    insecure = env_flag(env, "MLFLOW_TRACKING_INSECURE_TLS")
+    server_cert = env.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
+    client_cert = env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None
+    if insecure and server_cert:
+        raise StoreError("MLFLOW_TRACKING_INSECURE_TLS=true and MLFLOW_TRACKING_SERVER_CERT_PATH are "
+                         "both set, which MLflow also refuses; unset one of them")
+    for name, path in (("MLFLOW_TRACKING_SERVER_CERT_PATH", server_cert),
+                       ("MLFLOW_TRACKING_CLIENT_CERT_PATH", client_cert)):
+        if path and not os.path.exists(path):
+            raise StoreError(f"{name}={path!r}: no such file; point it at a PEM file or unset it")
+    return (server_cert or not insecure), client_cert
 
 
 @dataclass
@@ -127,9 +159,15 @@ class MlflowHttp:
         self.url, userinfo = split_url(url)
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
-        self._credentials = credentials_from(os.environ if env is None else env, userinfo)
+        env = os.environ if env is None else env
+        verify, cert = tls_from(env)
+        self._credentials = credentials_from(env, userinfo)
         self._session = requests.Session()
         self._session.auth = self._credentials
+        # Per request, not on the session: requests lets $REQUESTS_CA_BUNDLE override a
+        # session's `verify` (psf/requests#3829); MLflow's client also passes them per call.
+        self._tls = {"verify": verify, "cert": cert}
+        self.max_answer = MAX_ANSWER
         self._session.headers["User-Agent"] = "verta-jupyter"
 
     def __repr__(self) -> str:
@@ -150,7 +188,42 @@ class MlflowHttp:
         url = self.url + API + endpoint
         kwargs = {"params": body} if method == "GET" else {"json": body or {}}
         response = self.request(method, url, retry=retry, what=f"{method} {endpoint}", **kwargs)
-        return response.json() if response.content else {}
+        return self.json_object(response, f"{method} {endpoint}")
+
+    def json_object(self, response, what: str) -> dict[str, Any]:
+        """The answer as a JSON object, or a StoreError saying what came instead (an HTML login
+        page from a proxy, a truncated body, a list, more than `max_answer` bytes): never a
+        raw JSONDecodeError or a memory blow-up."""
+        content = self.read_answer(response, what)
+        if not content:
+            return {}
+        try:
+            data = json.loads(content)
+        except (ValueError, RecursionError):
+            kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
+            raise self.malformed(what, f"a JSON object, got {kind}: "
+                                       f"{_snippet(content)}") from None
+        if not isinstance(data, dict):
+            raise self.malformed(what, f"a JSON object, got a JSON {type(data).__name__}")
+        return data
+
+    def read_answer(self, response, what: str) -> bytes:
+        """The whole body of a (streamed) answer, refused past `max_answer` bytes."""
+        data = bytearray()
+        with response:
+            for chunk in response.iter_content(CHUNK):
+                data += chunk
+                if len(data) > self.max_answer:
+                    raise self.malformed(what, f"an answer of at most {self.max_answer:,} bytes "
+                                               "(it sent more)")
+        return bytes(data)
+
+    def malformed(self, what: str, expected: str) -> StoreError:
+        """The error for an answer that is not what MLflow's REST API sends."""
+        return StoreError(self.scrub(
+            f"MLflow server {self.url} ({what}) sent an answer we cannot use: expected {expected}. "
+            "Check that the URL points at an MLflow tracking server (not a proxy or login page) "
+            "and that its version speaks MLflow's REST API 2.0."))
 
     def request(self, method: str, url: str, *, retry: bool, what: str, ok=(200,),
                 body_factory: Callable[[], Any] | None = None, **kwargs):
@@ -162,13 +235,15 @@ class MlflowHttp:
         import requests
 
         delays = self.retry_policy.delays() if retry else iter(())
+        kwargs.setdefault("stream", True)  # bodies are read by us, with a bound (read_answer)
         attempt = 0
         while True:
             attempt += 1
             try:
                 if body_factory is not None:
                     kwargs["data"] = body_factory()
-                response = self._session.request(method, url, timeout=self.timeout, **kwargs)
+                response = self._session.request(method, url, timeout=self.timeout, **self._tls,
+                                                 **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failure, response = exc, None
             finally:
@@ -183,6 +258,8 @@ class MlflowHttp:
                 raise self._transient(what, url, cause, attempt)
             log.info("%s: retrying in %.2fs (%s)", what, delay,
                      self._describe(failure) if response is None else f"HTTP {response.status_code}")
+            if response is not None:
+                response.close()
             time.sleep(delay)
 
     # -- artifacts (the server's proxied `mlflow-artifacts` endpoints) ---------------------------
@@ -201,7 +278,8 @@ class MlflowHttp:
             return readers[-1]
 
         self.request("PUT", self.artifact_url(remote), retry=True, what=f"upload {remote}",
-                     body_factory=body, headers={"Content-Type": "application/octet-stream"})
+                     body_factory=body, headers={"Content-Type": "application/octet-stream"}
+                     ).close()
         return "sha256:" + readers[-1].sha256.hexdigest(), readers[-1].done
 
     def download(self, remote: str, dest: str | os.PathLike, *, progress: Progress | None = None
@@ -216,7 +294,8 @@ class MlflowHttp:
                 response = self.request("GET", self.artifact_url(remote), retry=True, stream=True,
                                         what=f"download {remote}")
                 with response, open(tmp, "wb") as out:
-                    total, done = int(response.headers.get("Content-Length") or 0), 0
+                    length = response.headers.get("Content-Length") or "0"
+                    total, done = (int(length) if length.isdigit() else 0), 0
                     for chunk in response.iter_content(CHUNK):
                         out.write(chunk)
                         done += len(chunk)
@@ -235,9 +314,14 @@ class MlflowHttp:
 
     def list_artifacts(self, remote: str) -> list[dict]:
         """Entries directly under `remote`: dicts with `path` (relative), `is_dir`, `file_size`."""
+        what = f"list {remote}"
         response = self.request("GET", self.url + ARTIFACTS_API, retry=True, params={"path": remote},
-                                what=f"list {remote}")
-        return response.json().get("files", [])
+                                what=what)
+        files = self.json_object(response, what).get("files", [])
+        if not isinstance(files, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+            raise self.malformed(what, '"files": a list of {"path": text, "is_dir": bool} entries')
+        return files
 
     # -- errors ---------------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -246,7 +330,7 @@ class MlflowHttp:
 
     def error(self, response, what: str) -> StoreError:
         """Turn an MLflow error response into our error: status, server message, URL, remedy."""
-        code, message = _parse_error(response)
+        code, message = _parse_error(response, _head(response, ERROR_HEAD))
         status = response.status_code
         where = f"MLflow server {self.url} ({what})"
         detail = self.scrub(f"HTTP {status}{' ' + code if code else ''}: {message}")
@@ -285,15 +369,37 @@ class MlflowHttp:
         return self.scrub(str(exc))
 
 
-def _parse_error(response) -> tuple[str, str]:
+def _parse_error(response, head: bytes) -> tuple[str, str]:
     try:
-        data = response.json()
-    except ValueError:
+        data = json.loads(head)
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and ("message" in data or "error_code" in data):
         return str(data.get("error_code") or ""), str(data.get("message") or "").strip()
-    text = " ".join(response.text.split())[:300] or response.reason or "no message"
-    return "", text
+    text = " ".join(head.decode("utf-8", "replace").split())[:300]
+    return "", text or response.reason or "no message"
+
+
+def _head(response, limit: int) -> bytes:
+    """The first `limit` bytes of a streamed body (the rest is never read), then close it."""
+    import requests
+
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(8192):
+            data += chunk
+            if len(data) >= limit:
+                break
+    except (requests.RequestException, OSError):  # cut short: what arrived is the message
+        pass
+    finally:
+        response.close()
+    return bytes(data[:limit])
+
+
+def _snippet(content: bytes, limit: int = 120) -> str:
+    text = " ".join(content[:limit * 4].decode("utf-8", "replace").split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -309,8 +415,6 @@ class _ProgressReader:
     """A file opened for one upload attempt; reports progress as requests reads it."""
 
     def __init__(self, path, total: int, progress: Progress | None):
-        import hashlib
-
         self._file = open(path, "rb")
         self._total, self.done, self._progress = total, 0, progress
         self.sha256 = hashlib.sha256()
