@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from verta_jupyter import capture_model, to_json_compatible
+from verta_jupyter.capture.fingerprint import differences
 from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
 
@@ -193,6 +194,8 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
     assert result.ok, result.traceback
     assert result.output == expected
     assert result.loaded_from == "model.py"
+    assert differences(captured.fingerprint, result.fingerprint) == []  # the fidelity proof agrees
+    assert captured.fingerprint  # and had something to compare
 
 
 def test_scenario_table_is_large_enough():

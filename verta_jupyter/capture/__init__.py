@@ -14,7 +14,7 @@ from .._version import __version__
 from ..catalog import problem
 from ..errors import CaptureError, Problem
 from ..package.format import MISSING, write_package
-from . import emit, requirements
+from . import emit, fingerprint, requirements
 from .closure import Closure, Dependency
 
 __all__ = ["capture_model", "CapturedModel", "Dependency"]
@@ -35,6 +35,8 @@ class CapturedModel:
     bundled: dict[str, bytes] = field(default_factory=dict)  # lib/ files
     class_pickle: bytes | None = None  # class.pkl fast path, when cloudpickle can dump the class
     defined_in: str = ""  # "cell line 3"
+    fingerprint: dict[str, str] = field(default_factory=dict)  # path -> digest, at capture time
+    tied: list[str] = field(default_factory=list)  # values pickled with bytecode (no source found)
 
     def save(self, path, *, sample_input=MISSING, sample_output=MISSING, artifact_keys=()) -> Path:
         """Write the model package to directory `path` (created; must be empty or absent)."""
@@ -66,7 +68,15 @@ def capture_model(cls, namespace: dict | None = None, cell_source: str | None = 
         dependencies=list(closure.dependencies.values()), warnings=closure.warnings,
         values=closure.values, pickled={i.name: i.pickled for i in items if i.pickled is not None},
         bundled=closure.local.files, class_pickle=_class_pickle(cls),
-        defined_in=closure.definitions[0].origin if closure.definitions else "")
+        defined_in=closure.definitions[0].origin if closure.definitions else "",
+        fingerprint=_fingerprint(closure, namespace), tied=[i.name for i in items if i.tied])
+
+
+def _fingerprint(closure: Closure, namespace: dict) -> dict[str, str]:
+    """The captured objects as they are now, for validation's fidelity proof (VJ504)."""
+    names = [name for name, item in closure.items.items()
+             if item.kind != "import" and not name.startswith("_vj_")]
+    return fingerprint.fingerprint(namespace, names, {closure.root_module})
 
 
 def _check_is_class(cls) -> None:

@@ -8,6 +8,7 @@ or value (pickled). Problems are collected, not raised one by one, so the user s
 from __future__ import annotations
 
 import __future__
+import ast
 import builtins
 import functools
 import importlib
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import problem
 from ..errors import CaptureError, Problem
-from . import cells, names, requirements, values
+from . import cells, made, names, requirements, values
 from .bundle import LocalModules
 
 # Names IPython injects into builtins or the user namespace; absent where the model is deployed.
@@ -49,6 +50,7 @@ class Item:
     comment: str = ""
     pickled: bytes | None = None
     depends_on: list[str] = field(default_factory=list)  # names of other items
+    tied: bool = False  # pickled bytecode: loads only under this Python minor version
 
 
 class Closure:
@@ -70,6 +72,9 @@ class Closure:
         self.warnings: list[Problem] = []
         self.future_annotations = False  # a cell ran `from __future__ import annotations`
         self._assignments: dict[str, int] | None = None
+        self._made: dict[int, str | None] = {}
+        self.synthetic: dict[str, object] = {}  # model.py names that the notebook does not bind
+        self.patches: list[str] = []  # items that restore state changed after a definition  # id(function) -> model.py name (lambdas, closures)
 
     @classmethod
     def of(cls, target: type, namespace: dict, root_module: str, cell_source: str | None) -> "Closure":
@@ -96,11 +101,7 @@ class Closure:
         self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.origin, used_by)
         analysis = names.analyse(definition.source, definition.node)
         self._warn_dynamic(definition, analysis)
-        for free, use in analysis.uses.items():
-            line, scope = use.first
-            where = f"{definition.where(line)}, in {scope or definition.name}"
-            if self.resolve(free, use, where, user=scope or definition.name):
-                item.depends_on.append(free)
+        self._resolve_uses(item, analysis, definition.where, definition.name)
         for module_name in sorted(analysis.imports):  # `import x` inside a method: still a requirement
             self._require_module_named(module_name, import_if_needed=True)
         for free, use in analysis.mutated.items():
@@ -110,6 +111,80 @@ class Closure:
                 name=free, where=definition.where(line)))
         if name != obj.__name__:
             self.items[name] = Item(name, "alias", f"{name} = {obj.__name__}", depends_on=[obj.__name__])
+
+    def _resolve_uses(self, item: Item, analysis: names.NameAnalysis, where, owner: str) -> None:
+        for free, use in analysis.uses.items():
+            line, scope = use.first
+            place = f"{where(line)}, in {scope or owner}"
+            if self.resolve(free, use, place, user=scope or owner) and free not in item.depends_on:
+                item.depends_on.append(free)
+
+    # -- lambdas and closure-made functions: source too, never bytecode
+    def made_name(self, fn, preferred: str | None = None) -> str | None:
+        """The model.py name of a lambda or closure-made notebook function emitted as source;
+        None when its source cannot be found (it is then pickled, tied to this Python)."""
+        if id(fn) in self._made:
+            return self._made[id(fn)]
+        found = made.find_node(fn)
+        if found is None:
+            self._made[id(fn)] = None
+            return None
+        text, node = found
+        key = preferred if preferred and self.namespace.get(preferred) is fn else self._synthetic_name(fn)
+        self._made[id(fn)] = key  # before recursing: a function may reach itself
+        self.synthetic[key] = fn
+        cell = cells.describe_file(fn.__code__.co_filename)
+        where = lambda line: f"{cell} line {fn.__code__.co_firstlineno + line - 1}"  # noqa: E731
+        if fn.__closure__ is None and "<locals>" not in fn.__qualname__ and isinstance(node, ast.Lambda):
+            code = f"{key} = {made.lambda_source(text, node)}"
+            item = self.items[key] = Item(key, "definition", code, comment=f"lambda from {cell} line {node.lineno}")
+            self._resolve_uses(item, names.analyse(code, ast.parse(code).body[0], own_name=key), where, key)
+        else:
+            self._add_closure_made(key, fn, node, where, cell)
+        self._note(key, "notebook", f"function {fn.__qualname__}", f"{cell} line {node.lineno}", None)
+        return key
+
+    def _add_closure_made(self, key: str, fn, node, where, cell: str) -> None:
+        factory = "_vj_make_" + (key[4:] if key.startswith("_vj_") else key)
+        source = made.factory_source(factory, fn, node)
+        maker = self.items[factory] = Item(factory, "definition", source,
+                                           comment=f"rebuilds {fn.__qualname__} (from {cell} line {node.lineno})")
+        self._resolve_uses(maker, names.analyse(source, ast.parse(source).body[0]), where, fn.__qualname__)
+        contents = tuple(c.cell_contents for c in fn.__closure__ or ())
+        item = self.items[key] = Item(key, "value", "", depends_on=[factory])
+        self._emit_call(item, f"{factory}(*{{}})", contents)
+        if fn.__defaults__ or fn.__kwdefaults__:  # stripped from the nested def: set live ones
+            patch = f"{key}.__defaults__, {key}.__kwdefaults__ = {{}}"
+            self._emit_patch(key, patch, (fn.__defaults__, fn.__kwdefaults__))
+
+    def _emit_call(self, item: Item, template: str, value) -> None:
+        """`item.code` = template filled with `value` as a literal, or loaded from globals.pkl."""
+        literal = values.literal_source(value)
+        if literal is not None:
+            item.code = f"{item.name} = " + template.format(literal)
+            return
+        data, references, tied = values.dump_value(value, self.definition_name)
+        item.code = f"{item.name} = " + template.format(f'_vj_value("{item.name}")')
+        item.pickled, item.tied = data, tied
+        for ref_name, obj in references.items():
+            self._add_reference(ref_name, obj, item.name)
+            item.depends_on.append(ref_name)
+
+    def _emit_patch(self, target: str, template: str, value) -> None:
+        """A statement after `target` that restores live state (`{}` = the value)."""
+        key = f"_vj_patch_{len(self.items)}"
+        item = self.items[key] = Item(key, "patch", "", depends_on=[target])
+        self._emit_call(item, template, value)
+        item.code = item.code.split(" = ", 1)[1]  # a statement, not a binding
+        self.patches.append(key)
+
+    def _add_reference(self, ref_name: str, obj, user: str) -> None:
+        if ref_name not in self.items:
+            self.add_definition(ref_name, obj, used_by=user)
+
+    def _synthetic_name(self, fn) -> str:
+        base = "lambda" if fn.__name__ == "<lambda>" else fn.__name__
+        return f"_vj_{base}_{len(self._made)}"
 
     def _warn_dynamic(self, definition: cells.Definition, analysis: names.NameAnalysis):
         for call, line, scope in analysis.dynamic:
@@ -140,6 +215,13 @@ class Closure:
         if isinstance(value, types.ModuleType):
             self._add_module(name, value, use, user)
             return False
+        if _is_made_function(value, self.root_module):
+            key = self.made_name(value, preferred=name)
+            if key is not None:
+                if key != name:
+                    self.items[name] = Item(name, "alias", f"{name} = {key}", depends_on=[key])
+                self._used_by(key, user)
+                return True
         try:
             is_definition = self.definition_name(value) is not None
         except _StaleDefinition as exc:
@@ -248,16 +330,17 @@ class Closure:
             self._note(name, "literal", values.describe(value), self._assigned_in(name), user)
             return True
         try:
-            data, references = values.dump_value(value, self.definition_name)
+            data, references, tied = values.dump_value(value, self.definition_name)
             for module_name in values.modules_needed(data, self._live_reference):
                 self._require_module_named(module_name)
         except Exception as exc:  # pickling raises many types; each is the same user problem
             self.problems.append(self._unpicklable(name, value, exc, where, user))
             return False
         item = self.items[name] = Item(name, "value", f'{name} = _vj_value("{name}")',
-                                       comment=f"{values.describe(value)}, frozen at capture", pickled=data)
+                                       comment=f"{values.describe(value)}, frozen at capture", pickled=data,
+                                       tied=tied)
         for ref_name, obj in references.items():
-            self.add_definition(ref_name, obj, used_by=name)
+            self._add_reference(ref_name, obj, name)
             item.depends_on.append(ref_name)
         self._note(name, "value", values.describe(value), self._assigned_in(name), user)
         self.warnings.append(problem(
@@ -272,7 +355,7 @@ class Closure:
         return f"cell In[{number}]" if number is not None else "the notebook"
 
     def _live_reference(self, pid: str):
-        return self.namespace[pid]
+        return self.synthetic[pid] if pid in self.synthetic else self.namespace[pid]
 
     def _unpicklable(self, name, value, exc, where, user) -> Problem:
         if isinstance(exc, _StaleDefinition):
@@ -286,8 +369,10 @@ class Closure:
             return None
         if getattr(obj, "__module__", None) not in (self.root_module, "__main__"):
             return None
+        if _is_made_function(obj, self.root_module):
+            return self.made_name(obj)  # None: no source, pickled by value (tied to this Python)
         if "<" in obj.__qualname__ or "." in obj.__qualname__:
-            return None  # lambdas and nested functions are pickled by value (cloudpickle)
+            return None  # nested classes are pickled by value (cloudpickle)
         if self.namespace.get(obj.__name__) is not obj:
             raise _StaleDefinition(f"an earlier definition of '{obj.__name__}' (it was redefined "
                                    "or deleted after this value was made)")
@@ -324,6 +409,12 @@ def _stands_in_for_builtin(name: str, value) -> bool:
 def _compiled_with_future_annotations(obj) -> bool:
     flag = __future__.annotations.compiler_flag
     return any(code.co_flags & flag for code in cells.code_objects(obj))
+
+
+def _is_made_function(obj, root_module: str) -> bool:
+    """A notebook lambda or a function made inside another function (a closure)."""
+    return (isinstance(obj, types.FunctionType) and obj.__module__ in (root_module, "__main__")
+            and "<" in obj.__qualname__)
 
 
 def _is_cache_wrapper(obj) -> bool:

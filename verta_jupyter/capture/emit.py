@@ -59,8 +59,16 @@ def dependency_order(items: dict[str, Item], root: str) -> list[Item]:
         ordered.append(items[name])
 
     visit(root)
-    leftovers = [item for name, item in items.items() if name not in state]
-    return leftovers + ordered
+    patches = [item for item in items.values() if item.kind == "patch"]
+    for patch in patches:
+        for dep in patch.depends_on:
+            visit(dep)
+    leftovers = [item for name, item in items.items() if name not in state and item.kind != "patch"]
+    ordered = leftovers + [item for item in ordered if item.kind != "patch"]
+    for patch in patches:  # live state restored right after the last thing it needs
+        position = max((i for i, item in enumerate(ordered) if item.name in patch.depends_on), default=len(ordered) - 1)
+        ordered.insert(position + 1, patch)
+    return ordered
 
 
 def render(class_name: str, version: str, imports: list[str], items: list[Item], bundled: bool,
@@ -72,7 +80,7 @@ def render(class_name: str, version: str, imports: list[str], items: list[Item],
         parts.append(LIB_PATH)
     if imports:
         parts.append("\n".join(sorted(imports, key=_import_sort_key)) + "\n")
-    if any(item.kind == "value" for item in items):
+    if any(item.pickled is not None for item in items):
         parts.append(VALUE_LOADER)
     for item in items:
         parts.append(_render_item(item))

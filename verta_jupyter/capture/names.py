@@ -37,15 +37,16 @@ class NameAnalysis:
     imports: set[str]  # modules imported inside the definition (`import json` in predict)
 
 
-def analyse(source: str, node: ast.stmt) -> NameAnalysis:
+def analyse(source: str, node: ast.stmt, own_name: str | None = None) -> NameAnalysis:
     """Global names the statement `node` (parsed from `source`) reads, mutates, or hides."""
-    needed, mutated = _global_symbols(source, node.name)
+    own_name = own_name or node.name
+    needed, mutated = _global_symbols(source, own_name)
     visitor = _UseVisitor(needed | mutated)
     visitor.visit(node)
     uses = {n: visitor.uses[n] for n in needed if n in visitor.uses}
     for name in needed - set(uses):  # symtable saw it, ast did not place it: still needed
-        uses[name] = NameUse(name, [1], [node.name])
-    mutated_uses = {n: visitor.uses.get(n) or NameUse(n, [1], [node.name]) for n in mutated}
+        uses[name] = NameUse(name, [1], [own_name])
+    mutated_uses = {n: visitor.uses.get(n) or NameUse(n, [1], [own_name]) for n in mutated}
     return NameAnalysis(uses=uses, mutated=mutated_uses, dynamic=visitor.dynamic, imports=visitor.imports)
 
 

@@ -29,6 +29,7 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     """
     path = Path(path).resolve()
     manifest = verify_package(path)
+    _check_tied_python(path, manifest)
     notes: list[str] = []
     cls = _from_class_pickle(path, manifest, notes) if use_pickle else None
     loaded_from = "class.pkl" if cls is not None else "model.py"
@@ -37,6 +38,19 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     cls.__verta_package__ = {"path": str(path), "manifest": manifest, "loaded_from": loaded_from,
                              "notes": notes, "digest": package_digest(manifest)}
     return cls
+
+
+def _check_tied_python(path: Path, manifest: dict) -> None:
+    """Refuse, never crash: bytecode pickled under one Python minor can segfault another."""
+    tied = manifest.get("tied_to_python")
+    here = "%d.%d" % sys.version_info[:2]
+    if tied and tied != here:
+        names = ", ".join(manifest.get("tied_values") or []) or "some values"
+        raise PackageError(
+            f"the model package {path} holds notebook code pickled as bytecode ({names}), which "
+            f"loads only under Python {tied}; this is Python {here}. Load it with Python {tied}, or "
+            "re-capture the model with those functions defined by `def` in a cell so they are "
+            "saved as source.")
 
 
 def _from_source(path: Path, manifest: dict) -> type:
@@ -48,7 +62,9 @@ def _from_source(path: Path, manifest: dict) -> type:
     saved_flag = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # never write __pycache__ into a (possibly read-only) package
     try:
-        exec(compile(model_py.read_text(), str(model_py), "exec"), module.__dict__)
+        # dont_inherit: this file's `from __future__ import annotations` must not turn the
+        # model's annotations into strings (model.py states its own future imports)
+        exec(compile(model_py.read_text(), str(model_py), "exec", dont_inherit=True), module.__dict__)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise PackageError(f"model.py of {manifest['class_name']} failed to run: "

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 from . import checks as _checks
 from .checks import RESERVED_ARTIFACT_KEYS, json_sample_problem
+from ..capture.fingerprint import differences
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
 from ..package.format import MISSING
@@ -301,7 +302,7 @@ class _Validation:
             found = [problem("VJ501", f"{name} failed in a fresh process: {result.error}", name=name)]
             self.record("rebuild", found, started, "fresh process")
             return
-        found = []
+        found = _fidelity_problems(name, self.report.captured.fingerprint, result.fingerprint)
         if self.has_sample:
             self.report.rebuilt_output = result.output
             if not _same_output(self.report.sample_output, result.output):
@@ -334,6 +335,18 @@ def _same_output(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same_output(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
+
+
+def _fidelity_problems(name: str, notebook: dict, rebuilt: dict) -> list[Problem]:
+    """VJ504: captured objects whose structure differs after rebuild, whatever the sample."""
+    if not notebook or not rebuilt:
+        return []  # loaded from class.pkl, or an older worker: nothing to compare
+    paths = differences(notebook, rebuilt)
+    if not paths:
+        return []
+    shown = ", ".join(f"'{p}'" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return [problem("VJ504", f"{name} rebuilt from its package differs from the notebook's in {shown}",
+                    name=paths[0].split(".")[0])]
 
 
 def _short(value: Any, limit: int = 80) -> str:
