@@ -97,3 +97,59 @@ def test_pickled_values_reference_lambdas_by_name(shell, tmp_path):
 
     Recorder(__import__("io").BytesIO(captured.pickled["RULES"])).load()
     assert len(names) == 2 and all(n.startswith("_vj_lambda_") for n in names)
+
+
+# -- class 1: state changed after a definition is carried -----------------------------------
+
+def test_class_attributes_set_later_are_carried_though_the_sample_never_reads_them(shell, tmp_path):
+    for cell in ["import numpy as np\nclass MyModel:\n    THRESHOLD = 0.5\n    weights = np.ones(2)\n"
+                 "    def __init__(self, artifacts):\n        pass\n    def label(self, x):\n        return 'orig'\n"
+                 "    def predict(self, data):\n        return data if data < 10 else [self.THRESHOLD, self.label(data), self.EXTRA, self.weights.tolist()]",
+                 "MyModel.THRESHOLD = 0.7\nsetattr(MyModel, 'EXTRA', {'a': 1})\nMyModel.weights[0] = 5.0",
+                 "def fast_label(self, x):\n    return 'fast'\nMyModel.label = fast_label"]:
+        shell.run(cell)
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    package = captured.save(tmp_path / "pkg2", sample_input=1)
+    shell.run("MyModel.THRESHOLD = 0.1  # after capture: must not matter")
+    result = rebuild_in_subprocess(package, sample_input=1)
+    assert result.ok, result.traceback
+    assert differences(captured.fingerprint, result.fingerprint) == []
+    assert "MyModel.THRESHOLD = 0.7" in captured.source and "MyModel.label = fast_label" in captured.source
+    from verta_jupyter import load_package
+
+    rebuilt = load_package(package)(artifacts={})
+    assert rebuilt.predict(99) == [0.7, "fast", {"a": 1}, [5.0, 1.0]]
+
+
+def test_function_defaults_and_attributes_set_later_are_carried(shell, tmp_path):
+    captured, _ = carried(shell, tmp_path, [
+        "LIMIT = 3\ndef score(x, k=LIMIT, *, scale=1):\n    return x * k * scale",
+        "LIMIT = 100  # the default is still 3\nscore.__kwdefaults__ = {'scale': 2}\nscore.version = 'v2'",
+    ], 1, "data if data < 10 else [score(data), score.version]")
+    assert "score.__kwdefaults__ = {'scale': 2}" in captured.source
+    assert "score.__defaults__ = (3,)" in captured.source
+    assert "score.version = 'v2'" in captured.source
+
+
+def test_singledispatch_overloads_registered_later_are_carried(shell, tmp_path):
+    captured, result = carried(shell, tmp_path, [
+        "import functools\n@functools.singledispatch\ndef encode(x):\n    return 'any'",
+        "@encode.register\ndef _(x: int):\n    return 'int'\n\n@encode.register(list)\ndef _(x):\n    return 'list'",
+        "def encode_str(x):\n    return 'str'\nencode.register(str, encode_str)",
+        "_ = None  # IPython rebinds `_` all the time",
+    ], 1.5, "[encode(data), encode(1), encode([]), encode('s')]")
+    assert result.output == ["any", "int", "list", "str"]
+
+
+# -- class 7: ordering through cycles (class -> decorator -> registry -> class) ---------------
+
+def test_registry_filled_by_decorators_is_emitted_empty_then_refilled(shell, tmp_path):
+    captured, result = carried(shell, tmp_path, [
+        "MODELS = {}\nHANDLERS = []\ndef register(name):\n    def deco(cls):\n        MODELS[name] = cls\n"
+        "        return cls\n    return deco\ndef handler(fn):\n    HANDLERS.append(fn)\n    return fn",
+        "@register('base')\nclass Base:\n    pass",
+        "@handler\ndef shout(x):\n    return x.upper()",
+        "MODELS['extra'] = dict  # filled by hand too",
+    ], "a", "[sorted(MODELS), MODELS['base'].__name__, [h(data) for h in HANDLERS]]")
+    assert result.output == [["base", "extra"], "Base", ["A"]]
+    assert "MODELS = {}" in captured.source and "_vj_refill(MODELS" in captured.source

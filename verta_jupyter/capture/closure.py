@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import problem
 from ..errors import CaptureError, Problem
-from . import cells, made, names, requirements, values
+from . import cells, made, names, requirements, state, values
 from .bundle import LocalModules
 
 # Names IPython injects into builtins or the user namespace; absent where the model is deployed.
@@ -51,6 +51,7 @@ class Item:
     pickled: bytes | None = None
     depends_on: list[str] = field(default_factory=list)  # names of other items
     tied: bool = False  # pickled bytecode: loads only under this Python minor version
+    empty: str | None = None  # a value container's empty literal: `{}` (to break cycles)
 
 
 class Closure:
@@ -111,6 +112,52 @@ class Closure:
                 name=free, where=definition.where(line)))
         if name != obj.__name__:
             self.items[name] = Item(name, "alias", f"{name} = {obj.__name__}", depends_on=[obj.__name__])
+        self._add_live_state(obj, definition)
+
+    # -- state changed after a definition: patches after it in model.py
+    def _add_live_state(self, obj, definition: cells.Definition) -> None:
+        target = obj.__name__
+        if isinstance(obj, type):
+            patches = state.class_patches(obj, definition.node)
+        elif isinstance(obj, types.FunctionType):
+            plain = inspect.unwrap(obj) is obj and not definition.node.decorator_list
+            patches = state.function_patches(obj, definition.node if plain else None, self.namespace)
+        else:
+            patches = []
+        for patch in patches:
+            self._try_patch(target, f"{target}.{patch.attribute} = {{}}", patch.value,
+                            f"{target}.{patch.attribute}", definition, required=patch.required)
+        for kind, impl in state.dispatch_overloads(obj):
+            self._add_overload(target, kind, impl, definition)
+
+    def _try_patch(self, target: str, template: str, value, label: str, definition, required: bool) -> None:
+        try:
+            self._emit_patch(target, template, value)
+        except _StaleDefinition as exc:
+            self.problems.append(problem("VJ205", f"'{label}' refers to {exc}", name=label,
+                                         where=definition.where()))
+        except Exception as exc:  # pickling raises many types; each is the same user problem
+            if required:
+                self.problems.append(self._unpicklable(label, value, exc, definition.where(), target))
+
+    def _add_overload(self, target: str, kind: type, impl, definition: cells.Definition) -> None:
+        """An overload of a singledispatch function: its `@target.register` statement re-runs it."""
+        try:
+            found = cells.locate(impl, history=self.history)
+        except CaptureError:
+            found = None
+        decorated = found is not None and any(
+            isinstance(n, ast.Name) and n.id == target for d in found.node.decorator_list for n in ast.walk(d))
+        if not decorated:  # `target.register(int, impl)` in a statement of its own
+            self._try_patch(target, f"{target}.register(*{{}})", (kind, impl),
+                            f"{target}.registry[{kind.__qualname__}]", definition, required=True)
+            return
+        key = f"_vj_overload_{len(self.items)}"
+        item = self.items[key] = Item(key, "patch", found.source.rstrip(), comment=f"from {found.origin}",
+                                      depends_on=[target])
+        self.patches.append(key)
+        self._resolve_uses(item, names.analyse(found.source, found.node, own_name=impl.__name__),
+                           found.where, f"{target} overload")
 
     def _resolve_uses(self, item: Item, analysis: names.NameAnalysis, where, owner: str) -> None:
         for free, use in analysis.uses.items():
@@ -160,10 +207,16 @@ class Closure:
     def _emit_call(self, item: Item, template: str, value) -> None:
         """`item.code` = template filled with `value` as a literal, or loaded from globals.pkl."""
         literal = values.literal_source(value)
-        if literal is not None:
-            item.code = f"{item.name} = " + template.format(literal)
+        name = self.definition_name(value) if _may_be_definition(value) else None
+        if literal is not None or name is not None:
+            item.code = f"{item.name} = " + template.format(literal if literal is not None else name)
+            if name is not None:
+                self._add_reference(name, value, item.name)
+                item.depends_on.append(name)
             return
         data, references, tied = values.dump_value(value, self.definition_name)
+        for module_name in values.modules_needed(data, self._live_reference):
+            self._require_module_named(module_name)
         item.code = f"{item.name} = " + template.format(f'_vj_value("{item.name}")')
         item.pickled, item.tied = data, tied
         for ref_name, obj in references.items():
@@ -338,7 +391,7 @@ class Closure:
             return False
         item = self.items[name] = Item(name, "value", f'{name} = _vj_value("{name}")',
                                        comment=f"{values.describe(value)}, frozen at capture", pickled=data,
-                                       tied=tied)
+                                       tied=tied, empty=_EMPTY.get(type(value)))
         for ref_name, obj in references.items():
             self._add_reference(ref_name, obj, name)
             item.depends_on.append(ref_name)
@@ -389,6 +442,9 @@ class Closure:
             self.dependencies[name].used_by.append(user)
 
 
+_EMPTY = {dict: "{}", list: "[]", set: "set()"}  # registries decorators fill
+
+
 class _StaleDefinition(Exception):
     pass
 
@@ -409,6 +465,10 @@ def _stands_in_for_builtin(name: str, value) -> bool:
 def _compiled_with_future_annotations(obj) -> bool:
     flag = __future__.annotations.compiler_flag
     return any(code.co_flags & flag for code in cells.code_objects(obj))
+
+
+def _may_be_definition(obj) -> bool:
+    return isinstance(obj, (type, types.FunctionType)) or _is_cache_wrapper(obj)
 
 
 def _is_made_function(obj, root_module: str) -> bool:
