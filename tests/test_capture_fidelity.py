@@ -153,3 +153,44 @@ def test_registry_filled_by_decorators_is_emitted_empty_then_refilled(shell, tmp
     ], "a", "[sorted(MODELS), MODELS['base'].__name__, [h(data) for h in HANDLERS]]")
     assert result.output == [["base", "extra"], "Base", ["A"]]
     assert "MODELS = {}" in captured.source and "_vj_refill(MODELS" in captured.source
+
+
+# -- class 2: wrappers without functools.wraps are not "redefined" (no false VJ205) ---------
+
+def test_wrappers_without_wraps_and_vectorize_rebuild(shell, tmp_path):
+    captured, result = carried(shell, tmp_path, [
+        "import numpy as np\ndef logged(fn):\n    def inner(*a, **k):\n        return ['logged', fn(*a, **k)]\n    return inner",
+        "@logged\ndef helper(x):\n    return x + 1",
+        "def clip(x):\n    return x if x > 0 else 0\nclip = np.vectorize(clip)",
+        "@np.vectorize\ndef double(x):\n    return 2 * x",
+    ], 3, "[helper(data), clip(np.array([data, -1])).tolist(), double(np.array([data])).tolist()]")
+    assert result.output == [["logged", 4], [3, 0], [6]]
+    assert "@logged\ndef helper(x):" in captured.source and "def clip(x):" in captured.source
+
+
+# -- class 4: classes without a class statement ----------------------------------------------
+
+def test_classes_made_without_a_class_statement(shell, tmp_path):
+    captured, result = carried(shell, tmp_path, [
+        "import collections, dataclasses, enum\nfrom typing import NamedTuple",
+        "class Pair(NamedTuple):\n    a: int\n    b: int = 0",
+        "Point = collections.namedtuple('Point', ['x', 'y'], defaults=[0])",
+        "Color = enum.Enum('Color', 'RED GREEN')",
+        "Box = type('Box', (), {'size': 3})",
+    ], 1, "[list(Pair(data)), list(Point(data)), Color.GREEN.value, Box.size]")
+    assert result.output == [[1, 0], [1, 0], 2, 3]
+    assert "Point = collections.namedtuple('Point'" in captured.source
+
+
+# -- class 5: names only inside string annotations ---------------------------------------------
+
+def test_names_in_string_annotations_are_captured(shell, tmp_path):
+    shell.run("import pandas as pd")
+    shell.run("class Typed:\n    def __init__(self, artifacts):\n        pass\n"
+              "    def predict(self, data: 'pd.DataFrame') -> 'Optional[int]':\n        return type(data).__name__")
+    typed = capture_model(shell.ns["Typed"], shell.ns)
+    assert "import pandas as pd" in typed.source
+    package = typed.save(tmp_path / "typed", sample_input={"a": [1, 2]})
+    rebuilt = rebuild_in_subprocess(package, sample_input={"a": [1, 2]})
+    assert rebuilt.ok, rebuilt.traceback
+    assert rebuilt.output == "DataFrame"  # converted as the annotation says, as in the notebook

@@ -73,6 +73,10 @@ def locate(obj, *, cell_source: str | None = None, history: list[str] | None = N
         found = _find_statement(text, name, line, isinstance(obj, type))
         if found is not None:
             return _definition(name, found, lines, filename)
+    if isinstance(obj, type) and not any(_in_a_cell(c) for c in code_objects(obj)):
+        found = _assignment(name, cell_source, history)  # `Point = namedtuple(...)`, `Enum(...)`
+        if found is not None:
+            return found
     kind = "class" if isinstance(obj, type) else "function"
     unreadable = sorted({c.co_filename for c in code_objects(obj) if not linecache.getlines(c.co_filename)})
     if "<timed exec>" in unreadable:
@@ -105,6 +109,27 @@ def _candidate_sources(obj, cell_source, history):
             yield "<cell>", cell.splitlines(keepends=True), None
 
 
+def _in_a_cell(code) -> bool:
+    """Code the user wrote (a cell, a .py file), not code a library generated for the class."""
+    filename = code.co_filename
+    if filename == "<string>" or not linecache.getlines(filename):
+        return False
+    return not filename.startswith(tuple({sys.prefix, sys.base_prefix, sys.exec_prefix}))
+
+
+def _assignment(name: str, cell_source: str | None, history: list[str] | None) -> Definition | None:
+    """The latest top-level `name = <call>` in the cells: a class made without a class statement."""
+    cells = ([cell_source] if cell_source else []) + list(reversed(history or []))
+    for cell in cells:
+        tree = parse_cell(cell)
+        for node in reversed(tree.body if tree is not None else []):
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == name and isinstance(node.value, ast.Call)):
+                lines = textwrap.dedent(cell).splitlines(keepends=True)
+                return _definition(name, node, lines, "<cell>")
+    return None
+
+
 def _may_search_history(obj) -> bool:
     """Only a class with no code of its own may be looked up by name in past cells.
 
@@ -112,8 +137,8 @@ def _may_search_history(obj) -> bool:
     matched to another class that merely has the same name. Methods that dataclasses generate
     (`<string>`) are not the user's code.
     """
-    generated = hasattr(obj, "__dataclass_fields__")
-    return all(generated and code.co_filename == "<string>" for code in code_objects(obj))
+    generated = hasattr(obj, "__dataclass_fields__") or hasattr(obj, "_fields")  # dataclass, NamedTuple
+    return all(generated and not _in_a_cell(code) for code in code_objects(obj))
 
 
 def code_objects(obj):
@@ -179,7 +204,7 @@ def _top_level(tree: ast.Module):
 
 
 def _first_line(node) -> int:
-    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
 
 
 def _definition(name: str, node, lines: list[str], filename: str) -> Definition:

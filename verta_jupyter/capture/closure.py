@@ -74,6 +74,7 @@ class Closure:
         self.future_annotations = False  # a cell ran `from __future__ import annotations`
         self._assignments: dict[str, int] | None = None
         self._made: dict[int, str | None] = {}
+        self._wrapped: dict[int, str] = {}  # id(original function) -> the name its wrapper has
         self.synthetic: dict[str, object] = {}  # model.py names that the notebook does not bind
         self.patches: list[str] = []  # items that restore state changed after a definition  # id(function) -> model.py name (lambdas, closures)
 
@@ -100,7 +101,7 @@ class Closure:
         self.definitions.append(definition)
         self.future_annotations |= _compiled_with_future_annotations(obj)
         self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.origin, used_by)
-        analysis = names.analyse(definition.source, definition.node)
+        analysis = names.analyse(definition.source, definition.node, own_name=definition.name)
         self._warn_dynamic(definition, analysis)
         self._resolve_uses(item, analysis, definition.where, definition.name)
         for module_name in sorted(analysis.imports):  # `import x` inside a method: still a requirement
@@ -117,9 +118,9 @@ class Closure:
     # -- state changed after a definition: patches after it in model.py
     def _add_live_state(self, obj, definition: cells.Definition) -> None:
         target = obj.__name__
-        if isinstance(obj, type):
+        if isinstance(obj, type) and isinstance(definition.node, ast.ClassDef):
             patches = state.class_patches(obj, definition.node)
-        elif isinstance(obj, types.FunctionType):
+        elif isinstance(obj, types.FunctionType) and isinstance(definition.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             plain = inspect.unwrap(obj) is obj and not definition.node.decorator_list
             patches = state.function_patches(obj, definition.node if plain else None, self.namespace)
         else:
@@ -161,10 +162,57 @@ class Closure:
 
     def _resolve_uses(self, item: Item, analysis: names.NameAnalysis, where, owner: str) -> None:
         for free, use in analysis.uses.items():
+            if free in analysis.soft and free not in self.namespace:
+                continue  # a string annotation may name what is not defined: no error for it
             line, scope = use.first
             place = f"{where(line)}, in {scope or owner}"
             if self.resolve(free, use, place, user=scope or owner) and free not in item.depends_on:
                 item.depends_on.append(free)
+
+    # -- wrappers: `@logged` without functools.wraps, `np.vectorize(f)`, `joblib` caches, ...
+    def _wrapped_original(self, value, name: str):
+        """The notebook function `name` that the object bound to `name` wraps, if it is one."""
+        if isinstance(value, type) or (isinstance(value, types.FunctionType) and value.__qualname__ == name):
+            return None
+        seen, frontier = set(), [value]
+        for _ in range(4):  # wrappers of wrappers, a few levels deep
+            found = []
+            for obj in frontier:
+                if id(obj) in seen:
+                    continue
+                seen.add(id(obj))
+                for inner in _wrapped_candidates(obj):
+                    if (isinstance(inner, types.FunctionType) and inner.__qualname__ == name
+                            and inner.__module__ in (self.root_module, "__main__")):
+                        return inner
+                    found.append(inner)
+            frontier = found
+        return None
+
+    def _add_wrapped(self, name: str, wrapper, original, user: str) -> bool:
+        try:
+            definition = cells.locate(original, history=self.history)
+        except CaptureError as exc:
+            self.problems.extend(exc.problems)
+            return False
+        if definition.node.decorator_list:  # `@logged def name`: the statement re-makes the wrapper
+            self._wrapped[id(original)] = name
+            self.add_definition(name, original, used_by=user)
+            return True
+        # `name = np.vectorize(name)`: the def, then the wrapper pickled around it by name
+        key = f"_vj_def_{name}"
+        self._wrapped[id(original)] = name
+        item = self.items[key] = Item(key, "definition", definition.source, comment=f"from {definition.origin}")
+        self._resolve_uses(item, names.analyse(definition.source, definition.node), definition.where, name)
+        value = self.items[name] = Item(name, "value", "", depends_on=[key])
+        try:
+            self._emit_call(value, "{}", wrapper)
+        except Exception as exc:  # pickling raises many types; each is the same user problem
+            del self.items[name]
+            self.problems.append(self._unpicklable(name, wrapper, exc, definition.where(), user))
+            return False
+        self._note(name, "notebook", f"{type(wrapper).__name__} around function {name}", definition.origin, user)
+        return True
 
     # -- lambdas and closure-made functions: source too, never bytecode
     def made_name(self, fn, preferred: str | None = None) -> str | None:
@@ -268,6 +316,9 @@ class Closure:
         if isinstance(value, types.ModuleType):
             self._add_module(name, value, use, user)
             return False
+        original = self._wrapped_original(value, name)
+        if original is not None:
+            return self._add_wrapped(name, value, original, user)
         if _is_made_function(value, self.root_module):
             key = self.made_name(value, preferred=name)
             if key is not None:
@@ -426,6 +477,8 @@ class Closure:
             return self.made_name(obj)  # None: no source, pickled by value (tied to this Python)
         if "<" in obj.__qualname__ or "." in obj.__qualname__:
             return None  # nested classes are pickled by value (cloudpickle)
+        if id(obj) in self._wrapped:
+            return self._wrapped[id(obj)]  # the original under a wrapper bound to its name
         if self.namespace.get(obj.__name__) is not obj:
             raise _StaleDefinition(f"an earlier definition of '{obj.__name__}' (it was redefined "
                                    "or deleted after this value was made)")
@@ -465,6 +518,19 @@ def _stands_in_for_builtin(name: str, value) -> bool:
 def _compiled_with_future_annotations(obj) -> bool:
     flag = __future__.annotations.compiler_flag
     return any(code.co_flags & flag for code in cells.code_objects(obj))
+
+
+def _wrapped_candidates(obj):
+    """Objects a wrapper holds: what it wraps (`__wrapped__`, `pyfunc`, `func`) or its closure."""
+    for attribute in ("__wrapped__", "pyfunc", "func", "__func__"):
+        inner = getattr(obj, attribute, None) if not isinstance(obj, type) else None
+        if inner is not None:
+            yield inner
+    for cell in getattr(obj, "__closure__", None) or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:
+            continue
 
 
 def _may_be_definition(obj) -> bool:

@@ -242,7 +242,8 @@ def _library_ref(fn) -> str:
     code = getattr(fn, "__code__", None)
     qualname = code.co_qualname if code is not None and hasattr(code, "co_qualname") else \
         getattr(fn, "__qualname__", type(fn).__qualname__)
-    module = getattr(fn, "__module__", "") if code is None else os.path.basename(code.co_filename)
+    # library code by what it is called, not where: generated code's file names vary by process
+    module = getattr(fn, "__module__", "") if code is None else ""
     return f"ref:{module}.{qualname}"
 
 
