@@ -194,3 +194,21 @@ def test_names_in_string_annotations_are_captured(shell, tmp_path):
     rebuilt = rebuild_in_subprocess(package, sample_input={"a": [1, 2]})
     assert rebuilt.ok, rebuilt.traceback
     assert rebuilt.output == "DataFrame"  # converted as the annotation says, as in the notebook
+
+
+# -- class 9: labels are the In[N] the user sees ------------------------------------------------
+
+def test_magic_cell_is_labelled_with_the_number_the_user_sees(shell, tmp_path, monkeypatch):
+    from verta_jupyter.capture import cells
+
+    monkeypatch.chdir(tmp_path)
+    shell.run("%load_ext verta_jupyter")
+    shell.run("x = 1")
+    result = shell.ip.run_cell("%%verta_model --no-log --no-panel --sample 1\nclass Labelled:\n"
+                               "    def __init__(self, artifacts):\n        pass\n"
+                               "    def predict(self, data):\n        return data", store_history=True)
+    result.raise_error()
+    code = shell.ns["Labelled"].predict.__code__
+    assert cells.cell_number(code.co_filename) == result.execution_count
+    captured = capture_model(shell.ns["Labelled"], shell.ns)
+    assert captured.defined_in.startswith(f"cell In[{result.execution_count}]")

@@ -316,7 +316,7 @@ class VertaMagics(Magics):
                 break
             blank += 1
         aligned = "\n" * (1 + blank) + shell.transform_cell(cell)
-        filename = shell.compile.cache(aligned, shell.execution_count, raw_code=aligned)
+        filename = shell.compile.cache(aligned, _prompt_number(shell), raw_code=aligned)
         tree = shell.transform_ast(shell.compile.ast_parse(aligned, filename=filename))
         with shell.builtin_trap:
             exec(shell.compile(tree, filename, "exec"), shell.user_global_ns, shell.user_ns)
@@ -344,3 +344,10 @@ class VertaMagics(Magics):
 def register(ipython) -> None:
     """Register `%%verta_model` with an IPython shell (`%load_ext verta_jupyter`)."""
     ipython.register_magics(VertaMagics)
+
+
+def _prompt_number(shell) -> int:
+    """The In[N] the user sees for the running cell. IPython 9 has already moved
+    `execution_count` to N+1 while a cell runs; the history holds this cell at index N."""
+    history = shell.history_manager.input_hist_parsed
+    return min(shell.execution_count, len(history) - 1) if len(history) > 1 else shell.execution_count
