@@ -212,3 +212,17 @@ def test_magic_cell_is_labelled_with_the_number_the_user_sees(shell, tmp_path, m
     assert cells.cell_number(code.co_filename) == result.execution_count
     captured = capture_model(shell.ns["Labelled"], shell.ns)
     assert captured.defined_in.startswith(f"cell In[{result.execution_count}]")
+
+
+# -- class 8: each big value stored once ---------------------------------------------------------
+
+def test_a_big_value_is_stored_once(shell, tmp_path):
+    shell.run("import numpy as np\nBIG = np.arange(1_000_000, dtype='float64')  # 8 MB")
+    shell.run(MODEL.format(body="float(BIG[data])"))
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert captured.class_pickle is None and "stored twice" in captured.class_pickle_skipped
+    package = captured.save(tmp_path / "pkg", sample_input=3)
+    size = sum(f.stat().st_size for f in package.rglob("*") if f.is_file())
+    assert 8_000_000 < size < 8_500_000
+    result = rebuild_in_subprocess(package, sample_input=3)
+    assert result.ok and result.output == 3.0

@@ -207,8 +207,8 @@ class _Validation:
         self.report.captured = captured
         found = list(captured.warnings)
         if getattr(captured, "class_pickle", b"") is None:
-            found.append(problem("VJ503", f"cloudpickle cannot dump {self.report.class_name}, so the "
-                                 "package has no class.pkl", name=self.report.class_name))
+            why = getattr(captured, "class_pickle_skipped", "") or f"cloudpickle cannot dump {self.report.class_name}"
+            found.append(problem("VJ503", f"{why}, so the package has no class.pkl", name=self.report.class_name))
         self.record("capture", found, started,
                     f"{len(captured.dependencies)} dependencies, {len(captured.requirements)} requirements")
         started = time.perf_counter()
