@@ -226,3 +226,25 @@ def test_a_big_value_is_stored_once(shell, tmp_path):
     assert 8_000_000 < size < 8_500_000
     result = rebuild_in_subprocess(package, sample_input=3)
     assert result.ok and result.output == 3.0
+
+
+# -- class 6: namespace packages, src layouts, package data files --------------------------------
+
+def test_namespace_packages_and_package_data_files_are_bundled(shell, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "vj_nsp" / "inner").mkdir(parents=True)  # no __init__.py anywhere: a namespace package
+    (src / "vj_nsp" / "inner" / "mod.py").write_text("def shout(x):\n    return x.upper() + '!'\n")
+    (src / "vj_datapkg").mkdir()
+    (src / "vj_datapkg" / "__init__.py").write_text(
+        "from pathlib import Path\nWORDS = Path(__file__).with_name('words.txt').read_text().split()\n"
+        "def known(w):\n    return w in WORDS\n")
+    (src / "vj_datapkg" / "words.txt").write_text("alpha beta\n")
+    monkeypatch.syspath_prepend(str(src))
+    try:
+        captured, result = carried(shell, tmp_path, ["from vj_nsp.inner.mod import shout\nimport vj_datapkg"],
+                                   "alpha", "[shout(data), vj_datapkg.known(data)]")
+    finally:
+        for name in ("vj_nsp", "vj_nsp.inner", "vj_nsp.inner.mod", "vj_datapkg"):
+            __import__("sys").modules.pop(name, None)
+    assert result.output == ["ALPHA!", True]
+    assert {"vj_nsp/inner/mod.py", "vj_datapkg/words.txt"} <= set(captured.bundled)
