@@ -44,10 +44,24 @@ def find_node(fn: types.FunctionType):
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             if first == code.co_firstlineno:
                 candidates.append(node)
-    for node in candidates:
-        if _compiles_to(node, code):
-            return text, node
-    return None
+    matching = [node for node in candidates if _compiles_to(node, code)]
+    if len(matching) > 1:  # several lambdas on one line: the columns tell them apart
+        matching = [node for node in matching if _spans(node, code)] or matching[:0]
+    return (text, matching[0]) if len(matching) == 1 else None
+
+
+def _spans(node, code: types.CodeType) -> bool:
+    """Do the code's instructions (3.11+ positions) lie inside this node's columns?"""
+    positions = getattr(code, "co_positions", None)
+    if positions is None:
+        return False  # Python 3.10: ambiguous, so no source (pickled, tied to the version)
+    inside = []
+    for line, _, col, end_col in positions():
+        if line != node.lineno or col is None or (col == 0 and end_col == 0):
+            continue  # other lines, or the function's own prologue (RESUME) at column 0
+        right = node.end_col_offset if node.end_lineno == node.lineno else None
+        inside.append(node.col_offset <= col and (right is None or (end_col or 0) <= right))
+    return bool(inside) and all(inside)
 
 
 def _compiles_to(node, code: types.CodeType) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 _MISSING = object()
 # Function attributes that the decorators which made them set again when model.py runs.
+_GENERATED_KEYS = {"_abc_impl", "_is_protocol", "_is_runtime_protocol"}
 _REMADE_FUNCTION_ATTRS = {"__wrapped__", "registry", "dispatch", "register", "_clear_cache"}
 
 
@@ -31,14 +32,15 @@ class Patch:
 def class_patches(cls: type, node: ast.ClassDef) -> list[Patch]:
     """Class dict entries that differ from (or are missing in) the class statement."""
     body = _body_bindings(node)
+    made_by_others = bool(node.decorator_list) or type(cls) is not type  # may add entries themselves
     patches = []
     for key, value in list(vars(cls).items()):
         dunder = key.startswith("__") and key.endswith("__")
         sunder = key.startswith("_") and key.endswith("_") and not dunder and len(key) > 2
         if key not in body:
-            if dunder or sunder or _generated(value):
+            if dunder or sunder or key in _GENERATED_KEYS or _generated(value):
                 continue  # made by type(), a decorator or a metaclass when the statement runs
-            patches.append(Patch(key, value, required=True))
+            patches.append(Patch(key, value, required=not made_by_others))
             continue
         statement = body[key]
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
