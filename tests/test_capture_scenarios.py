@@ -298,6 +298,12 @@ SCENARIOS += [
                                  model("Color(data).name")], 2),
     Scenario("functional-enum-member-value", ["import enum\nLevel = enum.Enum('Level', {'LOW': 1, 'HIGH': 9})\nDEFAULT = Level.HIGH",
                                               model("[DEFAULT.value, Level(data).name]")], 1),
+    Scenario("namedtuple-rebinding-an-earlier-class-name", [
+        "class Point:\n    x = 1", "import collections\nPoint = collections.namedtuple('Point', 'x y')",
+        model("Point(data, 2).y")], 1),
+    Scenario("functional-enum-rebinding-an-earlier-enum", [
+        "import enum\nclass Color(enum.Enum):\n    A = 'a'", "Color = enum.Enum('Color', 'RED GREEN')",
+        model("Color(data).name")], 2),
     Scenario("type-call-class", ["Box = type('Box', (), {'size': 3})", model("Box.size * data")], 2),
     Scenario("type-call-subclass-of-notebook-class", [
         "class Base:\n    def f(self):\n        return 'base'", "Child = type('Child', (Base,), {'g': 1})",

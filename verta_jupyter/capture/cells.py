@@ -161,6 +161,8 @@ def code_objects(obj):
 def _find_statement(text: str, name: str, line: int | None, want_class: bool):
     """The top-level def/class `name` whose span contains `line` (else the last one)."""
     kinds = (ast.ClassDef,) if want_class else (ast.FunctionDef, ast.AsyncFunctionDef)
+    if want_class and line is None:  # by name only: `Point = namedtuple(...)` binds a class too
+        kinds = (ast.ClassDef, ast.Assign)
     matches = [n for n in _definitions_by_name(text).get(name, ()) if isinstance(n, kinds)]
     if line is not None:
         for node in matches:
@@ -192,6 +194,9 @@ def _definitions_by_name(text: str) -> dict[str, list]:
     for node in _top_level(tree) if tree is not None else ():
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             index.setdefault(node.name, []).append(node)
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+              and isinstance(node.value, ast.Call)):  # `Point = namedtuple(...)`: the latest binding wins
+            index.setdefault(node.targets[0].id, []).append(node)
     return index
 
 
