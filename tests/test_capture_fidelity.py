@@ -248,3 +248,11 @@ def test_namespace_packages_and_package_data_files_are_bundled(shell, tmp_path, 
             __import__("sys").modules.pop(name, None)
     assert result.output == ["ALPHA!", True]
     assert {"vj_nsp/inner/mod.py", "vj_datapkg/words.txt"} <= set(captured.bundled)
+
+
+def test_definitions_from_a_file_run_with_percent_run(shell, tmp_path):
+    script = tmp_path / "defs.py"
+    script.write_text("class Settings:\n    factor = 3\n\ndef scale(x):\n    return x * Settings.factor\n")
+    captured, result = carried(shell, tmp_path, [f"%run {script}"], 2, "scale(data)")
+    assert result.output == 6
+    assert "class Settings:" in captured.source and "from defs.py line 1" in captured.source

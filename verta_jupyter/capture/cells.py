@@ -106,6 +106,8 @@ def _candidate_sources(obj, cell_source, history):
         yield filename, linecache.getlines(filename), first
     if _may_search_history(obj):
         for cell in reversed(history or []):  # the latest cell that defines it wins
+            for path in _run_files(cell):  # `%run file.py` defines the file's names here
+                yield path, linecache.getlines(path), None
             yield "<cell>", cell.splitlines(keepends=True), None
 
 
@@ -128,6 +130,25 @@ def _assignment(name: str, cell_source: str | None, history: list[str] | None) -
                 lines = textwrap.dedent(cell).splitlines(keepends=True)
                 return _definition(name, node, lines, "<cell>")
     return None
+
+
+_RUN = re.compile(r"""run_line_magic\(\s*['"]run['"]\s*,\s*['"](.+?)['"]\s*\)""")
+
+
+def _run_files(cell: str) -> list[str]:
+    """Files a history cell ran with `%run` (history holds the transformed call)."""
+    import os
+    import shlex
+
+    found = []
+    for argument in _RUN.findall(cell):
+        try:
+            words = [w for w in shlex.split(argument) if not w.startswith("-")]
+        except ValueError:
+            continue
+        if words and os.path.isfile(words[0]):
+            found.append(os.path.abspath(words[0]))
+    return found
 
 
 def _may_search_history(obj) -> bool:

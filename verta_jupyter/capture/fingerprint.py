@@ -19,6 +19,7 @@ from __future__ import annotations
 import __future__
 import hashlib
 import os
+import sys
 import types
 
 UNKNOWN = "?"
@@ -235,7 +236,12 @@ def _instructions(code: types.CodeType) -> str:
 def _is_notebook_code(fn: types.FunctionType) -> bool:
     """Code written in the notebook (or model.py), not library code stamped `__main__` by wraps."""
     filename = fn.__code__.co_filename
-    return not os.path.isfile(filename) or os.path.basename(filename) == "model.py"
+    if not os.path.isfile(filename):
+        return True  # a cell (ipykernel's cell files never exist on disk)
+    return not filename.startswith(_LIBRARY_PREFIXES)  # model.py, a file run with %run
+
+
+_LIBRARY_PREFIXES = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
 
 
 def _library_ref(fn) -> str:
