@@ -154,3 +154,24 @@ def test_bytecode_package_is_refused_under_other_pythons_never_a_crash(version, 
     assert not result.ok
     assert "loads only under Python 3.11" in result.error and "plus_one" in result.error
     assert "re-capture" in result.error
+
+
+LIVE_STATE_CELLS = [
+    "import collections, functools\nPoint = collections.namedtuple('Point', 'x y')",
+    "REGISTRY = {}\ndef register(name):\n    def wrap(cls):\n        REGISTRY[name] = cls\n        return cls\n    return wrap",
+    "@functools.singledispatch\ndef enc(x):\n    return 'any'\n@enc.register\ndef _(x: int):\n    return 'int'",
+    "@register('mine')\nclass MyModel:\n    LIMIT = 1\n    def __init__(self, artifacts):\n        pass\n"
+    "    def predict(self, data):\n        return [self.LIMIT, sorted(REGISTRY), enc(data), list(Point(data, 0))]",
+    "MyModel.LIMIT = 9",
+]
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_live_state_patches_rebuild_under_other_pythons(version, shell, tmp_path):
+    for cell in LIVE_STATE_CELLS:
+        shell.run(cell)
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    package = captured.save(tmp_path / "pkg", sample_input=4)
+    result = rebuild_in_subprocess(package, sample_input=4, python=str(interpreter(version)), timeout=120)
+    assert result.ok, result.traceback
+    assert result.output == [9, ["mine"], "int", [4, 0]]

@@ -73,13 +73,18 @@ def locate(obj, *, cell_source: str | None = None, history: list[str] | None = N
         found = _find_statement(text, name, line, isinstance(obj, type))
         if found is not None:
             return _definition(name, found, lines, filename)
-    if isinstance(obj, type) and not any(_in_a_cell(c) for c in code_objects(obj)):
+    if isinstance(obj, type) and _may_search_history(obj):
         found = _assignment(name, cell_source, history)  # `Point = namedtuple(...)`, `Enum(...)`
         if found is not None:
             return found
     kind = "class" if isinstance(obj, type) else "function"
     unreadable = sorted({c.co_filename for c in code_objects(obj) if not linecache.getlines(c.co_filename)})
-    if "<timed exec>" in unreadable:
+    if isinstance(obj, type) and _may_search_history(obj):
+        # no methods of its own (or only generated ones): found only by name in the history
+        remedy = (f"Define '{name}' in a notebook cell run with history on (or a .py file), or pass "
+                  "its cell's text as `cell_source=`: a class with no methods of its own is found "
+                  "by name in the cell history, and exec() keeps no source.")
+    elif "<timed exec>" in unreadable:
         remedy = "Re-run the cell that defines it without %%time (IPython keeps no source for it)."
     elif "<string>" in unreadable:
         remedy = "Define it in a cell or a .py file instead of with exec() (exec keeps no source)."
