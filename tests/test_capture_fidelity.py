@@ -256,3 +256,15 @@ def test_definitions_from_a_file_run_with_percent_run(shell, tmp_path):
     captured, result = carried(shell, tmp_path, [f"%run {script}"], 2, "scale(data)")
     assert result.output == 6
     assert "class Settings:" in captured.source and "from defs.py line 1" in captured.source
+
+
+def test_proof_sees_closure_values_inside_captured_values():
+    from verta_jupyter.capture.fingerprint import fingerprint
+
+    def make(k):
+        return lambda x: x + k
+
+    first = fingerprint({"ADDERS": [make(1), make(2)]}, ["ADDERS"], {__name__})
+    second = fingerprint({"ADDERS": [make(1), make(3)]}, ["ADDERS"], {__name__})
+    same = fingerprint({"ADDERS": [make(1), make(2)]}, ["ADDERS"], {__name__})
+    assert differences(first, second) == ["ADDERS"] and differences(first, same) == []

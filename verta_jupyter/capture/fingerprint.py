@@ -180,9 +180,10 @@ class _Walker:
     def function(self, fn: types.FunctionType, inner) -> str:
         if not self.is_local(fn) or not _is_notebook_code(fn):
             return _library_ref(fn)
-        # A notebook function inside a value: its own top-level entry has the details; here its
-        # code and defaults are enough to tell one lambda or overload from another.
-        return f"fn:{fn.__name__}:{inner(fn.__code__)}:{inner(fn.__defaults__)}"
+        # A notebook function inside a value: its code, defaults and closure tell one lambda,
+        # overload or closure-made function from another.
+        cells = tuple(_cell_contents(c) for c in fn.__closure__ or ())  # `make(2)` vs `make(3)`
+        return f"fn:{fn.__name__}:{inner(fn.__code__)}:{inner(fn.__defaults__)}:{inner(cells)}"
 
     def ndarray(self, array, inner) -> str:
         head = f"ndarray:{array.dtype.str}:{array.shape}:"
