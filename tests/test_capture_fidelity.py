@@ -268,3 +268,12 @@ def test_proof_sees_closure_values_inside_captured_values():
     second = fingerprint({"ADDERS": [make(1), make(3)]}, ["ADDERS"], {__name__})
     same = fingerprint({"ADDERS": [make(1), make(2)]}, ["ADDERS"], {__name__})
     assert differences(first, second) == ["ADDERS"] and differences(first, same) == []
+
+
+def test_validation_passes_the_proof_when_capture_carries_state_changed_later(shell):
+    shell.run(MODEL.format(body="data if data < 10 else [MyModel.THRESHOLD, helper(data)]"))
+    shell.run("MyModel.THRESHOLD = 0.7\ndef helper(x, k=1):\n    return x * k\nhelper.__defaults__ = (3,)")
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1)
+    assert report.errors == []
+    assert {c.name: c.status for c in report.checks}["rebuild"] == "ok"  # the proof ran and agreed
+    assert "MyModel.THRESHOLD = 0.7" in report.captured.source
