@@ -277,3 +277,14 @@ def test_validation_passes_the_proof_when_capture_carries_state_changed_later(sh
     assert report.errors == []
     assert {c.name: c.status for c in report.checks}["rebuild"] == "ok"  # the proof ran and agreed
     assert "MyModel.THRESHOLD = 0.7" in report.captured.source
+
+
+def test_one_object_under_several_names_is_stored_once_and_stays_one(shell, tmp_path):
+    captured, result = carried(shell, tmp_path, [
+        "import numpy as np\nW = np.arange(300_000, dtype='float64')\nW2 = W",
+        "class Holder:\n    pass\nHolder.weights = W",
+    ], 0, "[W2 is W, Holder.weights is W, float(W2[data])]")
+    assert result.output == [True, True, 0.0]
+    assert sum(len(p) for p in captured.pickled.values()) < 2_500_000  # one 2.4 MB array
+    assert ("W2 = W" in captured.source or "W = W2" in captured.source)
+    assert "Holder.weights = W" in captured.source

@@ -74,6 +74,7 @@ class Closure:
         self.future_annotations = False  # a cell ran `from __future__ import annotations`
         self._assignments: dict[str, int] | None = None
         self._made: dict[int, str | None] = {}
+        self._pickled_ids: dict[int, str] = {}  # id(value) -> the name it is stored under
         self._wrapped: dict[int, str] = {}  # id(original function) -> the name its wrapper has
         self.synthetic: dict[str, object] = {}  # model.py names that the notebook does not bind
         self.patches: list[str] = []  # items that restore state changed after a definition  # id(function) -> model.py name (lambdas, closures)
@@ -256,6 +257,8 @@ class Closure:
         """`item.code` = template filled with `value` as a literal, or loaded from globals.pkl."""
         literal = values.literal_source(value)
         name = self.definition_name(value) if _may_be_definition(value) else None
+        if name is None and literal is None:
+            name = self._global_holding(value, item.name)  # a notebook global's object: stored once
         if literal is not None or name is not None:
             item.code = f"{item.name} = " + template.format(literal if literal is not None else name)
             if name is not None:
@@ -270,6 +273,21 @@ class Closure:
         for ref_name, obj in references.items():
             self._add_reference(ref_name, obj, item.name)
             item.depends_on.append(ref_name)
+
+    def _global_holding(self, value, user: str) -> str | None:
+        """The notebook global bound to this very object (captured by value), if there is one."""
+        if self._pickled_ids.get(id(value), user) != user and self._pickled_ids[id(value)] in self.items:
+            return self._pickled_ids[id(value)]
+        if isinstance(value, (types.ModuleType, type, types.FunctionType)):
+            return None
+        for key, bound in list(self.namespace.items()):
+            if bound is value and key != user and key.isidentifier() and not key.startswith("_") \
+                    and key not in IPYTHON_ONLY:
+                use = names.NameUse(key, [1], [user])
+                if self.resolve(key, use, "the notebook", user) and self.items.get(key) is not None:
+                    return key
+                return None
+        return None
 
     def _emit_patch(self, target: str, template: str, value) -> None:
         """A statement after `target` that restores live state (`{}` = the value)."""
@@ -433,6 +451,12 @@ class Closure:
             self.items[name] = Item(name, "literal", f"{name} = {literal}")
             self._note(name, "literal", values.describe(value), self._assigned_in(name), user)
             return True
+        same = self._pickled_ids.get(id(value))
+        if same is not None and same in self.items:  # `W2 = W`: one object, stored once, still one
+            self.items[name] = Item(name, "alias", f"{name} = {same}", depends_on=[same])
+            self._note(name, "value", f"the same object as {same}", self._assigned_in(name), user)
+            return True
+        self._pickled_ids[id(value)] = name
         try:
             data, references, tied = values.dump_value(value, self.definition_name)
             for module_name in values.modules_needed(data, self._live_reference):
