@@ -288,3 +288,14 @@ def test_one_object_under_several_names_is_stored_once_and_stays_one(shell, tmp_
     assert sum(len(p) for p in captured.pickled.values()) < 2_500_000  # one 2.4 MB array
     assert ("W2 = W" in captured.source or "W = W2" in captured.source)
     assert "Holder.weights = W" in captured.source
+
+
+def test_rebuild_hint_names_missing_requirements_only_for_import_errors(shell, tmp_path, monkeypatch):
+    monkeypatch.setenv("VJ_FIDELITY_FLAG", "on")
+    shell.run("import os\nclass MyModel:\n    flag = os.environ['VJ_FIDELITY_FLAG']\n"
+              "    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return self.flag")
+    package = capture_model(shell.ns["MyModel"], shell.ns).save(tmp_path / "pkg", sample_input=1)
+    monkeypatch.delenv("VJ_FIDELITY_FLAG")
+    result = rebuild_in_subprocess(package, sample_input=1)
+    assert not result.ok and "KeyError" in result.error
+    assert "requirements.txt" not in result.error and "re-run the notebook's cells" in result.error

@@ -68,14 +68,22 @@ def _from_source(path: Path, manifest: dict) -> type:
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise PackageError(f"model.py of {manifest['class_name']} failed to run: "
-                           f"{type(exc).__name__}: {exc}. Are the packages in requirements.txt "
-                           f"installed? ({', '.join(manifest['requirements']) or 'none needed'})") from exc
+                           f"{type(exc).__name__}: {exc}. {_hint(exc, manifest)}") from exc
     finally:
         sys.dont_write_bytecode = saved_flag
     cls = getattr(module, manifest["class_name"], None)
     if not isinstance(cls, type):
         raise PackageError(f"model.py does not define class {manifest['class_name']!r}")
     return cls
+
+
+def _hint(exc: Exception, manifest: dict) -> str:
+    """Missing requirements explain an ImportError only; anything else is the model's own code."""
+    if isinstance(exc, ImportError):
+        return (f"Are the packages in requirements.txt installed? "
+                f"({', '.join(manifest['requirements']) or 'none needed'})")
+    return ("The notebook code in model.py raised while the model was being defined (see the "
+            "traceback); re-run the notebook's cells in order and capture again.")
 
 
 def _from_class_pickle(path: Path, manifest: dict, notes: list[str]) -> type | None:
