@@ -144,3 +144,11 @@ def test_class_without_methods_and_without_history_gets_a_fitting_remedy(shell):
     assert error.codes == ["VJ104"]
     message = str(error)
     assert "'Cfg'" in message and "history" in message and "cell_source=" in message
+
+
+def test_closure_over_an_unpicklable_value_is_a_coded_error_not_a_crash(shell):
+    error = capture_error(shell, "import threading\ndef make():\n    lock = threading.Lock()\n"
+                                 "    def guarded(x):\n        with lock:\n            return x\n    return guarded\n"
+                                 "guarded = make()", USES.format(expr="guarded(data)"))
+    assert error.codes == ["VJ202"]
+    assert "'guarded'" in str(error)

@@ -236,7 +236,14 @@ class Closure:
             item = self.items[key] = Item(key, "definition", code, comment=f"lambda from {cell} line {node.lineno}")
             self._resolve_uses(item, names.analyse(code, ast.parse(code).body[0], own_name=key), where, key)
         else:
-            self._add_closure_made(key, fn, node, where, cell)
+            try:
+                self._add_closure_made(key, fn, node, where, cell)
+            except Exception:  # a closure value that cannot be saved: the caller reports the value
+                for name in (key, "_vj_make_" + (key[4:] if key.startswith("_vj_") else key)):
+                    self.items.pop(name, None)
+                self.synthetic.pop(key, None)
+                self._made[id(fn)] = None
+                return None
         self._note(key, "notebook", f"function {fn.__qualname__}", f"{cell} line {node.lineno}", None)
         return key
 
