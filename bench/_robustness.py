@@ -3,8 +3,10 @@
 Each scenario of tests/test_capture_scenarios.py runs in a real IPython shell; the class is then
 rebuilt and asked to predict the scenario's sample in a fresh `python -I` process, four ways:
 verta_jupyter (capture_model + save + rebuild_in_subprocess), cloudpickle alone (dumps in the
-shell, loads in the fresh process), and the class's source alone from `inspect.getsource` or
-`dill.source.getsource` (when dill is installed). Used by bench_capture.
+shell, loads in the fresh process), dill alone (`dill.dumps(cls, recurse=True)`, loaded with
+dill), and the class's source alone from `inspect.getsource` or `dill.source.getsource` (dill
+when installed). Ours counts only when the fresh process predicts the same AND the fingerprint
+proof agrees. Used by bench_capture.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def shell():
 
     ip = InteractiveShell.instance()
     ip.reset(new_session=False)
+    ip.compile.flags &= ~__import__("__future__").annotations.compiler_flag  # reset() keeps it
     return ip
 
 
@@ -40,13 +43,18 @@ try:
     if req["kind"] == "pickle":
         import cloudpickle
         cls = cloudpickle.loads(open(req["path"], "rb").read())
+    elif req["kind"] == "dill":
+        import dill
+        cls = dill.loads(open(req["path"], "rb").read())
     else:
         ns = {"__name__": "__main__"}
         exec(compile(open(req["path"]).read(), req["path"], "exec"), ns)
         cls = ns[req["class_name"]]
-    out = cls(artifacts={}).predict(req["sample"])
-    sys.path.append(req["root"])  # only to compare outputs the way the capture tests do
+    sys.path.append(req["root"])  # only to convert and compare the way a deployment and the tests do
+    from verta_jupyter.jsonify.input import convert_input
     from verta_jupyter.jsonify.output import to_json_compatible
+    model = cls(artifacts={})
+    out = model.predict(convert_input(model.predict, req["sample"]))
     print(json.dumps({"ok": True, "output": to_json_compatible(out)}))
 except BaseException as exc:
     print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}))
@@ -68,6 +76,7 @@ def _methods() -> dict:
     try:
         import dill.source
 
+        methods["dill"] = "dill"  # dill.dumps(cls, recurse=True), loaded with dill
         methods["dill.source"] = dill.source.getsource
     except ImportError:
         pass
@@ -115,6 +124,8 @@ def robustness_rows(tmp: Path, smoke: bool = False) -> list[dict]:
 
 def _score(scenario, folder: Path, methods: dict, pool) -> dict:
     from verta_jupyter import capture_model, to_json_compatible
+    from verta_jupyter.capture.fingerprint import differences
+    from verta_jupyter.jsonify.input import convert_input
     from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
     folder.mkdir()
@@ -122,11 +133,20 @@ def _score(scenario, folder: Path, methods: dict, pool) -> dict:
     for cell in scenario.cells:
         run_cell(ip, textwrap.dedent(cell))
     cls = ip.user_ns[scenario.class_name]
-    expected = to_json_compatible(cls(artifacts={}).predict(scenario.sample))
+    instance = cls(artifacts={})
+    expected = to_json_compatible(instance.predict(convert_input(instance.predict, scenario.sample)))
     jobs = {}
     try:
-        package = capture_model(cls, ip.user_ns).save(folder / "package", sample_input=scenario.sample)
-        jobs["verta_jupyter"] = lambda: rebuild_in_subprocess(package, sample_input=scenario.sample)
+        captured = capture_model(cls, ip.user_ns)
+        package = captured.save(folder / "package", sample_input=scenario.sample)
+
+        def ours():  # rebuilt, same output, and the fingerprint proof agrees
+            result = rebuild_in_subprocess(package, sample_input=scenario.sample)
+            paths = differences(captured.fingerprint, result.fingerprint) if result.ok else []
+            if paths:
+                return {"ok": False, "error": "fingerprint differs: " + ", ".join(paths[:3])}
+            return result
+        jobs["verta_jupyter"] = ours
     except Exception as exc:
         jobs["verta_jupyter"] = f"capture: {type(exc).__name__}: {exc}"
     for method, getsource in methods.items():
@@ -152,22 +172,31 @@ def _baseline_job(method: str, getsource, cls, scenario, folder: Path):
     """A callable that loads `cls` the baseline's way in a fresh `python -I`, or why it cannot dump."""
     import cloudpickle
 
+    kind = "pickle" if getsource is None else "dill" if getsource == "dill" else "source"
     try:
-        if getsource is None:
+        if kind == "pickle":
             path = folder / "class.pkl"
             path.write_bytes(cloudpickle.dumps(cls))
+        elif kind == "dill":
+            import dill
+
+            path = folder / "class.dill"
+            path.write_bytes(dill.dumps(cls, recurse=True))
         else:
             path = folder / f"{method}.py"
             path.write_text(textwrap.dedent(getsource(cls)))
     except Exception as exc:
         return f"in the notebook: {type(exc).__name__}: {exc}"
-    request = json.dumps({"kind": "pickle" if getsource is None else "source", "path": str(path),
+    request = json.dumps({"kind": kind, "path": str(path),
                           "class_name": scenario.class_name, "sample": scenario.sample, "root": str(ROOT)})
 
     def job():
         with tempfile.TemporaryDirectory() as cwd:
-            proc = subprocess.run([sys.executable, "-I", "-c", _BASELINE_CHILD], input=request, cwd=cwd,
-                                  capture_output=True, text=True, timeout=120)
+            try:
+                proc = subprocess.run([sys.executable, "-I", "-c", _BASELINE_CHILD], input=request, cwd=cwd,
+                                      capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                return {"ok": False, "error": "hung: no answer within 60 s (killed)"}
         lines = proc.stdout.strip().splitlines()
         return json.loads(lines[-1]) if lines else {"ok": False}
     return job
@@ -185,8 +214,8 @@ def _score_rows(wins: dict, total: int) -> list[dict]:
                         baseline_name=f"{method} alone",
                         note=f"{method} rebuilt {len(passed)}/{total}{_failures(got)}; ours: "
                              + (_failures(ours).lstrip("; ") or "rebuilt all")))
-    if "dill.source" not in wins:
-        rows.append(row("capture robustness: ours vs dill.source", score, "%",
+    if "dill" not in wins:
+        rows.append(row("capture robustness: ours vs dill", score, "%",
                         note="not measured: dill is not installed (pip install dill)"))
     return rows
 

@@ -42,6 +42,9 @@ def shell():
 
     ip = InteractiveShell.instance()
     ip.reset(new_session=True)
+    # reset() keeps the compiler's __future__ flags: one test's `from __future__ import
+    # annotations` would otherwise turn every later test's annotations into strings
+    ip.compile.flags &= ~__import__("__future__").annotations.compiler_flag
     yield Shell(ip)
     ip.reset(new_session=True)
 

@@ -136,3 +136,19 @@ def test_a_helper_defined_under_time_magic_says_how_to_fix_it(shell):
         capture_model(shell.ns["MyModel"], shell.ns)
     assert info.value.codes == ["VJ104"]
     assert "'helper'" in str(info.value) and "without %%time" in str(info.value)
+
+
+def test_class_without_methods_and_without_history_gets_a_fitting_remedy(shell):
+    shell.ip.run_cell("import dataclasses\n@dataclasses.dataclass\nclass Cfg:\n    k: int = 2", store_history=False)
+    error = capture_error(shell, USES.format(expr="Cfg().k * data"))
+    assert error.codes == ["VJ104"]
+    message = str(error)
+    assert "'Cfg'" in message and "history" in message and "cell_source=" in message
+
+
+def test_closure_over_an_unpicklable_value_is_a_coded_error_not_a_crash(shell):
+    error = capture_error(shell, "import threading\ndef make():\n    lock = threading.Lock()\n"
+                                 "    def guarded(x):\n        with lock:\n            return x\n    return guarded\n"
+                                 "guarded = make()", USES.format(expr="guarded(data)"))
+    assert error.codes == ["VJ202"]
+    assert "'guarded'" in str(error)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from verta_jupyter import capture_model, to_json_compatible
+from verta_jupyter.capture.fingerprint import differences
+from verta_jupyter.jsonify.input import convert_input
 from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 
 
@@ -163,6 +165,195 @@ SCENARIOS = [
 ]
 
 
+# Issue 11's failure classes, several variants each. Where a later cell changes state, the
+# sample does not have to touch it: the fingerprint comparison below checks every object.
+SCENARIOS += [
+    # 1. state changed after a definition
+    Scenario("class-attribute-tuned-later", [
+        model("data if data < 10 else MyModel.THRESHOLD"), "MyModel.THRESHOLD = 0.7"], 1),  # sample: not read
+    Scenario("class-attribute-overwritten-later", [
+        "class MyModel:\n    THRESHOLD = 0.5\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return data > self.THRESHOLD", "MyModel.THRESHOLD = 0.9"], 0.7),
+    Scenario("setattr-on-class", [model("getattr(MyModel, 'labels', ['x'])[data] if data >= 0 else data"),
+                                  "setattr(MyModel, 'labels', ['neg', 'pos'])"], -1),  # sample: not read
+    Scenario("monkeypatched-method", [
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def post(self, x):\n        return x\n    def predict(self, data):\n        return self.post(data)",
+        "def post_v2(self, x):\n    return x * 100", "MyModel.post = post_v2"], 3),
+    Scenario("monkeypatched-method-by-lambda", [
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def post(self, x):\n        return x\n    def predict(self, data):\n        return self.post(data)",
+        "MyModel.post = lambda self, x: -x"], 3),
+    Scenario("class-body-random-weights", [
+        "import random\nrandom.seed(7)",
+        "class MyModel:\n    weights = [random.random() for _ in range(3)]\n    def __init__(self, artifacts):\n"
+        "        pass\n    def predict(self, data):\n        return [round(w * data, 9) for w in self.weights]"], 2),
+    Scenario("class-list-mutated-in-place", [
+        "class MyModel:\n    stop = ['a']\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return [w for w in data.split() if w not in self.stop]",
+        "MyModel.stop.append('the')"], "the a cat"),
+    Scenario("base-class-attribute-tuned-later", [
+        "class Base:\n    scale = 1", "class MyModel(Base):\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return data * self.scale", "Base.scale = 4"], 2),
+    Scenario("function-default-changed-later", [
+        "def score(x, k=1):\n    return x * k", "score.__defaults__ = (5,)", model("score(data, 1)")], 2),  # not read
+    Scenario("function-default-from-global-reassigned-later", [
+        "K = 3\ndef score(x, k=K):\n    return x * k", "K = 1000", model("[score(data), K]")], 2),
+    Scenario("function-kwdefaults-changed-later", [
+        "def score(x, *, k=1):\n    return x * k", "score.__kwdefaults__ = {'k': 7}", model("score(data)")], 2),
+    Scenario("function-attribute-set-later", [
+        "def score(x):\n    return x * score.factor", "score.factor = 3", model("score(data) if data else 0")], 0),  # not read
+    Scenario("singledispatch-overloads-by-annotation", [
+        "import functools\n@functools.singledispatch\ndef enc(x):\n    return 'any'",
+        "@enc.register\ndef _(x: int):\n    return 'int'", "@enc.register\ndef _(x: str):\n    return 'str'",
+        model("[enc(data), enc(1), enc('s'), enc(None)]")], 1.5),
+    Scenario("singledispatch-overload-registered-imperatively", [
+        "import functools\n@functools.singledispatch\ndef enc(x):\n    return 'any'",
+        "def enc_list(x):\n    return 'list'\nenc.register(list, enc_list)", model("[enc(data), enc([])]")], 1),
+    Scenario("singledispatch-overload-on-notebook-class", [
+        "import functools\nclass Doc:\n    pass\n@functools.singledispatch\ndef enc(x):\n    return 'any'",
+        "@enc.register\ndef _(x: Doc):\n    return 'doc'", model("[enc(data), enc(Doc())]")], 1),
+    # 7. ordering through cycles
+    Scenario("model-registered-by-decorator", [
+        "MODEL_REGISTRY = {}\ndef register_model(name):\n    def decorator(cls):\n"
+        "        if name in MODEL_REGISTRY:\n            raise ValueError(name)\n"
+        "        MODEL_REGISTRY[name] = cls\n        return cls\n    return decorator",
+        "@register_model('mine')\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return [sorted(MODEL_REGISTRY), MODEL_REGISTRY['mine'] is MyModel]"], 0),
+    Scenario("handlers-list-filled-by-decorator", [
+        "HANDLERS = []\ndef handler(fn):\n    HANDLERS.append(fn)\n    return fn",
+        "@handler\ndef upper(s):\n    return s.upper()\n@handler\ndef rev(s):\n    return s[::-1]",
+        model("[h(data) for h in HANDLERS]")], "ab"),
+    Scenario("set-filled-by-decorator", [
+        "TAGS = set()\ndef tagged(cls):\n    TAGS.add(cls.__name__)\n    return cls",
+        "@tagged\nclass Helper:\n    pass",
+        "@tagged\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return sorted(TAGS) + [Helper.__name__]"], 0),
+    Scenario("registry-with-several-models-and-factory", [
+        "REGISTRY = {}\ndef register(name):\n    def wrap(cls):\n        REGISTRY[name] = cls\n        return cls\n    return wrap",
+        "@register('small')\nclass Small:\n    size = 1", "@register('large')\nclass Large:\n    size = 10",
+        "def build(name):\n    return REGISTRY[name]()",
+        model("build(data).size")], "large"),
+    # 3. lambdas, partials, closure-made functions (as source)
+    Scenario("lambda-in-dict-of-ops", ["OPS = {'sq': lambda x: x * x, 'neg': lambda x: -x}",
+                                       model("{k: f(data) for k, f in OPS.items()}")], 3),
+    Scenario("lambda-with-default", ["BASE = 10\nadd = lambda x, b=BASE: x + b", model("add(data)")], 1),
+    Scenario("two-lambdas-on-one-line", ["inc, dec = (lambda x: x + 1), (lambda x: x - 1)",
+                                         model("[inc(data), dec(data)]")], 5),
+    Scenario("partial-of-notebook-function", [
+        "import functools\ndef power(x, n):\n    return x ** n\nsquare = functools.partial(power, n=2)",
+        model("square(data)")], 7),
+    Scenario("partial-of-lambda", ["import functools\nscale = functools.partial(lambda k, x: k * x, 3)",
+                                   model("scale(data)")], 7),
+    Scenario("closure-made-function", [
+        "def make_scaler(k):\n    def scale(x):\n        return x * k\n    return scale\ntriple = make_scaler(3)",
+        model("triple(data)")], 5),
+    Scenario("closure-over-notebook-function", [
+        "def clean(s):\n    return s.strip()\ndef compose(f, g):\n    return lambda x: g(f(x))\npipeline = compose(clean, str.upper)",
+        model("pipeline(data)")], "  hi "),
+    Scenario("closure-made-with-default-from-factory-local", [
+        "def make(k):\n    bonus = k + 1\n    def f(x, extra=bonus):\n        return x * k + extra\n    return f\nfn = make(2)",
+        model("fn(data)")], 3),
+    Scenario("list-of-closures", [
+        "def make(k):\n    return lambda x: x + k\nADDERS = [make(i) for i in range(3)]",
+        model("[a(data) for a in ADDERS]")], 10),
+    Scenario("sorted-key-lambda-class-attribute", [
+        "class MyModel:\n    key = staticmethod(lambda kv: -kv[1])\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return sorted(data.items(), key=self.key)[0][0]"], {"a": 1, "b": 3}),
+    Scenario("function-transformer-with-lambda", [
+        "from sklearn.preprocessing import FunctionTransformer\nimport numpy as np\n"
+        "halve = FunctionTransformer(lambda X: X / 2)",
+        model("halve.transform(np.asarray(data, dtype=float)).tolist()")], [[2.0, 4.0]]),
+    # 2. wrappers
+    Scenario("decorator-without-wraps-on-helper", [
+        "def logged(fn):\n    def inner(*a, **k):\n        return ['log', fn(*a, **k)]\n    return inner",
+        "@logged\ndef helper(x):\n    return x + 1", model("helper(data)")], 1),
+    Scenario("np-vectorize-rebinding", [
+        "import numpy as np\ndef clip(x):\n    return x if x > 0 else 0\nclip = np.vectorize(clip)",
+        model("clip(np.array(data)).tolist()")], [1, -2]),
+    Scenario("np-vectorize-decorator", [
+        "import numpy as np\n@np.vectorize\ndef double(x):\n    return 2 * x", model("double(np.array(data)).tolist()")], [1, 2]),
+    Scenario("stacked-decorators-without-wraps", [
+        "def twice(fn):\n    def inner(x):\n        return fn(fn(x))\n    return inner\n"
+        "def plus(n):\n    def deco(fn):\n        def inner(x):\n            return fn(x) + n\n        return inner\n    return deco",
+        "@twice\n@plus(1)\ndef base(x):\n    return x * 2", model("base(data)")], 1),
+    Scenario("wraps-decorator-with-state", [
+        "import functools\nCALLS = {'n': 0}\ndef counted(fn):\n    @functools.wraps(fn)\n    def inner(*a):\n"
+        "        CALLS['n'] += 1\n        return fn(*a)\n    return inner",
+        "@counted\ndef f(x):\n    return x", model("[f(data), f.__name__]")], 4),
+    # 4. classes without a class statement
+    Scenario("typing-namedtuple", [
+        "from typing import NamedTuple\nclass Pair(NamedTuple):\n    a: int\n    b: int = 0",
+        model("list(Pair(data))")], 3),
+    Scenario("typing-namedtuple-with-method", [
+        "from typing import NamedTuple\nclass Pair(NamedTuple):\n    a: int\n    b: int = 1\n"
+        "    def total(self):\n        return self.a + self.b", model("Pair(data).total()")], 3),
+    Scenario("collections-namedtuple", [
+        "import collections\nPoint = collections.namedtuple('Point', ['x', 'y'], defaults=[0])",
+        model("Point(data)._asdict()")], 2),
+    Scenario("namedtuple-instance-value", [
+        "from collections import namedtuple\nCfg = namedtuple('Cfg', 'lr depth')\ncfg = Cfg(0.1, 3)",
+        model("[cfg.lr, cfg.depth * data]")], 2),
+    Scenario("functional-enum", ["import enum\nColor = enum.Enum('Color', 'RED GREEN')",
+                                 model("Color(data).name")], 2),
+    Scenario("functional-enum-member-value", ["import enum\nLevel = enum.Enum('Level', {'LOW': 1, 'HIGH': 9})\nDEFAULT = Level.HIGH",
+                                              model("[DEFAULT.value, Level(data).name]")], 1),
+    Scenario("namedtuple-rebinding-an-earlier-class-name", [
+        "class Point:\n    x = 1", "import collections\nPoint = collections.namedtuple('Point', 'x y')",
+        model("Point(data, 2).y")], 1),
+    Scenario("functional-enum-rebinding-an-earlier-enum", [
+        "import enum\nclass Color(enum.Enum):\n    A = 'a'", "Color = enum.Enum('Color', 'RED GREEN')",
+        model("Color(data).name")], 2),
+    Scenario("type-call-class", ["Box = type('Box', (), {'size': 3})", model("Box.size * data")], 2),
+    Scenario("type-call-subclass-of-notebook-class", [
+        "class Base:\n    def f(self):\n        return 'base'", "Child = type('Child', (Base,), {'g': 1})",
+        model("[Child().f(), Child.g]")], 0),
+    # 5. names only in string annotations
+    Scenario("string-annotation-dataframe", [
+        "import pandas as pd",
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data: 'pd.DataFrame'):\n        return list(data.columns)"], {"a": [1], "b": [2]}),
+    Scenario("string-annotation-ndarray", [
+        "import numpy as np",
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data: 'np.ndarray'):\n        return [type(data).__name__, data.shape[0]]"], [1, 2]),
+    Scenario("string-annotation-undefined-name-is-fine", [
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data) -> 'Optional[Undefined]':\n        return data"], 1),
+    # patterns from public notebooks and code
+    Scenario("sklearn-pipeline-global", [
+        "import numpy as np\nfrom sklearn.pipeline import make_pipeline\nfrom sklearn.preprocessing import StandardScaler\n"
+        "from sklearn.linear_model import LinearRegression",
+        "pipe = make_pipeline(StandardScaler(), LinearRegression()).fit(np.array([[0.0], [1.0], [2.0]]), np.array([1.0, 3.0, 5.0]))",
+        model("[round(float(v), 6) for v in pipe.predict(np.array(data, dtype=float).reshape(-1, 1))]")], [3.0]),
+    Scenario("label-map-and-inverse", [
+        "LABELS = ['cat', 'dog']\nLABEL2ID = {l: i for i, l in enumerate(LABELS)}\nID2LABEL = {i: l for l, i in LABEL2ID.items()}",
+        model("[ID2LABEL[LABEL2ID[data]], len(ID2LABEL)]")], "dog"),
+    Scenario("config-dataclass-instance-tuned-later", [
+        "import dataclasses\n@dataclasses.dataclass\nclass Config:\n    lr: float = 0.1\n    layers: int = 2",
+        "config = Config()", "config.layers = 5", model("[config.layers, config.lr]")], 0),
+    Scenario("pandas-series-lookup", [
+        "import pandas as pd\nPRICES = pd.Series({'apple': 1.5, 'pear': 2.0})", model("float(PRICES[data])")], "pear"),
+    Scenario("numpy-random-generator-state", [
+        "import numpy as np\nrng = np.random.default_rng(0)\nNOISE = rng.normal(size=3).round(6).tolist()",
+        model("[n + data for n in NOISE]")], 1.0),
+    Scenario("dict-of-lambdas-feature-builders", [
+        "FEATURES = {'len': len, 'upper': lambda s: sum(c.isupper() for c in s), 'words': lambda s: len(s.split())}",
+        model("{k: f(data) for k, f in FEATURES.items()}")], "Hello Big World"),
+    Scenario("class-level-compiled-regex-and-constants", [
+        "import re\nclass MyModel:\n    PATTERN = re.compile(r'\\d+')\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return [int(x) for x in self.PATTERN.findall(data)]"], "a1b22"),
+    Scenario("cached-property-on-model", [
+        "import functools\nclass MyModel:\n    def __init__(self, artifacts):\n        self.k = 3\n"
+        "    @functools.cached_property\n    def table(self):\n        return {i: i * self.k for i in range(5)}\n"
+        "    def predict(self, data):\n        return self.table[data]"], 2),
+    Scenario("abstract-base-in-notebook", [
+        "import abc\nclass Base(abc.ABC):\n    @abc.abstractmethod\n    def transform(self, x):\n        ...",
+        "class MyModel(Base):\n    def __init__(self, artifacts):\n        pass\n    def transform(self, x):\n        return x + 1\n"
+        "    def predict(self, data):\n        return self.transform(data)"], 1),
+]
+
+
 @pytest.fixture
 def local_helpers(tmp_path, monkeypatch):
     """A helpers module beside the 'notebook', importable but not an installed distribution."""
@@ -182,7 +373,8 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
     for cell in scenario.cells:
         shell.run(textwrap.dedent(cell))
     cls = shell.ns[scenario.class_name]
-    expected = to_json_compatible(cls(artifacts={}).predict(scenario.sample))
+    instance = cls(artifacts={})  # the sample converted as a deployment converts it
+    expected = to_json_compatible(instance.predict(convert_input(instance.predict, scenario.sample)))
     captured = capture_model(cls, shell.ns)
     package = captured.save(tmp_path / "package", sample_input=scenario.sample)
     for cell in scenario.after:
@@ -193,10 +385,12 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
     assert result.ok, result.traceback
     assert result.output == expected
     assert result.loaded_from == "model.py"
+    assert differences(captured.fingerprint, result.fingerprint) == []  # the fidelity proof agrees
+    assert captured.fingerprint  # and had something to compare
 
 
 def test_scenario_table_is_large_enough():
-    assert len(SCENARIOS) >= 25
+    assert len(SCENARIOS) >= 90
     assert len({s.id for s in SCENARIOS}) == len(SCENARIOS)
 
 

@@ -121,3 +121,57 @@ def test_capture_engine_runs_under_other_pythons(version, shell):
 
 def test_this_python_is_the_capturing_one():
     assert sys.version_info[:2] == (3, 11), "the durability matrix assumes packages are captured on 3.11"
+
+
+MADE_CELLS = [
+    "import functools\nsquare = lambda x: x * x",
+    "def make_scaler(k):\n    def scale(x):\n        return x * k\n    return scale\ntriple = make_scaler(3)",
+    "OPS = {'neg': lambda v: -v, 'double': functools.partial(make_scaler(2))}",
+    "class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+    "    def predict(self, data):\n        return [square(data), triple(data), OPS['neg'](data), OPS['double'](data)]",
+]
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_lambdas_and_closures_rebuild_from_source_under_other_pythons(version, shell, tmp_path):
+    for cell in MADE_CELLS:
+        shell.run(cell)
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert captured.tied == []
+    package = captured.save(tmp_path / "pkg", sample_input=4)
+    result = rebuild_in_subprocess(package, sample_input=4, python=str(interpreter(version)), timeout=120)
+    assert result.ok, result.traceback
+    assert result.output == [16, 12, -4, 8]
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_bytecode_package_is_refused_under_other_pythons_never_a_crash(version, shell, tmp_path):
+    shell.run("exec('plus_one = lambda x: x + 1')  # no source anywhere: pickled as bytecode")
+    shell.run("class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+              "    def predict(self, data):\n        return plus_one(data)")
+    package = capture_model(shell.ns["MyModel"], shell.ns).save(tmp_path / "pkg", sample_input=1)
+    result = rebuild_in_subprocess(package, sample_input=1, python=str(interpreter(version)), timeout=120)
+    assert not result.ok
+    assert "loads only under Python 3.11" in result.error and "plus_one" in result.error
+    assert "re-capture" in result.error
+
+
+LIVE_STATE_CELLS = [
+    "import collections, functools\nPoint = collections.namedtuple('Point', 'x y')",
+    "REGISTRY = {}\ndef register(name):\n    def wrap(cls):\n        REGISTRY[name] = cls\n        return cls\n    return wrap",
+    "@functools.singledispatch\ndef enc(x):\n    return 'any'\n@enc.register\ndef _(x: int):\n    return 'int'",
+    "@register('mine')\nclass MyModel:\n    LIMIT = 1\n    def __init__(self, artifacts):\n        pass\n"
+    "    def predict(self, data):\n        return [self.LIMIT, sorted(REGISTRY), enc(data), list(Point(data, 0))]",
+    "MyModel.LIMIT = 9",
+]
+
+
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_live_state_patches_rebuild_under_other_pythons(version, shell, tmp_path):
+    for cell in LIVE_STATE_CELLS:
+        shell.run(cell)
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    package = captured.save(tmp_path / "pkg", sample_input=4)
+    result = rebuild_in_subprocess(package, sample_input=4, python=str(interpreter(version)), timeout=120)
+    assert result.ok, result.traceback
+    assert result.output == [9, ["mine"], "int", [4, 0]]

@@ -392,6 +392,8 @@ EXAMPLES = {  # code -> cells run in order; the last one shows the problem
           "%%verta_model --no-log --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        self.labels = Path(\"labels.txt\").read_text().split()\n\n    def predict(self, data):\n        return self.labels[data]\n"],
 "VJ502": ["import math\nmath.SCALE = 3  # notebook state the package cannot see\n",
           "%%verta_model --no-log --sample 2\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data * getattr(math, \"SCALE\", 1)\n"],
+"VJ504": ["def rare(x):\n    return x + 1\n\ndef faster(x):\n    return x + 1000\n\nrare.__code__ = faster.__code__  # no statement in any cell says this\n",
+          "%%verta_model --no-log --no-panel --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data if data < 10 else rare(data)\n"],
 "VJ503": ["%%verta_model --no-log --no-panel --sample 1\nimport threading\n\nclass MyModel:\n    guard = threading.Lock()\n\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
 }
 

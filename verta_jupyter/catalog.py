@@ -76,6 +76,7 @@ _CHECKS = [
     Check("VJ501", "error", "rebuild failed", "The model depends on something the package does not carry; see the fresh-process error."),
     Check("VJ502", "error", "rebuilt output differs", "The notebook model reads state the package did not capture (a global changed after capture, randomness, time)."),
     Check("VJ503", "warning", "no pickle fast path", "Nothing to do: the model rebuilds from source, which is the durable record."),
+    Check("VJ504", "error", "rebuilt state differs", "The package would rebuild a different model: make the change in the named definition's own statement (edit the `def` or `class`), re-run that cell, then log again.")
 ]
 
 CATALOG: dict[str, Check] = {c.code: c for c in _CHECKS}

@@ -14,7 +14,7 @@ from .._version import __version__
 from ..catalog import problem
 from ..errors import CaptureError, Problem
 from ..package.format import MISSING, write_package
-from . import emit, requirements
+from . import emit, fingerprint, requirements
 from .closure import Closure, Dependency
 
 __all__ = ["capture_model", "CapturedModel", "Dependency"]
@@ -34,7 +34,10 @@ class CapturedModel:
     pickled: dict[str, bytes] = field(default_factory=dict)  # globals.pkl entries
     bundled: dict[str, bytes] = field(default_factory=dict)  # lib/ files
     class_pickle: bytes | None = None  # class.pkl fast path, when cloudpickle can dump the class
+    class_pickle_skipped: str = ""  # why there is no class.pkl although cloudpickle could make one
     defined_in: str = ""  # "cell line 3"
+    fingerprint: dict[str, str] = field(default_factory=dict)  # path -> digest, at capture time
+    tied: list[str] = field(default_factory=list)  # values pickled with bytecode (no source found)
 
     def save(self, path, *, sample_input=MISSING, sample_output=MISSING, artifact_keys=()) -> Path:
         """Write the model package to directory `path` (created; must be empty or absent)."""
@@ -61,12 +64,22 @@ def capture_model(cls, namespace: dict | None = None, cell_source: str | None = 
     source = emit.render(cls.__name__, __version__, list(closure.imports), items, bool(closure.local.files),
                          closure.future_annotations)
     pinned = _pins(closure.modules_used | closure.local.third_party)
+    big = _big_values(items)
     return CapturedModel(
         cls=cls, class_name=cls.__name__, source=source, requirements=pinned,
         dependencies=list(closure.dependencies.values()), warnings=closure.warnings,
         values=closure.values, pickled={i.name: i.pickled for i in items if i.pickled is not None},
-        bundled=closure.local.files, class_pickle=_class_pickle(cls),
-        defined_in=closure.definitions[0].origin if closure.definitions else "")
+        bundled=closure.local.files, class_pickle=None if big else _class_pickle(cls),
+        class_pickle_skipped=f"its captured values ({big}) would be stored twice" if big else "",
+        defined_in=closure.definitions[0].origin if closure.definitions else "",
+        fingerprint=_fingerprint(closure, namespace), tied=[i.name for i in items if i.tied])
+
+
+def _fingerprint(closure: Closure, namespace: dict) -> dict[str, str]:
+    """The captured objects as they are now, for validation's fidelity proof (VJ504)."""
+    names = [name for name, item in closure.items.items()
+             if item.kind != "import" and not name.startswith("_vj_")]
+    return fingerprint.fingerprint(namespace, names, {closure.root_module})
 
 
 def _check_is_class(cls) -> None:
@@ -92,6 +105,16 @@ def _captured_by_import(cls: type, module) -> CapturedModel:
     return CapturedModel(cls=cls, class_name=cls.__name__, source=source,
                          requirements=_pins({module.__name__}), dependencies=[dep], warnings=[],
                          class_pickle=_class_pickle(cls))
+
+
+# class.pkl pickles the globals its methods read all over again: past this size of captured
+# values, the fast path (which saves little: values are unpickled either way) doubles the package.
+CLASS_PICKLE_VALUE_LIMIT = 1 << 20
+
+
+def _big_values(items) -> str:
+    size = sum(len(i.pickled) for i in items if i.pickled is not None)
+    return f"{size / (1 << 20):.1f} MiB" if size > CLASS_PICKLE_VALUE_LIMIT else ""
 
 
 def _pins(modules: set[str]) -> list[str]:

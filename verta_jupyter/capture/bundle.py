@@ -29,18 +29,11 @@ class LocalModules:
             return
         self.names.add(top)
         top_module = sys.modules.get(top, module)
-        path = Path(top_module.__file__)
-        if path.name == "__init__.py":
-            sources = sorted(path.parent.rglob("*.py"))
-            root = path.parent.parent
-        else:
-            sources, root = [path], path.parent
-        for source in sources:
-            if "__pycache__" in source.parts:
-                continue
+        for source, root in _files_of(top_module):
             data = source.read_bytes()
             self.files[source.relative_to(root).as_posix()] = data
-            self._follow_imports(data, source)
+            if source.suffix == ".py":
+                self._follow_imports(data, source)
 
     def _follow_imports(self, data: bytes, source: Path) -> None:
         try:
@@ -82,3 +75,24 @@ def _import_if_local(name: str) -> types.ModuleType | None:
         return importlib.import_module(name)
     except Exception:  # a guarded import that fails here is not ours to report
         return None
+_SKIPPED_PARTS = {"__pycache__", ".git", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache"}
+
+
+def _files_of(module: types.ModuleType):
+    """(file, the folder paths are relative to) for a module, or every file of a package.
+
+    A package brings its data files too (`words.txt`, a JSON schema read beside its code); a
+    namespace package (a folder without `__init__.py`, `src/` layouts) has only `__path__`.
+    """
+    folders = [Path(p) for p in getattr(module, "__path__", None) or ()]
+    if not folders:
+        path = getattr(module, "__file__", None)
+        return [(Path(path), Path(path).parent)] if path else []
+    found = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not (_SKIPPED_PARTS & set(relative.parts)) and \
+                    not any(part.startswith(".") for part in relative.parts) and path.suffix not in (".pyc", ".pyo"):
+                found.append((path, folder.parent))
+    return found

@@ -73,9 +73,18 @@ def locate(obj, *, cell_source: str | None = None, history: list[str] | None = N
         found = _find_statement(text, name, line, isinstance(obj, type))
         if found is not None:
             return _definition(name, found, lines, filename)
+    if isinstance(obj, type) and _may_search_history(obj):
+        found = _assignment(name, cell_source, history)  # `Point = namedtuple(...)`, `Enum(...)`
+        if found is not None:
+            return found
     kind = "class" if isinstance(obj, type) else "function"
     unreadable = sorted({c.co_filename for c in code_objects(obj) if not linecache.getlines(c.co_filename)})
-    if "<timed exec>" in unreadable:
+    if isinstance(obj, type) and _may_search_history(obj):
+        # no methods of its own (or only generated ones): found only by name in the history
+        remedy = (f"Define '{name}' in a notebook cell run with history on (or a .py file), or pass "
+                  "its cell's text as `cell_source=`: a class with no methods of its own is found "
+                  "by name in the cell history, and exec() keeps no source.")
+    elif "<timed exec>" in unreadable:
         remedy = "Re-run the cell that defines it without %%time (IPython keeps no source for it)."
     elif "<string>" in unreadable:
         remedy = "Define it in a cell or a .py file instead of with exec() (exec keeps no source)."
@@ -102,7 +111,49 @@ def _candidate_sources(obj, cell_source, history):
         yield filename, linecache.getlines(filename), first
     if _may_search_history(obj):
         for cell in reversed(history or []):  # the latest cell that defines it wins
+            for path in _run_files(cell):  # `%run file.py` defines the file's names here
+                yield path, linecache.getlines(path), None
             yield "<cell>", cell.splitlines(keepends=True), None
+
+
+def _in_a_cell(code) -> bool:
+    """Code the user wrote (a cell, a .py file), not code a library generated for the class."""
+    filename = code.co_filename
+    if filename == "<string>" or not linecache.getlines(filename):
+        return False
+    return not filename.startswith(tuple({sys.prefix, sys.base_prefix, sys.exec_prefix}))
+
+
+def _assignment(name: str, cell_source: str | None, history: list[str] | None) -> Definition | None:
+    """The latest top-level `name = <call>` in the cells: a class made without a class statement."""
+    cells = ([cell_source] if cell_source else []) + list(reversed(history or []))
+    for cell in cells:
+        tree = parse_cell(cell)
+        for node in reversed(tree.body if tree is not None else []):
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == name and isinstance(node.value, ast.Call)):
+                lines = textwrap.dedent(cell).splitlines(keepends=True)
+                return _definition(name, node, lines, "<cell>")
+    return None
+
+
+_RUN = re.compile(r"""run_line_magic\(\s*['"]run['"]\s*,\s*['"](.+?)['"]\s*\)""")
+
+
+def _run_files(cell: str) -> list[str]:
+    """Files a history cell ran with `%run` (history holds the transformed call)."""
+    import os
+    import shlex
+
+    found = []
+    for argument in _RUN.findall(cell):
+        try:
+            words = [w for w in shlex.split(argument) if not w.startswith("-")]
+        except ValueError:
+            continue
+        if words and os.path.isfile(words[0]):
+            found.append(os.path.abspath(words[0]))
+    return found
 
 
 def _may_search_history(obj) -> bool:
@@ -112,8 +163,8 @@ def _may_search_history(obj) -> bool:
     matched to another class that merely has the same name. Methods that dataclasses generate
     (`<string>`) are not the user's code.
     """
-    generated = hasattr(obj, "__dataclass_fields__")
-    return all(generated and code.co_filename == "<string>" for code in code_objects(obj))
+    generated = hasattr(obj, "__dataclass_fields__") or hasattr(obj, "_fields")  # dataclass, NamedTuple
+    return all(generated and not _in_a_cell(code) for code in code_objects(obj))
 
 
 def code_objects(obj):
@@ -136,6 +187,8 @@ def code_objects(obj):
 def _find_statement(text: str, name: str, line: int | None, want_class: bool):
     """The top-level def/class `name` whose span contains `line` (else the last one)."""
     kinds = (ast.ClassDef,) if want_class else (ast.FunctionDef, ast.AsyncFunctionDef)
+    if want_class and line is None:  # by name only: `Point = namedtuple(...)` binds a class too
+        kinds = (ast.ClassDef, ast.Assign)
     matches = [n for n in _definitions_by_name(text).get(name, ()) if isinstance(n, kinds)]
     if line is not None:
         for node in matches:
@@ -167,6 +220,9 @@ def _definitions_by_name(text: str) -> dict[str, list]:
     for node in _top_level(tree) if tree is not None else ():
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             index.setdefault(node.name, []).append(node)
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+              and isinstance(node.value, ast.Call)):  # `Point = namedtuple(...)`: the latest binding wins
+            index.setdefault(node.targets[0].id, []).append(node)
     return index
 
 
@@ -189,7 +245,7 @@ def _top_level(tree: ast.Module):
 
 
 def _first_line(node) -> int:
-    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
 
 
 def _definition(name: str, node, lines: list[str], filename: str) -> Definition:

@@ -8,6 +8,7 @@ or value (pickled). Problems are collected, not raised one by one, so the user s
 from __future__ import annotations
 
 import __future__
+import ast
 import builtins
 import functools
 import importlib
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import problem
 from ..errors import CaptureError, Problem
-from . import cells, names, requirements, values
+from . import cells, made, names, requirements, state, values
 from .bundle import LocalModules
 
 # Names IPython injects into builtins or the user namespace; absent where the model is deployed.
@@ -49,6 +50,8 @@ class Item:
     comment: str = ""
     pickled: bytes | None = None
     depends_on: list[str] = field(default_factory=list)  # names of other items
+    tied: bool = False  # pickled bytecode: loads only under this Python minor version
+    empty: str | None = None  # a value container's empty literal: `{}` (to break cycles)
 
 
 class Closure:
@@ -70,6 +73,11 @@ class Closure:
         self.warnings: list[Problem] = []
         self.future_annotations = False  # a cell ran `from __future__ import annotations`
         self._assignments: dict[str, int] | None = None
+        self._made: dict[int, str | None] = {}
+        self._pickled_ids: dict[int, str] = {}  # id(value) -> the name it is stored under
+        self._wrapped: dict[int, str] = {}  # id(original function) -> the name its wrapper has
+        self.synthetic: dict[str, object] = {}  # model.py names that the notebook does not bind
+        self.patches: list[str] = []  # items that restore state changed after a definition  # id(function) -> model.py name (lambdas, closures)
 
     @classmethod
     def of(cls, target: type, namespace: dict, root_module: str, cell_source: str | None) -> "Closure":
@@ -94,13 +102,9 @@ class Closure:
         self.definitions.append(definition)
         self.future_annotations |= _compiled_with_future_annotations(obj)
         self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.origin, used_by)
-        analysis = names.analyse(definition.source, definition.node)
+        analysis = names.analyse(definition.source, definition.node, own_name=definition.name)
         self._warn_dynamic(definition, analysis)
-        for free, use in analysis.uses.items():
-            line, scope = use.first
-            where = f"{definition.where(line)}, in {scope or definition.name}"
-            if self.resolve(free, use, where, user=scope or definition.name):
-                item.depends_on.append(free)
+        self._resolve_uses(item, analysis, definition.where, definition.name)
         for module_name in sorted(analysis.imports):  # `import x` inside a method: still a requirement
             self._require_module_named(module_name, import_if_needed=True)
         for free, use in analysis.mutated.items():
@@ -110,6 +114,203 @@ class Closure:
                 name=free, where=definition.where(line)))
         if name != obj.__name__:
             self.items[name] = Item(name, "alias", f"{name} = {obj.__name__}", depends_on=[obj.__name__])
+        self._add_live_state(obj, definition)
+
+    # -- state changed after a definition: patches after it in model.py
+    def _add_live_state(self, obj, definition: cells.Definition) -> None:
+        target = obj.__name__
+        if isinstance(obj, type) and isinstance(definition.node, ast.ClassDef):
+            patches = state.class_patches(obj, definition.node)
+        elif isinstance(obj, types.FunctionType) and isinstance(definition.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            plain = inspect.unwrap(obj) is obj and not definition.node.decorator_list
+            patches = state.function_patches(obj, definition.node if plain else None, self.namespace)
+        else:
+            patches = []
+        for patch in patches:
+            self._try_patch(target, f"{target}.{patch.attribute} = {{}}", patch.value,
+                            f"{target}.{patch.attribute}", definition, required=patch.required)
+        for kind, impl in state.dispatch_overloads(obj):
+            self._add_overload(target, kind, impl, definition)
+
+    def _try_patch(self, target: str, template: str, value, label: str, definition, required: bool) -> None:
+        try:
+            self._emit_patch(target, template, value)
+        except _StaleDefinition as exc:
+            self.problems.append(problem("VJ205", f"'{label}' refers to {exc}", name=label,
+                                         where=definition.where()))
+        except Exception as exc:  # pickling raises many types; each is the same user problem
+            if required:
+                self.problems.append(self._unpicklable(label, value, exc, definition.where(), target))
+
+    def _add_overload(self, target: str, kind: type, impl, definition: cells.Definition) -> None:
+        """An overload of a singledispatch function: its `@target.register` statement re-runs it."""
+        try:
+            found = cells.locate(impl, history=self.history)
+        except CaptureError:
+            found = None
+        decorated = found is not None and any(
+            isinstance(n, ast.Name) and n.id == target for d in found.node.decorator_list for n in ast.walk(d))
+        if not decorated:  # `target.register(int, impl)` in a statement of its own
+            self._try_patch(target, f"{target}.register(*{{}})", (kind, impl),
+                            f"{target}.registry[{kind.__qualname__}]", definition, required=True)
+            return
+        key = f"_vj_overload_{len(self.items)}"
+        item = self.items[key] = Item(key, "patch", found.source.rstrip(), comment=f"from {found.origin}",
+                                      depends_on=[target])
+        self.patches.append(key)
+        self._resolve_uses(item, names.analyse(found.source, found.node, own_name=impl.__name__),
+                           found.where, f"{target} overload")
+
+    def _resolve_uses(self, item: Item, analysis: names.NameAnalysis, where, owner: str) -> None:
+        for free, use in analysis.uses.items():
+            if free in analysis.soft and free not in self.namespace:
+                continue  # a string annotation may name what is not defined: no error for it
+            line, scope = use.first
+            place = f"{where(line)}, in {scope or owner}"
+            if self.resolve(free, use, place, user=scope or owner) and free not in item.depends_on:
+                item.depends_on.append(free)
+
+    # -- wrappers: `@logged` without functools.wraps, `np.vectorize(f)`, `joblib` caches, ...
+    def _wrapped_original(self, value, name: str):
+        """The notebook function `name` that the object bound to `name` wraps, if it is one."""
+        if isinstance(value, type) or (isinstance(value, types.FunctionType) and value.__qualname__ == name):
+            return None
+        seen, frontier = set(), [value]
+        for _ in range(4):  # wrappers of wrappers, a few levels deep
+            found = []
+            for obj in frontier:
+                if id(obj) in seen:
+                    continue
+                seen.add(id(obj))
+                for inner in _wrapped_candidates(obj):
+                    if (isinstance(inner, types.FunctionType) and inner.__qualname__ == name
+                            and inner.__module__ in (self.root_module, "__main__")):
+                        return inner
+                    found.append(inner)
+            frontier = found
+        return None
+
+    def _add_wrapped(self, name: str, wrapper, original, user: str) -> bool:
+        try:
+            definition = cells.locate(original, history=self.history)
+        except CaptureError as exc:
+            self.problems.extend(exc.problems)
+            return False
+        if definition.node.decorator_list:  # `@logged def name`: the statement re-makes the wrapper
+            self._wrapped[id(original)] = name
+            self.add_definition(name, original, used_by=user)
+            return True
+        # `name = np.vectorize(name)`: the def, then the wrapper pickled around it by name
+        key = f"_vj_def_{name}"
+        self._wrapped[id(original)] = name
+        item = self.items[key] = Item(key, "definition", definition.source, comment=f"from {definition.origin}")
+        self._resolve_uses(item, names.analyse(definition.source, definition.node), definition.where, name)
+        value = self.items[name] = Item(name, "value", "", depends_on=[key])
+        try:
+            self._emit_call(value, "{}", wrapper)
+        except Exception as exc:  # pickling raises many types; each is the same user problem
+            del self.items[name]
+            self.problems.append(self._unpicklable(name, wrapper, exc, definition.where(), user))
+            return False
+        self._note(name, "notebook", f"{type(wrapper).__name__} around function {name}", definition.origin, user)
+        return True
+
+    # -- lambdas and closure-made functions: source too, never bytecode
+    def made_name(self, fn, preferred: str | None = None) -> str | None:
+        """The model.py name of a lambda or closure-made notebook function emitted as source;
+        None when its source cannot be found (it is then pickled, tied to this Python)."""
+        if id(fn) in self._made:
+            return self._made[id(fn)]
+        found = made.find_node(fn)
+        if found is None:
+            self._made[id(fn)] = None
+            return None
+        text, node = found
+        key = preferred if preferred and self.namespace.get(preferred) is fn else self._synthetic_name(fn)
+        self._made[id(fn)] = key  # before recursing: a function may reach itself
+        self.synthetic[key] = fn
+        cell = cells.describe_file(fn.__code__.co_filename)
+        where = lambda line: f"{cell} line {fn.__code__.co_firstlineno + line - 1}"  # noqa: E731
+        if fn.__closure__ is None and "<locals>" not in fn.__qualname__ and isinstance(node, ast.Lambda):
+            code = f"{key} = {made.lambda_source(text, node)}"
+            item = self.items[key] = Item(key, "definition", code, comment=f"lambda from {cell} line {node.lineno}")
+            self._resolve_uses(item, names.analyse(code, ast.parse(code).body[0], own_name=key), where, key)
+        else:
+            try:
+                self._add_closure_made(key, fn, node, where, cell)
+            except Exception:  # a closure value that cannot be saved: the caller reports the value
+                for name in (key, "_vj_make_" + (key[4:] if key.startswith("_vj_") else key)):
+                    self.items.pop(name, None)
+                self.synthetic.pop(key, None)
+                self._made[id(fn)] = None
+                return None
+        self._note(key, "notebook", f"function {fn.__qualname__}", f"{cell} line {node.lineno}", None)
+        return key
+
+    def _add_closure_made(self, key: str, fn, node, where, cell: str) -> None:
+        factory = "_vj_make_" + (key[4:] if key.startswith("_vj_") else key)
+        source = made.factory_source(factory, fn, node)
+        maker = self.items[factory] = Item(factory, "definition", source,
+                                           comment=f"rebuilds {fn.__qualname__} (from {cell} line {node.lineno})")
+        self._resolve_uses(maker, names.analyse(source, ast.parse(source).body[0]), where, fn.__qualname__)
+        contents = tuple(c.cell_contents for c in fn.__closure__ or ())
+        item = self.items[key] = Item(key, "value", "", depends_on=[factory])
+        self._emit_call(item, f"{factory}(*{{}})", contents)
+        if fn.__defaults__ or fn.__kwdefaults__:  # stripped from the nested def: set live ones
+            patch = f"{key}.__defaults__, {key}.__kwdefaults__ = {{}}"
+            self._emit_patch(key, patch, (fn.__defaults__, fn.__kwdefaults__))
+
+    def _emit_call(self, item: Item, template: str, value) -> None:
+        """`item.code` = template filled with `value` as a literal, or loaded from globals.pkl."""
+        literal = values.literal_source(value)
+        name = self.definition_name(value) if _may_be_definition(value) else None
+        if name is None and literal is None:
+            name = self._global_holding(value, item.name)  # a notebook global's object: stored once
+        if literal is not None or name is not None:
+            item.code = f"{item.name} = " + template.format(literal if literal is not None else name)
+            if name is not None:
+                self._add_reference(name, value, item.name)
+                item.depends_on.append(name)
+            return
+        data, references, tied = values.dump_value(value, self.definition_name)
+        for module_name in values.modules_needed(data, self._live_reference):
+            self._require_module_named(module_name)
+        item.code = f"{item.name} = " + template.format(f'_vj_value("{item.name}")')
+        item.pickled, item.tied = data, tied
+        for ref_name, obj in references.items():
+            self._add_reference(ref_name, obj, item.name)
+            item.depends_on.append(ref_name)
+
+    def _global_holding(self, value, user: str) -> str | None:
+        """The notebook global bound to this very object (captured by value), if there is one."""
+        if self._pickled_ids.get(id(value), user) != user and self._pickled_ids[id(value)] in self.items:
+            return self._pickled_ids[id(value)]
+        if isinstance(value, (types.ModuleType, type, types.FunctionType)):
+            return None
+        for key, bound in list(self.namespace.items()):
+            if bound is value and key != user and key.isidentifier() and not key.startswith("_") \
+                    and key not in IPYTHON_ONLY:
+                use = names.NameUse(key, [1], [user])
+                if self.resolve(key, use, "the notebook", user) and self.items.get(key) is not None:
+                    return key
+                return None
+        return None
+
+    def _emit_patch(self, target: str, template: str, value) -> None:
+        """A statement after `target` that restores live state (`{}` = the value)."""
+        key = f"_vj_patch_{len(self.items)}"
+        item = self.items[key] = Item(key, "patch", "", depends_on=[target])
+        self._emit_call(item, template, value)
+        item.code = item.code.split(" = ", 1)[1]  # a statement, not a binding
+        self.patches.append(key)
+
+    def _add_reference(self, ref_name: str, obj, user: str) -> None:
+        if ref_name not in self.items:
+            self.add_definition(ref_name, obj, used_by=user)
+
+    def _synthetic_name(self, fn) -> str:
+        base = "lambda" if fn.__name__ == "<lambda>" else fn.__name__
+        return f"_vj_{base}_{len(self._made)}"
 
     def _warn_dynamic(self, definition: cells.Definition, analysis: names.NameAnalysis):
         for call, line, scope in analysis.dynamic:
@@ -140,6 +341,16 @@ class Closure:
         if isinstance(value, types.ModuleType):
             self._add_module(name, value, use, user)
             return False
+        original = self._wrapped_original(value, name)
+        if original is not None:
+            return self._add_wrapped(name, value, original, user)
+        if _is_made_function(value, self.root_module):
+            key = self.made_name(value, preferred=name)
+            if key is not None:
+                if key != name:
+                    self.items[name] = Item(name, "alias", f"{name} = {key}", depends_on=[key])
+                self._used_by(key, user)
+                return True
         try:
             is_definition = self.definition_name(value) is not None
         except _StaleDefinition as exc:
@@ -248,17 +459,24 @@ class Closure:
             self.items[name] = Item(name, "literal", f"{name} = {literal}")
             self._note(name, "literal", values.describe(value), self._assigned_in(name), user)
             return True
+        same = self._pickled_ids.get(id(value))
+        if same is not None and same in self.items:  # `W2 = W`: one object, stored once, still one
+            self.items[name] = Item(name, "alias", f"{name} = {same}", depends_on=[same])
+            self._note(name, "value", f"the same object as {same}", self._assigned_in(name), user)
+            return True
+        self._pickled_ids[id(value)] = name
         try:
-            data, references = values.dump_value(value, self.definition_name)
+            data, references, tied = values.dump_value(value, self.definition_name)
             for module_name in values.modules_needed(data, self._live_reference):
                 self._require_module_named(module_name)
         except Exception as exc:  # pickling raises many types; each is the same user problem
             self.problems.append(self._unpicklable(name, value, exc, where, user))
             return False
         item = self.items[name] = Item(name, "value", f'{name} = _vj_value("{name}")',
-                                       comment=f"{values.describe(value)}, frozen at capture", pickled=data)
+                                       comment=f"{values.describe(value)}, frozen at capture", pickled=data,
+                                       tied=tied, empty=_EMPTY.get(type(value)))
         for ref_name, obj in references.items():
-            self.add_definition(ref_name, obj, used_by=name)
+            self._add_reference(ref_name, obj, name)
             item.depends_on.append(ref_name)
         self._note(name, "value", values.describe(value), self._assigned_in(name), user)
         self.warnings.append(problem(
@@ -273,7 +491,7 @@ class Closure:
         return f"cell In[{number}]" if number is not None else "the notebook"
 
     def _live_reference(self, pid: str):
-        return self.namespace[pid]
+        return self.synthetic[pid] if pid in self.synthetic else self.namespace[pid]
 
     def _unpicklable(self, name, value, exc, where, user) -> Problem:
         if isinstance(exc, _StaleDefinition):
@@ -287,8 +505,12 @@ class Closure:
             return None
         if getattr(obj, "__module__", None) not in (self.root_module, "__main__"):
             return None
+        if _is_made_function(obj, self.root_module):
+            return self.made_name(obj)  # None: no source, pickled by value (tied to this Python)
         if "<" in obj.__qualname__ or "." in obj.__qualname__:
-            return None  # lambdas and nested functions are pickled by value (cloudpickle)
+            return None  # nested classes are pickled by value (cloudpickle)
+        if id(obj) in self._wrapped:
+            return self._wrapped[id(obj)]  # the original under a wrapper bound to its name
         if self.namespace.get(obj.__name__) is not obj:
             raise _StaleDefinition(f"an earlier definition of '{obj.__name__}' (it was redefined "
                                    "or deleted after this value was made)")
@@ -303,6 +525,9 @@ class Closure:
     def _used_by(self, name, user):
         if name in self.dependencies and user not in self.dependencies[name].used_by:
             self.dependencies[name].used_by.append(user)
+
+
+_EMPTY = {dict: "{}", list: "[]", set: "set()"}  # registries decorators fill
 
 
 class _StaleDefinition(Exception):
@@ -325,6 +550,29 @@ def _stands_in_for_builtin(name: str, value) -> bool:
 def _compiled_with_future_annotations(obj) -> bool:
     flag = __future__.annotations.compiler_flag
     return any(code.co_flags & flag for code in cells.code_objects(obj))
+
+
+def _wrapped_candidates(obj):
+    """Objects a wrapper holds: what it wraps (`__wrapped__`, `pyfunc`, `func`) or its closure."""
+    for attribute in ("__wrapped__", "pyfunc", "func", "__func__"):
+        inner = getattr(obj, attribute, None) if not isinstance(obj, type) else None
+        if inner is not None:
+            yield inner
+    for cell in getattr(obj, "__closure__", None) or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:
+            continue
+
+
+def _may_be_definition(obj) -> bool:
+    return isinstance(obj, (type, types.FunctionType)) or _is_cache_wrapper(obj)
+
+
+def _is_made_function(obj, root_module: str) -> bool:
+    """A notebook lambda or a function made inside another function (a closure)."""
+    return (isinstance(obj, types.FunctionType) and obj.__module__ in (root_module, "__main__")
+            and "<" in obj.__qualname__)
 
 
 def _is_cache_wrapper(obj) -> bool:

@@ -41,11 +41,70 @@ class _VjUnpickler(_vj_pickle.Unpickler):
 
 def _vj_value(name):
     return _VjUnpickler(_vj_io.BytesIO(_vj_pickled[name])).load()
+
+
+def _vj_refill(target, content):
+    """A registry that decorators filled as this module ran gets the notebook's exact content."""
+    if isinstance(target, list):
+        target[:] = content
+    else:
+        target.clear()
+        target.update(content)
 '''
 
 
 def dependency_order(items: dict[str, Item], root: str) -> list[Item]:
-    """Items reachable from `root`, each after what it depends on (DFS post-order)."""
+    """Items reachable from `root`, each after what it depends on (DFS post-order).
+
+    A registry on a cycle (class -> decorator -> dict -> class: the decorator fills the dict
+    the class's module-level value holds) is split: emitted empty first, so the decorators
+    can fill it as model.py runs, and set to the notebook's exact content at the end.
+    """
+    split = _registries_on_cycles(items, root)
+    if not split:
+        return _post_order(items, root)
+    items = dict(items)
+    fills = []
+    for name in split:
+        value = items[name]
+        items[name] = Item(name, "literal", f"{name} = {value.empty}",
+                           comment="filled by decorators below; its notebook content is set at the end")
+        fill = f"_vj_fill_{name}"
+        fills.append(Item(fill, "fill", f'_vj_refill({name}, _vj_value("{fill}"))', pickled=value.pickled,
+                          tied=value.tied, depends_on=list(value.depends_on)))
+    ordered = _post_order(items, root, extra=[dep for fill in fills for dep in fill.depends_on])
+    return [i for i in ordered if i.name in split] + [i for i in ordered if i.name not in split] + fills
+
+
+def _registries_on_cycles(items: dict[str, Item], root: str) -> list[str]:
+    found: list[str] = []
+    path: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str):
+        if name not in items:
+            return
+        if state.get(name) == "visiting":
+            cycle = path[path.index(name):]
+            found.extend(n for n in cycle if items[n].empty is not None and n not in found)
+            return
+        if state.get(name):
+            return
+        state[name] = "visiting"
+        path.append(name)
+        for dep in items[name].depends_on:
+            visit(dep)
+        path.pop()
+        state[name] = "done"
+
+    visit(root)
+    for item in items.values():
+        if item.kind == "patch":
+            visit(item.name)
+    return found
+
+
+def _post_order(items: dict[str, Item], root: str, extra: list[str] = ()) -> list[Item]:
     ordered: list[Item] = []
     state: dict[str, str] = {}
 
@@ -59,8 +118,18 @@ def dependency_order(items: dict[str, Item], root: str) -> list[Item]:
         ordered.append(items[name])
 
     visit(root)
-    leftovers = [item for name, item in items.items() if name not in state]
-    return leftovers + ordered
+    for name in extra:  # what a refilled registry holds, in order too
+        visit(name)
+    patches = [item for item in items.values() if item.kind == "patch"]
+    for patch in patches:
+        for dep in patch.depends_on:
+            visit(dep)
+    leftovers = [item for name, item in items.items() if name not in state and item.kind != "patch"]
+    ordered = leftovers + [item for item in ordered if item.kind != "patch"]
+    for patch in patches:  # live state restored right after the last thing it needs
+        position = max((i for i, item in enumerate(ordered) if item.name in patch.depends_on), default=len(ordered) - 1)
+        ordered.insert(position + 1, patch)
+    return ordered
 
 
 def render(class_name: str, version: str, imports: list[str], items: list[Item], bundled: bool,
@@ -72,7 +141,7 @@ def render(class_name: str, version: str, imports: list[str], items: list[Item],
         parts.append(LIB_PATH)
     if imports:
         parts.append("\n".join(sorted(imports, key=_import_sort_key)) + "\n")
-    if any(item.kind == "value" for item in items):
+    if any(item.pickled is not None for item in items):
         parts.append(VALUE_LOADER)
     for item in items:
         parts.append(_render_item(item))
@@ -80,7 +149,7 @@ def render(class_name: str, version: str, imports: list[str], items: list[Item],
 
 
 def _render_item(item: Item) -> str:
-    if item.kind == "definition":
+    if item.kind == "definition" or "\n" in item.code.strip():
         comment = f"# {item.comment}\n" if item.comment else ""
         return f"\n{comment}{item.code.rstrip()}\n"
     comment = f"  # {item.comment}" if item.comment else ""

@@ -35,18 +35,45 @@ class NameAnalysis:
     mutated: dict[str, NameUse]  # names assigned through a `global` statement
     dynamic: list[tuple[str, int, str]]  # (call, line, scope)
     imports: set[str]  # modules imported inside the definition (`import json` in predict)
+    soft: set[str] = field(default_factory=set)  # named only inside string annotations
 
 
-def analyse(source: str, node: ast.stmt) -> NameAnalysis:
+def analyse(source: str, node: ast.stmt, own_name: str | None = None) -> NameAnalysis:
     """Global names the statement `node` (parsed from `source`) reads, mutates, or hides."""
-    needed, mutated = _global_symbols(source, node.name)
+    own_name = own_name or getattr(node, "name", "")
+    needed, mutated = _global_symbols(source, own_name)
+    soft = _string_annotation_names(node) - needed - {own_name}
+    needed |= soft
     visitor = _UseVisitor(needed | mutated)
     visitor.visit(node)
     uses = {n: visitor.uses[n] for n in needed if n in visitor.uses}
     for name in needed - set(uses):  # symtable saw it, ast did not place it: still needed
-        uses[name] = NameUse(name, [1], [node.name])
-    mutated_uses = {n: visitor.uses.get(n) or NameUse(n, [1], [node.name]) for n in mutated}
-    return NameAnalysis(uses=uses, mutated=mutated_uses, dynamic=visitor.dynamic, imports=visitor.imports)
+        uses[name] = NameUse(name, [1], [own_name])
+    mutated_uses = {n: visitor.uses.get(n) or NameUse(n, [1], [own_name]) for n in mutated}
+    return NameAnalysis(uses=uses, mutated=mutated_uses, dynamic=visitor.dynamic, imports=visitor.imports,
+                        soft=soft)
+
+
+def _string_annotation_names(node: ast.AST) -> set[str]:
+    """Names inside string annotations (`data: "pd.DataFrame"`, `-> "Batch"`): input conversion
+    evaluates them, so what they name must be in model.py too."""
+    annotations = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.arg) and sub.annotation is not None:
+            annotations.append(sub.annotation)
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and sub.returns is not None:
+            annotations.append(sub.returns)
+        elif isinstance(sub, ast.AnnAssign):
+            annotations.append(sub.annotation)
+    found: set[str] = set()
+    for annotation in annotations:
+        for text in (c.value for c in ast.walk(annotation) if isinstance(c, ast.Constant) and isinstance(c.value, str)):
+            try:
+                parsed = ast.parse(text.strip(), mode="eval")
+            except SyntaxError:
+                continue
+            found.update(n.id for n in ast.walk(parsed) if isinstance(n, ast.Name))
+    return found
 
 
 def _global_symbols(source: str, own_name: str) -> tuple[set[str], set[str]]:

@@ -57,6 +57,14 @@ def _make_pickler(file, is_definition):
         def __init__(self, f):
             super().__init__(f, protocol=4)  # protocol 4: readable by every Python >= 3.4
             self.references: dict[str, object] = {}
+            self.carries_code = False
+
+        def reducer_override(self, obj):
+            # cloudpickle stores a notebook function or class it cannot reference by value,
+            # as bytecode: such a pickle only loads under this exact Python minor version
+            if isinstance(obj, (types.FunctionType, types.CodeType, type)) and _by_value(obj):
+                self.carries_code = True
+            return super().reducer_override(obj)
 
         def persistent_id(self, obj):
             name = is_definition(obj)
@@ -68,8 +76,20 @@ def _make_pickler(file, is_definition):
     return _Pickler(file)
 
 
-def dump_value(value, is_definition) -> tuple[bytes, dict[str, object]]:
-    """Pickle `value`; return its bytes and the notebook definitions it refers to by name.
+def _by_value(obj) -> bool:
+    from cloudpickle import cloudpickle as implementation
+
+    if isinstance(obj, types.CodeType):
+        return True
+    try:
+        return not implementation._should_pickle_by_reference(obj)
+    except Exception:  # a private helper of cloudpickle: assume the worst if it moved
+        return True
+
+
+def dump_value(value, is_definition) -> tuple[bytes, dict[str, object], bool]:
+    """Pickle `value`; return its bytes, the notebook definitions it refers to by name, and
+    whether it carries code by value (bytecode: tied to this Python minor version).
 
     `is_definition(obj)` returns the name a notebook class/function is bound to in model.py,
     or None for everything else. Raises whatever pickling raises (the caller explains it).
@@ -77,7 +97,7 @@ def dump_value(value, is_definition) -> tuple[bytes, dict[str, object]]:
     buffer = io.BytesIO()
     pickler = _make_pickler(buffer, is_definition)
     pickler.dump(value)
-    return buffer.getvalue(), pickler.references
+    return buffer.getvalue(), pickler.references, pickler.carries_code
 
 
 class _RecordingUnpickler(pickle.Unpickler):

@@ -24,6 +24,7 @@ import os
 import pickle
 import platform
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -114,8 +115,15 @@ def _manifest(captured, root: Path, artifact_keys) -> dict:
         "requirements": list(captured.requirements),
         "dependencies": [asdict(d) for d in captured.dependencies],
         "warnings": [{"code": w.code, "message": w.message, "where": w.where} for w in captured.warnings],
+        # values pickled with bytecode (notebook code with no source) load under this minor only
+        "tied_to_python": _minor() if getattr(captured, "tied", None) else None,
+        "tied_values": list(getattr(captured, "tied", None) or []),
         "files": _digests(root),
     }
+
+
+def _minor() -> str:
+    return "%d.%d" % sys.version_info[:2]
 
 
 def _digests(root: Path) -> dict[str, str]:

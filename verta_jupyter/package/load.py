@@ -32,6 +32,7 @@ def load_package(path, *, use_pickle: bool = False) -> type:
     path = Path(path).resolve()
     manifest = verify_package(path)
     _bundled_modules_from_source(path)
+    _check_tied_python(path, manifest)
     notes: list[str] = []
     cls = _from_class_pickle(path, manifest, notes) if use_pickle else None
     loaded_from = "class.pkl" if cls is not None else "model.py"
@@ -61,6 +62,19 @@ def _bundled_modules_from_source(path: Path) -> None:
             str(lib), (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES))
 
 
+def _check_tied_python(path: Path, manifest: dict) -> None:
+    """Refuse, never crash: bytecode pickled under one Python minor can segfault another."""
+    tied = manifest.get("tied_to_python")
+    here = "%d.%d" % sys.version_info[:2]
+    if tied and tied != here:
+        names = ", ".join(manifest.get("tied_values") or []) or "some values"
+        raise PackageError(
+            f"the model package {path} holds notebook code pickled as bytecode ({names}), which "
+            f"loads only under Python {tied}; this is Python {here}. Load it with Python {tied}, or "
+            "re-capture the model with those functions defined by `def` in a cell so they are "
+            "saved as source.")
+
+
 def _from_source(path: Path, manifest: dict) -> type:
     model_py = path / "model.py"
     source = model_py.read_bytes()  # run the very bytes that were verified, not a re-read
@@ -74,18 +88,28 @@ def _from_source(path: Path, manifest: dict) -> type:
     saved_flag = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # never write __pycache__ into a (possibly read-only) package
     try:
-        exec(compile(source, str(model_py), "exec"), module.__dict__)
+        # dont_inherit: this file's `from __future__ import annotations` must not turn the
+        # model's annotations into strings (model.py states its own future imports)
+        exec(compile(source, str(model_py), "exec", dont_inherit=True), module.__dict__)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise PackageError(f"model.py of {manifest['class_name']} failed to run: "
-                           f"{type(exc).__name__}: {exc}. Are the packages in requirements.txt "
-                           f"installed? ({', '.join(manifest['requirements']) or 'none needed'})") from exc
+                           f"{type(exc).__name__}: {exc}. {_hint(exc, manifest)}") from exc
     finally:
         sys.dont_write_bytecode = saved_flag
     cls = getattr(module, manifest["class_name"], None)
     if not isinstance(cls, type):
         raise PackageError(f"model.py does not define class {manifest['class_name']!r}")
     return cls
+
+
+def _hint(exc: Exception, manifest: dict) -> str:
+    """Missing requirements explain an ImportError only; anything else is the model's own code."""
+    if isinstance(exc, ImportError):
+        return (f"Are the packages in requirements.txt installed? "
+                f"({', '.join(manifest['requirements']) or 'none needed'})")
+    return ("The notebook code in model.py raised while the model was being defined (see the "
+            "traceback); re-run the notebook's cells in order and capture again.")
 
 
 def _from_class_pickle(path: Path, manifest: dict, notes: list[str]) -> type | None:

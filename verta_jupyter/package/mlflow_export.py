@@ -67,7 +67,7 @@ def _load_class(package):
     module = types.ModuleType("_vj_mlflow_{digest}")
     module.__file__ = str(model_py)
     sys.modules[module.__name__] = module
-    exec(compile(model_py.read_text(), str(model_py), "exec"), module.__dict__)
+    exec(compile(model_py.read_text(), str(model_py), "exec", dont_inherit=True), module.__dict__)
     return getattr(module, CLASS_NAME)
 
 

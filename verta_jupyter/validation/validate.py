@@ -26,6 +26,7 @@ from . import checks as _checks
 from .checks import json_sample_problem
 from .warn import warn_problems
 from .._text import shorten
+from ..capture.fingerprint import differences
 from ..catalog import problem
 from ..errors import Problem, ValidationError, VertaError
 from ..package.format import MISSING, package_digest, read_manifest
@@ -204,8 +205,8 @@ class _Validation:
         self.report.captured = captured
         found = list(captured.warnings)
         if getattr(captured, "class_pickle", b"") is None:
-            found.append(problem("VJ503", f"cloudpickle cannot dump {self.report.class_name}, so the "
-                                 "package has no class.pkl", name=self.report.class_name))
+            why = getattr(captured, "class_pickle_skipped", "") or f"cloudpickle cannot dump {self.report.class_name}"
+            found.append(problem("VJ503", f"{why}, so the package has no class.pkl", name=self.report.class_name))
         used = len([d for d in captured.dependencies if d.name != captured.class_name])  # not itself
         self.record("capture", found, started, f"{_count(used, 'dependency', 'dependencies')}, "
                     f"{_count(len(captured.requirements), 'requirement', 'requirements')}")
@@ -304,7 +305,7 @@ class _Validation:
             found = [problem("VJ501", f"{name} failed in a fresh process: {result.error}", name=name)]
             self.record("rebuild", found, started, "fresh process")
             return
-        found = []
+        found = _fidelity_problems(name, self.report.captured.fingerprint, result.fingerprint)
         if self.has_sample:
             self.report.rebuilt_output = result.output
             if not _same_output(self.report.sample_output, result.output):
@@ -384,6 +385,18 @@ def _same_output(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same_output(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
+
+
+def _fidelity_problems(name: str, notebook: dict, rebuilt: dict) -> list[Problem]:
+    """VJ504: captured objects whose structure differs after rebuild, whatever the sample."""
+    if not notebook or not rebuilt:
+        return []  # loaded from class.pkl, or an older worker: nothing to compare
+    paths = differences(notebook, rebuilt)
+    if not paths:
+        return []
+    shown = ", ".join(f"'{p}'" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return [problem("VJ504", f"{name} rebuilt from its package differs from the notebook's in {shown}",
+                    name=paths[0].split(".")[0])]
 
 
 def _short(value: Any) -> str:

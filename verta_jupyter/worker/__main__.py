@@ -136,10 +136,22 @@ def _build(package: Path, artifacts: dict, use_pickle: bool) -> tuple[Any, dict]
 
     cls = load_package(package, use_pickle=use_pickle)
     meta = cls.__verta_package__
+    fingerprint = _fingerprint(cls) if meta["loaded_from"] == "model.py" else {}  # before __init__ can change class state
     model = cls(artifacts=artifacts)
     return model, {"class_name": cls.__name__, "digest": meta["digest"], "package": meta["path"],
                    "loaded_from": meta["loaded_from"], "notes": meta["notes"],
-                   "python": sys.version.split()[0], "pid": os.getpid()}
+                   "python": sys.version.split()[0], "pid": os.getpid(), "fingerprint": fingerprint}
+
+
+def _fingerprint(cls: type) -> dict:
+    """Validation's fidelity proof compares this with the notebook's (capture.fingerprint)."""
+    from ..capture.fingerprint import fingerprint_module
+
+    module = sys.modules.get(cls.__module__)
+    try:
+        return fingerprint_module(module) if module is not None else {}
+    except Exception:  # noqa: BLE001 - the proof is best effort; the model still serves
+        return {}
 
 
 class _Channel:

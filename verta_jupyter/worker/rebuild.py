@@ -28,6 +28,7 @@ class RebuildResult:
     seconds: float = 0.0
     python: str = ""
     loaded_from: str = ""
+    fingerprint: dict = field(default_factory=dict)  # path -> digest of the rebuilt objects
 
 
 def rebuild_in_subprocess(path, *, artifacts=None, sample_input=MISSING, timeout: float = 60.0,
@@ -52,7 +53,7 @@ def rebuild_in_subprocess(path, *, artifacts=None, sample_input=MISSING, timeout
     info = client.info
     return RebuildResult(ok=True, output=output, notes=info.get("notes", []),
                          seconds=time.perf_counter() - started, python=info.get("python", ""),
-                         loaded_from=info.get("loaded_from", ""))
+                         loaded_from=info.get("loaded_from", ""), fingerprint=info.get("fingerprint") or {})
 
 
 def _reason(exc: PredictError | JsonConversionError, timeout: float) -> str:
