@@ -34,7 +34,7 @@ def snapshot(root: Path, *, live: bool = False) -> dict[str, bytes]:
         if p.is_symlink():
             found[rel] = b"->" + os.readlink(p).encode()
         elif p.is_file():
-            found[rel] = p.read_bytes()
+            found[rel] = hashlib.sha256(p.read_bytes()).digest()
     return found
 
 
@@ -175,7 +175,9 @@ def _forge_relpath(root: Path, run_id: str, key: str, old: str, new: str) -> Non
 def test_a_hostile_relpath_is_refused_before_anything_is_written(filled, tmp_path, hostile):
     root, run_id = filled
     _forge_relpath(root, run_id, "d", "sub/b.txt", hostile)
-    outside_before = snapshot(tmp_path.parent)  # everything around the fetch destination
+    # everything around the fetch destination: the deepest escape (../../x) stays inside
+    # tmp_path, whose snapshot therefore sees any file written where it must not be
+    outside_before = snapshot(tmp_path)
     store = LocalStore(root)
     dest = tmp_path / "deep" / "er" / "dest"
     with pytest.raises(StoreError) as caught:
@@ -185,7 +187,7 @@ def test_a_hostile_relpath_is_refused_before_anything_is_written(filled, tmp_pat
     assert not dest.exists() and not (tmp_path / "x").exists()
     assert not Path("/tmp/vj-escape").exists()
     store.close()
-    assert snapshot(tmp_path.parent, live=True) == {
+    assert snapshot(tmp_path, live=True) == {
         k: v for k, v in outside_before.items() if not k.endswith(("-wal", "-shm"))}
     result = LocalStore.check_path(root)
     assert any("artifact 'd'" in p for p in result.problems), result.problems
