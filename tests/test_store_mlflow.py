@@ -366,3 +366,12 @@ def test_a_lost_claim_reply_is_still_ours(fault_proxy, tmp_path):
 
     with pytest.raises(AlreadyExistsError, match="is already logged"):
         store.put_artifact("run", run.id, "k", tmp_path / "f.txt", type="file", overwrite=False)
+
+
+def test_garbage_collection_is_refused_with_what_to_use_instead(store):
+    """The protocol's collect_garbage: the server manages its own storage, and says so."""
+    from verta_jupyter.errors import StoreError
+
+    with pytest.raises(StoreError, match="manages its own storage.*mlflow gc"):
+        store.collect_garbage(min_age=0)
+    assert store.check(verify_blobs=False).ok

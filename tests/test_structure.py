@@ -76,3 +76,24 @@ def _strongly_connected(graph) -> list[set[str]]:
                         break
                 found.append(component)
     return found
+
+
+def test_both_stores_implement_the_whole_store_protocol():
+    """Every method the protocol declares exists on each store and takes the same parameters,
+    so the tracking layer never needs to probe a store with getattr."""
+    import inspect
+
+    from verta_jupyter.tracking.stores.base import Store
+    from verta_jupyter.tracking.stores.local.store import LocalStore
+    from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
+
+    declared = {name: inspect.signature(member) for name, member in vars(Store).items()
+                if callable(member) and not name.startswith("_")}
+    assert {"copy_artifacts", "collect_garbage", "check", "put_artifact"} <= set(declared)
+    for store in (LocalStore, MlflowStore):
+        for name, signature in declared.items():
+            implemented = getattr(store, name, None)
+            assert implemented is not None, f"{store.__name__} lacks {name}"
+            params = list(inspect.signature(implemented).parameters)
+            assert params[:len(signature.parameters)] == list(signature.parameters), \
+                f"{store.__name__}.{name}{inspect.signature(implemented)} != {signature}"

@@ -325,11 +325,7 @@ def _store_gc(args) -> int:
 
     store = open_store(_store_spec(args))
     try:
-        collect = getattr(store, "collect_garbage", None)
-        if collect is None:
-            raise VertaError(f"{store.location} keeps no local files to collect; gc is for "
-                             "local stores")
-        removed = collect(min_age=args.min_age)  # refuses (StoreError) on a damaged store
+        removed = store.collect_garbage(min_age=args.min_age)  # refuses (StoreError) if damaged
     finally:
         store.close()
     print(f"removed {removed['temp_files']} temporary file(s) and {removed['blobs']} "

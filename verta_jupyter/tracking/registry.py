@@ -6,13 +6,11 @@ metadata); other stores fetch and put the bytes.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from ..errors import NotFoundError
 from .named import Named
 from .owner import Loggable
 from .run import ExperimentRun
+from .stores.base import transfer_artifacts
 
 
 class RegisteredModelVersion(Loggable):
@@ -70,18 +68,12 @@ class RegisteredModel(Named):
         """A new version holding a copy of the run's model, artifacts and requirements."""
         run.model_info()  # refuse before creating anything: the run must have a model
         version = self.create_version(name)
-        fast = getattr(self._store, "copy_artifacts", None)
+        provenance = {"source_run_id": run.id}
         same_store = (type(run.store) is type(self._store)
                       and run.store.location == self._store.location)
-        if fast is not None and same_store:
-            fast(run.kind, run.id, version.kind, version.id, {"source_run_id": run.id})
-            return version
-        source = run.store
-        for info in source.list_artifacts(run.kind, run.id):
-            with tempfile.TemporaryDirectory(prefix="vj-copy-") as tmp:
-                path = source.fetch_artifact(run.kind, run.id, info.key,
-                                             Path(tmp) / (Path(info.filename).name or "a"))
-                meta = dict(info.meta, source_run_id=run.id)
-                self._store.put_artifact(version.kind, version.id, info.key, path,
-                                         type=info.type, meta=meta)
+        if same_store:  # the store copies within itself (the local store shares the blobs)
+            self._store.copy_artifacts(run.kind, run.id, version.kind, version.id, provenance)
+        else:
+            transfer_artifacts(run.store, run.kind, run.id, self._store, version.kind, version.id,
+                               provenance)
         return version

@@ -179,13 +179,38 @@ class Store(Protocol):
         the directory for a directory artifact), verifying its digest; return `dest`. On any
         failure nothing is left at `dest`."""
 
+    def copy_artifacts(self, src_kind: str, src_id: str, dst_kind: str, dst_id: str,
+                       extra_meta: Mapping[str, Any] | None = None) -> None:
+        """Give owner `dst` every artifact of owner `src` (both in this store), each with
+        `extra_meta` added to its meta (a registered version copies its run this way)."""
+
     # -- maintenance ------------------------------------------------------------------------
-    def check(self) -> CheckResult:
-        """Verify integrity: every referenced blob present with the right digest, no
-        half-written entity. Read-only."""
+    def check(self, verify_blobs: bool = True) -> CheckResult:
+        """Verify integrity: every referenced file present (with the right digest when
+        `verify_blobs` and the store can read its bytes cheaply), no half-written entity.
+        Read-only; reports damage, never raises for it."""
+
+    def collect_garbage(self, min_age: float = 3600.0) -> dict[str, int]:
+        """Remove what interrupted writes left behind, older than `min_age` seconds; return
+        {"temp_files": n, "blobs": n, "bytes": n}. Refuses (StoreError) on a store that fails `check`, and
+        where the backend manages its own storage (say so, and what to use instead)."""
 
     def close(self) -> None:
         """Release connections and sessions (the store can be reopened)."""
+
+
+def transfer_artifacts(source: Store, src_kind: str, src_id: str, target: Store, dst_kind: str,
+                       dst_id: str, extra_meta: Mapping[str, Any] | None = None) -> None:
+    """Copy every artifact of an owner in `source` to an owner in `target` through a local
+    temporary folder, one artifact at a time (the stores may differ: any two stores work)."""
+    import tempfile
+
+    for info in source.list_artifacts(src_kind, src_id):
+        with tempfile.TemporaryDirectory(prefix="vj-copy-") as tmp:
+            path = source.fetch_artifact(src_kind, src_id, info.key,
+                                         Path(tmp) / (Path(info.filename).name or "a"))
+            target.put_artifact(dst_kind, dst_id, info.key, path, type=info.type,
+                                meta={**info.meta, **(extra_meta or {})})
 
 
 def iter_tree(root: Path) -> Iterable[tuple[str, Path]]:

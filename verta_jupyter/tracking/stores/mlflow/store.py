@@ -35,7 +35,7 @@ from . import artifacts as arts
 from . import fields as fields_codec
 from . import registry
 from ..base import (ARTIFACT_TYPES, MODEL_KEY, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
-                    CheckResult, Entity, Progress, check_field, check_kind)
+                    CheckResult, Entity, Progress, check_field, check_kind, transfer_artifacts)
 from .check import check_store
 from .fields import PREFIX
 from .names import _escape, _generated, _name_filter, _run_data
@@ -285,9 +285,21 @@ class MlflowStore:
         return info, gen, run_id
 
     # -- maintenance ------------------------------------------------------------------------
-    def check(self) -> CheckResult:
-        """Every published artifact's files are on the server with the recorded total size."""
+    def check(self, verify_blobs: bool = True) -> CheckResult:
+        """Every published artifact's files are on the server with the recorded total size
+        (by listing: `verify_blobs` would mean downloading every file, so it is not done)."""
         return check_store(self.server)
+
+    def collect_garbage(self, min_age: float = 3600.0) -> dict[str, int]:
+        """The tracking server manages its own storage: refused, with what to use instead."""
+        raise StoreError(f"{self.location} is an MLflow tracking server, which manages its own "
+                         "storage; nothing is collected from here (the server's `mlflow gc` "
+                         "removes deleted runs)")
+
+    def copy_artifacts(self, src_kind: str, src_id: str, dst_kind: str, dst_id: str,
+                       extra_meta: Mapping[str, Any] | None = None) -> None:
+        """Download each artifact and upload it to the other owner (the REST API has no copy)."""
+        transfer_artifacts(self, src_kind, src_id, self, dst_kind, dst_id, extra_meta)
 
     # -- owners -----------------------------------------------------------------------------
     def _owner_run(self, kind: str, id: str) -> dict:
