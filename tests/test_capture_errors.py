@@ -1,6 +1,8 @@
 """Capture-time problems: each names the user's identifier, where it is used, and one remedy."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from verta_jupyter import capture_model
@@ -152,3 +154,38 @@ def test_closure_over_an_unpicklable_value_is_a_coded_error_not_a_crash(shell):
                                  "guarded = make()", USES.format(expr="guarded(data)"))
     assert error.codes == ["VJ202"]
     assert "'guarded'" in str(error)
+
+
+def test_a_module_made_in_memory_is_named_as_unbundlable(shell):
+    """Neither installed nor a file: the package could not carry it, and the rebuild would
+    fail far from the cause; the capture says so, naming the module."""
+    shell.run("import sys, types\nghost = types.ModuleType('ghost_vj')\nghost.double = lambda x: 2 * x\n"
+              "sys.modules['ghost_vj'] = ghost\nimport ghost_vj")
+    shell.run("class MyModel:\n    def __init__(self, artifacts):\n        pass\n"
+              "    def predict(self, data):\n        return ghost_vj.double(data)")
+    try:
+        with pytest.raises(CaptureError) as caught:
+            capture_model(shell.ns["MyModel"], shell.ns)
+        assert caught.value.codes == ["VJ210"] and "'ghost_vj'" in str(caught.value)
+        assert "pip install -e ." in str(caught.value)
+    finally:
+        sys.modules.pop("ghost_vj", None)
+
+
+def test_a_local_compiled_extension_is_unbundlable_but_a_local_source_module_is_not(tmp_path):
+    import importlib.machinery
+    import types
+
+    from verta_jupyter.capture.bundle import unbundlable
+
+    binary = tmp_path / f"fastpath{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    binary.write_bytes(b"\x7fELF")
+    extension = types.ModuleType("fastpath_vj")
+    extension.__file__ = str(binary)
+    assert "compiled extension" in unbundlable(extension) and binary.name in unbundlable(extension)
+    source = tmp_path / "helpers_vj.py"
+    source.write_text("X = 1\n")
+    plain = types.ModuleType("helpers_vj")
+    plain.__file__ = str(source)
+    assert unbundlable(plain) is None
+    assert unbundlable(sys.modules["json"]) is None and unbundlable(sys.modules["pytest"]) is None

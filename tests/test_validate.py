@@ -381,6 +381,8 @@ EXAMPLES = {  # code -> cells run in order; the last one shows the problem
           "%%verta_model --no-log --no-panel --sample '[1, 2]'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return float(np.dot(weights, data))\n"],
 "VJ209": ["%env VERTA_JUPYTER_SECRET_SCAN_BUDGET=1000\nrows = [[f\"w{i}\"] for i in range(5000)]\n",
           "%%verta_model --no-log --no-panel --sample 1\nclass MyModel:\n    def __init__(self, artifacts):\n        self.rows = rows\n\n    def predict(self, data):\n        return len(self.rows[data])\n"],
+"VJ210": ["import sys, types\nghost = types.ModuleType(\"ghost\")  # a module made in memory\nghost.double = lambda x: 2 * x\nsys.modules[\"ghost\"] = ghost\n",
+          "%%verta_model --no-log --no-panel --sample 1\nimport ghost\n\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return ghost.double(data)\n"],
 "VJ301": ["%%verta_model --no-log --artifacts vocab\nclass MyModel:\n    def __init__(self, artifacts):\n        self.vocab = open(artifacts[\"vocab\"]).read().split()\n\n    def predict(self, data):\n        return data\n"],
 "VJ302": ["%%verta_model --no-log --artifacts model.pkl\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],
 "VJ303": ["%%verta_model --no-log --sample '{\"x\": NaN}'\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n\n    def predict(self, data):\n        return data\n"],

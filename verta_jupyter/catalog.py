@@ -61,6 +61,7 @@ _CHECKS = [
     Check("VJ208", "warning", "captured by value", "The value was frozen at capture time; log the model again after changing it.",
           "The value was frozen at capture time; re-run this cell after changing it."),
     Check("VJ209", "warning", "secret scan incomplete", "Load a value this large from an artifact in `__init__` (`run.log_artifact`) instead of capturing it, or make sure it holds no secret."),
+    Check("VJ210", "error", "module cannot be bundled", "Install it as a distribution (`pip install -e .` in its project) so requirements.txt can pin it, or put its code in a .py file beside the notebook."),
     # -- artifacts and samples
     Check("VJ301", "error", "artifact not logged", "Log it first with `run.log_artifact(key, path_or_obj)`, or drop it from `artifacts=`.",
           "Log it first with `run.log_artifact(key, path_or_obj)`, or drop it from `--artifacts`."),

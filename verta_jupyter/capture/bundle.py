@@ -57,6 +57,26 @@ class LocalModules:
                     self.third_party.add(name)
 
 
+def unbundlable(module: types.ModuleType) -> str | None:
+    """Why a module the model uses can be neither pinned nor bundled (None when it can): one
+    that exists only in this process, or a compiled extension outside any distribution (a
+    package carries source, not a binary built for one machine and one Python)."""
+    import importlib.machinery
+
+    name = module.__name__
+    if (requirements.is_stdlib(name) or name == "__main__" or name in sys.builtin_module_names
+            or requirements.distribution_of(name) is not None):
+        return None
+    path = getattr(module, "__file__", None)
+    if not path:
+        if getattr(module, "__path__", None):  # a namespace package: bundled from its folders
+            return None
+        return "exists only in this process (no file, no installed distribution)"
+    if requirements.is_local_file(path) and path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        return f"is a compiled extension ({Path(path).name}) that no installed distribution provides"
+    return None
+
+
 def _import_if_local(name: str) -> types.ModuleType | None:
     """A local module a bundled file imports only inside a function: imported now, so it is
     bundled too. Installed and unknown modules are left alone (their requirement is by name)."""

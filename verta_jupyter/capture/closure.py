@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..catalog import problem
 from ..errors import CaptureError, Problem
 from . import cells, made, names, requirements, state, values
-from .bundle import LocalModules
+from .bundle import LocalModules, unbundlable
 
 # Names IPython injects into builtins or the user namespace; absent where the model is deployed.
 IPYTHON_ONLY = {"display", "get_ipython", "__IPYTHON__", "In", "Out", "_ih", "_oh", "_dh", "exit", "quit"}
@@ -429,6 +429,12 @@ class Closure:
         return None
 
     def _require_module(self, module: types.ModuleType):
+        why = unbundlable(module)
+        if why is not None:
+            self.problems.append(problem(
+                "VJ210", f"module '{module.__name__}' {why}, so the package can neither pin "
+                "nor carry it", name=module.__name__))
+            return
         if requirements.is_local_module(module):
             self.local.add(module)
         else:
