@@ -186,8 +186,6 @@ class ModelCell:
         fetch = getattr(run, "fetch_artifacts", None)
         if not keys or fetch is None:
             return {k: None for k in keys}
-        from .errors import VertaError
-
         paths: dict[str, Any] = {}
         for key in keys:
             try:

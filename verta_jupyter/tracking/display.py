@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 from typing import Any, Protocol
 
-from .._text import shorten
 from .stores.base import ArtifactInfo
 
 Rows = list[tuple[str, str]]  # (label, text) lines, in display order

@@ -16,7 +16,6 @@ from typing import Any
 
 from ..catalog import RESERVED_ARTIFACT_KEYS, problem
 from ..errors import Problem
-from .secrets import secret_problems  # noqa: F401  (validate runs it with the other checks)
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 

@@ -129,8 +129,8 @@ class ModelSummary:
     def _repr_html_(self) -> str:
         r = self.report
         esc = html.escape
-        parts = [f'<div class="vj-summary" style="font-family:var(--jp-ui-font-family,sans-serif);'
-                 f'font-size:13px;line-height:1.45">',
+        parts = ['<div class="vj-summary" style="font-family:var(--jp-ui-font-family,sans-serif);'
+                 'font-size:13px;line-height:1.45">',
                  f"<div><b>{esc(r.class_name)}</b> — {esc(self._headline())}</div>",
                  f'<div class="vj-sample">sample: <code>{esc(sample_text(r))}</code></div>',
                  self._checks_html()]

@@ -24,6 +24,7 @@ from typing import Any, Mapping, NamedTuple
 
 from . import checks as _checks
 from .checks import json_sample_problem
+from .secrets import secret_problems
 from .warn import warn_problems
 from .._text import shorten
 from ..capture.fingerprint import differences
@@ -211,7 +212,7 @@ class _Validation:
         self.record("capture", found, started, f"{_count(used, 'dependency', 'dependencies')}, "
                     f"{_count(len(captured.requirements), 'requirement', 'requirements')}")
         started = time.perf_counter()
-        found = [] if self.allow_secrets else _checks.secret_problems(captured, self._namespace())
+        found = [] if self.allow_secrets else secret_problems(captured, self._namespace())
         self.record("secrets", found, started, "allowed by the caller" if self.allow_secrets
                     else f"{len(found)} found" if found else "none found")
 
