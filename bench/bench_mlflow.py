@@ -145,7 +145,7 @@ def upload_rows(url: str, tmp: Path, size: int, repeat: int) -> list[dict]:
     with open(blob, "wb") as f:
         for _ in range(size // MiB):
             f.write(os.urandom(MiB))
-    root = store._root(run.id)
+    root = store.server.artifact_root(run.id)
     raw_url = store.http.artifact_url(f"{root}/raw/blob.bin")
 
     def raw_put():
