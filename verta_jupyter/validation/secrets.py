@@ -204,7 +204,7 @@ def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str,
     for name, data in (getattr(captured, "pickled", None) or {}).items():
         if name in flagged or walk.spend(name, len(data) // 4096):
             continue
-        text = bytes(data).decode("latin-1")  # byte for byte: an ASCII token stays intact
+        text = _printable_runs(data)
         match = _TRIGGERS.search(text) or ("=" in text and _KEY_VALUE_TRIGGERS.search(text))
         found = match and _FORMATS.search(text)
         if found:
@@ -213,6 +213,17 @@ def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str,
                 "VJ203", f"'{name}' holds, somewhere in its pickled state, what looks like {kind} "
                 f"({redact(found.group())})", name=name)
     return out
+
+
+# A credential in a pickle is a run of printable ASCII (strings are stored verbatim). Scanning
+# only such runs keeps the rules off the binary bulk of a value: a 200 MB float array holds a
+# few thousand short runs, and the rules then read kilobytes instead of 200 MB (2 s, not 130 s).
+_PRINTABLE_RUN = re.compile(rb"[\x20-\x7e]{8,}")
+
+
+def _printable_runs(data: bytes) -> str:
+    """The printable ASCII runs of 8+ characters in `data`, one per line."""
+    return "\n".join(run.decode("ascii") for run in _PRINTABLE_RUN.findall(data))
 
 
 def _comment(text: str) -> str:
