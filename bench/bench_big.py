@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import textwrap
 
-from bench.common import row, run_measured
+from bench.common import module_main, row, run_measured
 
 MB = 1_000_000
 
@@ -150,15 +149,7 @@ def run(quick: bool = True) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    for result in run(quick="--full" not in argv):
-        value = "n/a" if result["value"] is None else f"{result['value']:.3g} {result['unit']}"
-        ratio = f"  ratio {result['ratio']:.2f}" if result.get("ratio") is not None else ""
-        target = f"  target {result['target']}" if result.get("target") else ""
-        print(f"{result['name']}: {value}{ratio}{target}")
-        if result.get("note"):
-            print(textwrap.indent(result["note"], "    "))
-    return 0
+    return module_main(run, argv)
 
 
 if __name__ == "__main__":

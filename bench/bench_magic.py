@@ -21,10 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
-from bench.common import MLFLOW_PYTHON, _clean_env, measure, profile_top, row
+from bench.common import MLFLOW_PYTHON, _clean_env, measure, module_main, profile_top, row
 
 SEED = '''class MyModel(object):
     def __init__(self, artifacts):
@@ -242,16 +241,7 @@ def run(quick: bool = True) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    for result in run(quick="--full" not in argv):
-        value = "n/a" if result["value"] is None else f"{result['value']:.3g} {result['unit']}"
-        base = f"  (baseline {result['baseline']:.3g} {result['unit']})" if result.get("baseline") is not None else ""
-        ratio = f"  ratio {result['ratio']:.2f}" if result.get("ratio") is not None else ""
-        target = f"  target {result['target']}" if result.get("target") else ""
-        print(f"{result['name']}: {value}{base}{ratio}{target}")
-        if result.get("note"):
-            print(textwrap.indent(result["note"], "    "))
-    return 0
+    return module_main(run, argv)
 
 
 if __name__ == "__main__":

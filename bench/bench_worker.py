@@ -19,7 +19,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from bench.common import measure, row
+from bench.common import module_main, measure, row
 
 SMOKE = os.environ.get("VJ_BENCH_SMOKE") == "1"
 
@@ -198,14 +198,7 @@ def run(quick: bool = True) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    for result in run(quick="--full" not in argv):
-        ratio = f"  ratio {result['ratio']:.2f}" if result.get("ratio") is not None else ""
-        base = f"  (baseline {result['baseline']:.3g} {result['unit']})" if result.get("baseline") is not None else ""
-        target = f"  target {result['target']}" if result.get("target") else ""
-        print(f"{result['name']}: {result['value']:.3g} {result['unit']}{base}{ratio}{target}")
-        print(f"    {result['note']}")
-    return 0
+    return module_main(run, argv)
 
 
 if __name__ == "__main__":

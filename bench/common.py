@@ -294,3 +294,27 @@ def mlflow_version() -> str | None:
 def dumps_rows(rows: list[dict]) -> str:
     """Rows as JSON (numbers kept; anything odd turned into text)."""
     return json.dumps(rows, default=str, indent=1)
+
+
+def print_rows(rows: list[dict]) -> None:
+    """A module's rows on the terminal (`python -m bench.bench_X`): value, baseline, ratio,
+    target, then the note indented."""
+    import textwrap
+
+    for result in rows:
+        value = "n/a" if result["value"] is None else f"{result['value']:.3g} {result['unit']}"
+        base = (f"  (baseline {result['baseline']:.3g} {result['unit']})"
+                if result.get("baseline") is not None else "")
+        ratio = f"  ratio {result['ratio']:.2f}" if result.get("ratio") is not None else ""
+        target = f"  target {result['target']}" if result.get("target") else ""
+        print(f"{result['name']}: {value}{base}{ratio}{target}")
+        if result.get("note"):
+            print(textwrap.indent(result["note"], "    "))
+
+
+def module_main(run, argv: list[str] | None = None) -> int:
+    """The command line of a benchmark module: quick sizes unless `--full` is given."""
+    argv = sys.argv[1:] if argv is None else argv
+    print_rows(run(quick="--full" not in argv))
+    return 0
+
