@@ -92,6 +92,16 @@ def test_token_in_state_no_attribute_shows_is_found_in_the_pickle(shell):
     assert_never_echoed(found, DAPI)
 
 
+def test_token_hidden_beside_megabytes_of_binary_floats_is_still_found(shell):
+    """The pickle scan reads only printable runs: a token among 8 MB of random float bytes
+    (which hold stray printable runs of their own) must still be one of them."""
+    cells = ("import functools, numpy as np\ndef header(token, weights, name):\n    return {name: token}\n"
+             f"auth = functools.partial(header, '{DAPI}', np.random.default_rng(1).random(1_000_000))\n")
+    found = only(scan(shell, cells, "auth"))
+    assert found.name == "auth" and "pickled state" in found.message and "Databricks" in found.message
+    assert_never_echoed(found, DAPI)
+
+
 def test_token_in_string_arrays_and_data_frame_cells(shell):
     cells = ("import numpy as np, pandas as pd\n"
              f"notes = pd.DataFrame({{'n': [1, 2, 3], 'note': ['ok', 'fine', '{DAPI}']}})\n"
