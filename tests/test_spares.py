@@ -123,3 +123,29 @@ def _alive(pid: int) -> bool:
             return "zombie" not in status.read()
     except OSError:
         return False
+
+
+MODULES_SEEN = """
+import sys
+
+class ModulesSeen:
+    def __init__(self, artifacts):
+        self.seen = sorted({name.split(".")[0] for name in sys.modules})
+
+    def predict(self, data):
+        return self.seen
+"""
+
+
+def test_a_spare_imports_ahead_only_our_own_code_and_the_standard_library(make_package):
+    """A spare imports verta_jupyter's loader while it waits (so the proof is a message); that
+    must never bring in third-party code a model could silently lean on."""
+    package = make_package(MODULES_SEEN, "ModulesSeen")
+    _prime_now()
+    with WorkerClient(package) as client:
+        seen = set(client.predict(None))
+    assert "verta_jupyter" in seen
+    outside = {name for name in seen - set(sys.stdlib_module_names) - {"verta_jupyter"}
+               if not name.startswith("_")}
+    ours = {"psutil", "orjson"}  # verta_jupyter's own dependencies (orjson: the [fast] extra)
+    assert outside <= ours, f"a spare imported {sorted(outside)} before its job"
