@@ -77,6 +77,26 @@ def test_identical_blobs_are_stored_once(store, tmp_path):
     assert store.check().ok
 
 
+def test_a_rerun_cell_writes_only_what_changed(store, tmp_path, monkeypatch):
+    """Re-logging a package whose small files the store already holds writes and fsyncs none
+    of them again (a re-run cell is the common case); only changed bytes are written."""
+    run = Client(store=store).set_experiment_run()
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "model.py").write_text("class M: pass\n")
+    (package / "verta_model.json").write_text('{"v": 1}')
+    run.log_artifact("p", package)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    run.log_artifact("p2", package)
+    assert synced == []  # the transaction naming them is SQLite's, which does not go through os
+    (package / "verta_model.json").write_text('{"v": 2}')
+    run.log_artifact("p3", package)
+    assert len(synced) == 2  # the one new blob and its folder
+    assert len(list(store.blobs.all())) == 3 and store.check(verify_blobs=True).ok
+
+
 def test_check_finds_a_corrupt_and_a_missing_blob(store, tmp_path):
     run = Client(store=store).set_experiment_run()
     (tmp_path / "a").write_bytes(b"a" * 100)

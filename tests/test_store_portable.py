@@ -62,7 +62,9 @@ def test_the_switch_takes_the_portable_path(tmp_path, monkeypatch, calls):
     _round_trip(store, tmp_path)
     store.close()
     assert calls == []  # not one Linux-only call
-    assert len(portable) >= 6  # every put and every fetch went through the fallback
+    # every copy went through the fallback: the big file's put and every fetch (small files are
+    # put from memory, which needs no copy path at all)
+    assert len(portable) >= 4
 
 
 def test_a_platform_without_the_linux_calls_still_stores(tmp_path, monkeypatch):

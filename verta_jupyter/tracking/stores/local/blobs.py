@@ -15,6 +15,7 @@ Two copy paths, chosen by capability (like `shutil`, which uses sendfile on Linu
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -30,6 +31,7 @@ from ..base import Progress
 CHUNK = 32 << 20  # bytes per sendfile call: few calls, few thread hand-offs
 READ_BACK = 8 << 20  # the one read/read-back buffer: memory stays flat whatever the file size
 HEX = re.compile(r"[0-9a-f]{64}")
+SMALL_BLOB = 1 << 20  # files up to this size are hashed in memory before anything is written
 _PARALLEL_PUTS = 8  # small files: fsyncs overlap; large ones: the disk, not threads, is the limit
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; Windows has no symlinked-path opens here
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
@@ -70,6 +72,9 @@ class BlobFiles:
 
     def put(self, src: Path, progress: Progress | None = None) -> tuple[str, int]:
         """Store the file at `src`; return (hex sha256, size). Idempotent for equal content."""
+        small = _read_if_small(src)
+        if small is not None:
+            return self._put_bytes(small, progress)
         # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
         # group sharing the store)
         tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
@@ -92,6 +97,30 @@ class BlobFiles:
             _unlink_quietly(tmp_name)
             raise
 
+    def _put_bytes(self, data: bytes, progress: Progress | None) -> tuple[str, int]:
+        """A small file, already in memory: hashed first, so bytes the store already holds (most
+        of a re-run cell's package) cost no write and no fsync at all."""
+        hexdigest = hashlib.sha256(data).hexdigest()
+        if not self.exists(hexdigest):
+            tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
+            fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+            try:
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                final = self.path(hexdigest)
+                final.parent.mkdir(exist_ok=True)
+                os.replace(tmp_name, final)
+                _fsync_dir(final.parent)
+            except BaseException:
+                _unlink_quietly(tmp_name)
+                raise
+        if progress:
+            progress(len(data))
+        return hexdigest, len(data)
+
     def put_many(self, sources: list[Path], progress: Progress | None = None) -> list[tuple[str, int]]:
         """`put` every file, a few at a time: each blob still gets its own fsync (so each is
         durable before the transaction that names it), but concurrent fsyncs share the file
@@ -99,9 +128,7 @@ class BlobFiles:
         per file."""
         if len(sources) < 2:
             return [self.put(src, progress) for src in sources]
-        with ThreadPoolExecutor(max_workers=min(_PARALLEL_PUTS, len(sources)),
-                                thread_name_prefix="vj-blob-put") as pool:
-            return list(pool.map(lambda src: self.put(src, progress), sources))
+        return list(_put_pool().map(lambda src: self.put(src, progress), sources))
 
     def copy_out(self, hexdigest: str, dest: Path, progress: Progress | None = None) -> None:
         """Copy a blob to `dest` (which must not exist and is not followed if it is a link),
@@ -246,6 +273,23 @@ def _copy_chunk(src_fd: int, out_fd: int, offset: int) -> int:
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         data = data[os.write(fd, data):]
+
+
+def _read_if_small(src: Path) -> bytes | None:
+    """The bytes of `src` when it is small enough to hold in memory (model.py, manifests), read
+    through one handle, so the size seen and the bytes stored cannot disagree."""
+    with open(src, "rb") as f:
+        if os.fstat(f.fileno()).st_size > SMALL_BLOB:
+            return None
+        data = f.read(SMALL_BLOB + 1)
+    return data if len(data) <= SMALL_BLOB else None
+
+
+@functools.lru_cache(maxsize=None)
+def _put_pool() -> ThreadPoolExecutor:
+    """One pool for the process: its threads are started once and then idle, so a small package
+    does not pay a thread start per file on every log (2 ms each on a busy 2-core box)."""
+    return ThreadPoolExecutor(max_workers=_PARALLEL_PUTS, thread_name_prefix="vj-blob-put")
 
 
 def _fsync_dir(path: Path) -> None:
