@@ -5,10 +5,11 @@
 
 Rows:
 - the magic's own overhead: capture + validate + package + log to a LocalStore, without the
-  fresh-process rebuild (target: median < 50 ms), against bare execution of the same cell;
+  fresh-process rebuild (target: median <= 10 ms), against bare execution of the same cell;
 - the full magic as a user runs it (cell + all checks incl. the fresh-process rebuild + log +
-  summary; target < 1.5 s), against `mlflow.pyfunc.log_model` of the same class when MLflow is
-  importable (here or in .venv-mlflow), default and with pinned `pip_requirements`;
+  summary; runs a pause apart, and back to back), against `mlflow.pyfunc.log_model` of the same
+  class when MLflow is importable (here or in .venv-mlflow), default and with pinned
+  `pip_requirements` (target: ours <= 0.5x the pinned one);
 - where the full magic's time goes, check by check (medians from the validation report);
 - the clean-environment proof (`proof="env"`) of the quickstart model (WordCounter): the first
   proof, which builds the environment from requirements.txt (uv when installed), and a cached
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.common import MLFLOW_PYTHON, _clean_env, measure, module_main, profile_top, row
@@ -61,9 +63,9 @@ def _overhead_rows(shell, repeat: int) -> list[dict]:
 
     overhead = measure(log_without_rebuild, repeat=repeat)
     ours = measure(validate_and_package, repeat=repeat)
-    missed = overhead.in_unit("ms") >= 50
+    missed = overhead.in_unit("ms") > 10
     return [row("%%verta_model overhead: capture + validate + log, no rebuild (seed example)",
-                overhead.in_unit("ms"), "ms", baseline=bare.in_unit("ms"), target="< 50 ms",
+                overhead.in_unit("ms"), "ms", baseline=bare.in_unit("ms"), target="<= 10 ms",
                 spread=overhead.spread("ms"), baseline_name="bare execution of the same cell",
                 note="run.log_model(MyModel, sample_input=..., check_rebuild=False) into a LocalStore "
                      "on a temp dir; baseline: the same cell run by IPython without the magic",
@@ -72,7 +74,11 @@ def _overhead_rows(shell, repeat: int) -> list[dict]:
                 baseline=bare.in_unit("ms"), spread=ours.spread("ms"),
                 baseline_name="bare execution of the same cell",
                 note="prepare_model(..., check_rebuild=False); the rest of the overhead is the "
-                     "store's crash-safe write (blob copy + fsync per package file + one transaction)")]
+                     "store's crash-safe write (blob + fsync per new package file, none for bytes already "
+                     "stored; one transaction)")]
+
+
+USER_PAUSE = 0.5  # seconds between two runs of the cell
 
 
 def _full_rows(shell, repeat: int) -> tuple[list[dict], float]:
@@ -83,11 +89,20 @@ def _full_rows(shell, repeat: int) -> tuple[list[dict], float]:
         with capture_output():
             shell.run_cell(cell, store_history=False).raise_error()
 
-    timing = measure(full_magic, repeat=repeat)
+    # A user reads the summary before re-running: the untimed pause lets the spare worker that
+    # each run starts in the background finish booting, as it does in a notebook.
+    timing = measure(full_magic, repeat=repeat, setup=lambda: time.sleep(USER_PAUSE))
+    rushed = measure(full_magic, repeat=repeat)
     return [row("%%verta_model full: cell + checks + fresh-process rebuild + log + summary",
                 timing.median, "s", target="< 1.5 s", spread=timing.spread("s"),
-                note="the magic exactly as a notebook user runs it (--no-panel; the panel's worker "
-                     "starts lazily and is measured in bench_worker)")], timing.median
+                note=f"the magic exactly as a notebook user runs it, runs {USER_PAUSE} s apart "
+                     "(untimed; --no-panel; the panel's worker starts lazily and is measured in "
+                     "bench_worker)"),
+            row("  the same, run back to back (the spare worker is still booting)",
+                rushed.median, "s", spread=rushed.spread("s"), baseline=timing.median,
+                baseline_name="runs a pause apart",
+                note="no pause between runs: the proof waits for the spare started by the run "
+                     "before, or starts its own")], timing.median
 
 
 def _breakdown_rows(shell, repeat: int) -> list[dict]:
@@ -220,6 +235,8 @@ def _mlflow_rows(ours: float, quick: bool) -> list[dict]:
         median = statistics.median(data[key])
         rows.append(row(f"mlflow.pyfunc.log_model {label}, mlflow {data['version']}", median, "s",
                         baseline=ours, baseline_name="our full %%verta_model",
+                        # issue 15: ours <= 0.5x MLflow's fastest setting, i.e. MLflow / ours >= 2
+                        target=">= 2x" if key == "pinned" else "",
                         note="same class as a PythonModel, sqlite tracking store on a temp dir; "
                              f"n={len(data[key])}; ratio = MLflow / ours (> 1: we are faster, and "
                              "MLflow checks no rebuild)"))
