@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -138,6 +139,23 @@ def test_construction_failure_is_a_load_error_with_traceback(make_package, tmp_p
             worker.predict([{"a": 1, "b": 2}])
         assert info.value.kind == "load" and "could not be built" in str(info.value)
         assert "in __init__" in info.value.model_traceback and not worker.running
+
+
+def test_a_package_swapped_after_it_was_opened_is_refused_not_served(make_package, tmp_path):
+    """The kernel checked one package (for a stored model: against the store's digest); if the
+    folder is replaced with another valid package before the worker builds it, the worker
+    refuses it rather than serving a model nobody checked."""
+    checked = make_package("class Swap:\n    def __init__(self, artifacts): pass\n"
+                           "    def predict(self, data): return 'checked'\n", "Swap")
+    other = make_package("class Swap:\n    def __init__(self, artifacts): pass\n"
+                         "    def predict(self, data): return 'swapped in'\n", "Swap")
+    worker = WorkerClient(checked)
+    shutil.rmtree(checked)
+    shutil.copytree(other, checked)
+    with worker, pytest.raises(PackageError, match="changed after it was opened") as info:
+        worker.predict(1)
+    assert str(checked) in str(info.value) and "Fix __init__" not in str(info.value)
+    assert not worker.running
 
 
 def test_not_a_package_fails_fast(tmp_path):

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ErrorKind
+from ..errors import ErrorKind, PackageError
 from .protocol import HEADER, Undecodable, answer, decode, encode_reply, model_traceback, one_line
 
 __all__ = ["main"]
@@ -45,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     job = _job(args, channel)
     if job is None:  # a spare that was never needed: the kernel closed our stdin
         return 0
-    package, artifacts, use_pickle = job
+    package, artifacts, use_pickle, digest = job
     started = time.perf_counter()
     try:
-        model, info = _build(package, artifacts, use_pickle)
+        model, info = _build(package, artifacts, use_pickle, digest)
     except BaseException as exc:  # noqa: BLE001 - report any failure to build, then exit
         channel.send({"ok": False, "kind": ErrorKind.LOAD, "error": one_line(exc),
-                      "traceback": model_traceback(exc, [package])})
+                      "traceback": model_traceback(exc, [package]),
+                      "refused": isinstance(exc, PackageError)})
         return 1
     channel.send({"ok": True, "load_seconds": time.perf_counter() - started, **info})
     roots = [Path(info["package"])]
@@ -71,16 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         channel.send(reply)
 
 
-def _job(args: argparse.Namespace, channel: _Channel) -> tuple[Path, dict, bool] | None:
+def _job(args: argparse.Namespace, channel: _Channel) -> tuple[Path, dict, bool, str] | None:
     """Which package to serve: from the command line, or, for a worker started ahead of need
-    (a spare: `--framed` without a package), from the kernel's first frame."""
+    (a spare: `--framed` without a package), from the kernel's first frame, with the digest of
+    the package the kernel checked ("" from the command line: the manifest's own)."""
     if args.package is not None:
-        return Path(args.package), json.loads(args.artifacts), args.use_pickle
+        return Path(args.package), json.loads(args.artifacts), args.use_pickle, ""
     _import_ahead()
     job = channel.receive()
     if job is None:
         return None
-    return Path(job["package"]), dict(job.get("artifacts") or {}), bool(job.get("use_pickle"))
+    return (Path(job["package"]), dict(job.get("artifacts") or {}), bool(job.get("use_pickle")),
+            str(job.get("digest") or ""))
 
 
 def _import_ahead() -> None:
@@ -141,9 +144,11 @@ def _limit_memory(spec: str) -> None:
     resource.setrlimit(which, (limit, hard))
 
 
-def _build(package: Path, artifacts: dict, use_pickle: bool) -> tuple[Any, dict]:
+def _build(package: Path, artifacts: dict, use_pickle: bool, digest: str) -> tuple[Any, dict]:
     from ..package.load import load_package
 
+    if digest:
+        _check_same_package(package, digest)
     cls = load_package(package, use_pickle=use_pickle)
     meta = cls.__verta_package__
     fingerprint = _fingerprint(cls) if meta["loaded_from"] == "model.py" else {}  # before __init__ can change class state
@@ -151,6 +156,18 @@ def _build(package: Path, artifacts: dict, use_pickle: bool) -> tuple[Any, dict]
     return model, {"class_name": cls.__name__, "digest": meta["digest"], "package": meta["path"],
                    "loaded_from": meta["loaded_from"], "notes": meta["notes"],
                    "python": sys.version.split()[0], "pid": os.getpid(), "fingerprint": fingerprint}
+
+
+def _check_same_package(package: Path, digest: str) -> None:
+    """Refuse a package other than the one the kernel checked (its manifest, which lists every
+    file's sha256, hashes to `digest`); load_package then verifies the files against it."""
+    from ..package.format import package_digest, read_manifest
+
+    found = package_digest(read_manifest(package))
+    if found != digest:
+        raise PackageError(f"the package at {package} changed after it was opened (its manifest "
+                           f"now hashes to {found[:12]}, not {digest[:12]}); it was not loaded. "
+                           "Load the model again from the store or the notebook")
 
 
 def _fingerprint(cls: type) -> dict:

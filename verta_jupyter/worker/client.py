@@ -13,8 +13,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from ..errors import (ErrorKind, JsonConversionError, PredictError, WorkerCrashedError,
-                      WorkerTimeoutError)
+from ..errors import (ErrorKind, JsonConversionError, PackageError, PredictError,
+                      WorkerCrashedError, WorkerTimeoutError)
 from .limits import ENV_MEMORY, MiB, memory_limit as _memory_limit, message_limit as _message_limit
 from .protocol import HEADER, Undecodable, answer, decode, encode_request, model_traceback, one_line
 from . import spares
@@ -36,6 +36,8 @@ def _result(reply: dict, class_name: str) -> Any:
     if kind is ErrorKind.INPUT:
         raise JsonConversionError(f"the input does not fit {class_name}.predict's annotation: "
                                   f"{error}", kind=kind, model_traceback=trace)
+    if kind is ErrorKind.LOAD and reply.get("refused"):  # the package itself, not the model
+        raise PackageError(f"{class_name}: {error}")
     if kind is ErrorKind.LOAD:
         raise PredictError(f"{class_name} could not be built from its package: {error}. Fix "
                            "__init__ or the artifacts; the traceback shows where", kind=kind,
@@ -79,7 +81,8 @@ class WorkerClient:
         self.memory_limit = _memory_limit(memory_limit)
         self.message_limit = _message_limit(message_limit)
         self.class_name = manifest["class_name"]
-        self.info: dict = {"class_name": self.class_name, "digest": package_digest(manifest),
+        self.digest = package_digest(manifest)  # the package checked here is the one built there
+        self.info: dict = {"class_name": self.class_name, "digest": self.digest,
                            "package": str(self.package_dir)}
         self.load_seconds: float | None = None
         self.last_seconds: float | None = None
@@ -108,7 +111,7 @@ class WorkerClient:
             self._process = spares.take(self.python, self.memory_limit, self.message_limit)
             self.starts += 1
             _LIVE.add(self)
-            job = (self.package_dir, self.artifacts, self.use_pickle)
+            job = (self.package_dir, self.artifacts, self.use_pickle, self.digest)
             hello = self._exchange(None, self.load_timeout, "while loading the model", job)
             if not hello.get("ok"):
                 self._check_memory(hello, "while loading the model")
@@ -148,7 +151,7 @@ class WorkerClient:
             exit=f"memory limit of {mib} MiB reached", model_traceback=trace.strip())
 
     def _exchange(self, payload: bytes | None, timeout: float, when: str,
-                  job: tuple[Path, dict, bool] | None = None) -> dict:
+                  job: tuple[Path, dict, bool, str] | None = None) -> dict:
         process = self._process
         deadline = time.monotonic() + timeout
         try:

@@ -129,10 +129,12 @@ class WorkerProcess:
             remove_scratch(self.cwd)
             raise
 
-    def assign(self, package_dir: Path, artifacts: dict, use_pickle: bool, deadline: float) -> None:
-        """Tell the worker which package to build (its first frame); the reply is its hello."""
+    def assign(self, package_dir: Path, artifacts: dict, use_pickle: bool, digest: str,
+               deadline: float) -> None:
+        """Tell the worker which package to build (its first frame); the reply is its hello.
+        `digest` is the package the caller checked: the worker builds that one or none."""
         job = json.dumps({"package": str(package_dir), "artifacts": artifacts,
-                          "use_pickle": use_pickle}).encode()
+                          "use_pickle": use_pickle, "digest": digest}).encode()
         self.send(HEADER.pack(len(job)) + job, deadline)
 
     def matches(self, python: str, memory_limit: int | None, message_limit: int | None) -> bool:

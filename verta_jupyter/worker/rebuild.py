@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import JsonConversionError, PredictError, WorkerTimeoutError
+from ..errors import JsonConversionError, PackageError, PredictError, WorkerTimeoutError
 from ..package.format import MISSING
 from .client import WorkerClient
 
@@ -44,8 +44,9 @@ def rebuild_in_subprocess(path, *, artifacts=None, sample_input=MISSING, timeout
     try:
         client.start()
         output = client.predict(sample_input) if sample_input is not MISSING else None
-    except (PredictError, JsonConversionError) as exc:
-        return RebuildResult(ok=False, error=_reason(exc, timeout), traceback=exc.model_traceback,
+    except (PredictError, JsonConversionError, PackageError) as exc:
+        return RebuildResult(ok=False, error=_reason(exc, timeout),
+                             traceback=getattr(exc, "model_traceback", ""),
                              notes=client.info.get("notes", []), python=client.info.get("python", ""),
                              seconds=time.perf_counter() - started)
     finally:
@@ -56,7 +57,7 @@ def rebuild_in_subprocess(path, *, artifacts=None, sample_input=MISSING, timeout
                          loaded_from=info.get("loaded_from", ""), fingerprint=info.get("fingerprint") or {})
 
 
-def _reason(exc: PredictError | JsonConversionError, timeout: float) -> str:
+def _reason(exc: PredictError | JsonConversionError | PackageError, timeout: float) -> str:
     # The worker's own messages advise panel users; validation states what happened only.
     if isinstance(exc, WorkerTimeoutError):
         return f"the fresh process did not finish within {timeout:g} s (killed)"
