@@ -412,6 +412,46 @@ def test_a_model_from_a_model_logged_by_the_api_first_needs_overwrite(store_ip):
     assert store_ip.run("run.load_model().predict(0)") == "api"
 
 
+def restart_extension(ip):
+    """What a kernel restart does to the extension: a new instance that remembers nothing."""
+    ip.run("%unload_ext verta_jupyter")
+    ip.run("%load_ext verta_jupyter")
+
+
+def test_after_a_restart_the_cell_still_replaces_its_own_model(store_ip):
+    store_ip.run("FACTOR = 2")
+    run_magic(store_ip, "--no-panel --sample 1", SCALED)
+    restart_extension(store_ip)
+    store_ip.run("FACTOR = 5")
+    text = run_magic(store_ip, "--no-panel --sample 1", SCALED)[0].data["text/plain"]
+    assert "in an earlier kernel session" in text.splitlines()[0]
+    assert store_ip.run("run.load_model().predict(1)") == 5
+
+
+def test_after_a_restart_a_model_the_api_logged_since_still_needs_overwrite(store_ip):
+    run_magic(store_ip, "--no-panel", SEED_BODY)
+    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+                 "    def predict(self, data): return 'api'\n")
+    store_ip.run("run.log_model(ApiModel, overwrite=True, sample_input=1)")
+    restart_extension(store_ip)
+    before = digest(store_ip)
+    error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
+    assert "no longer the one this cell logged" in str(error) and "--overwrite" in str(error)
+    assert digest(store_ip) == before
+
+
+@pytest.mark.parametrize("planted", ["'not a dict'", "{'cell': 1}", "{'cell': None, 'record': []}",
+                                     "{'record': 'x'}", "[1, 2]"])
+def test_a_garbled_logged_by_attribute_is_ignored_never_trusted(store_ip, planted):
+    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+                 "    def predict(self, data): return 'api'\n")
+    store_ip.run("run.log_model(ApiModel, sample_input=1)")
+    store_ip.run(f"run.log_attribute('verta_jupyter.logged_by', {planted}, overwrite=True)")
+    error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
+    assert "not by this cell" in str(error)
+    assert store_ip.run("run.load_model().predict(0)") == "api"
+
+
 def test_the_same_cell_pointed_at_another_run_does_not_replace_that_runs_model(store_ip):
     store_ip.run("run_b = client.set_experiment_run('b')")
     store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"

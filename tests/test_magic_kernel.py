@@ -213,3 +213,22 @@ def test_a_syntax_error_in_a_real_kernel_is_short_and_on_the_cells_line(kernel):
     shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))  # no colours
     assert "Cell In[2], line 3" in shown and "SyntaxError: invalid syntax" in shown
     assert len(shown.splitlines()) <= 6 and "verta_jupyter" not in shown and "Traceback" not in shown
+
+
+def test_restart_and_run_all_replaces_each_cells_own_model_and_a_copy_does_not(tmp_path, monkeypatch):
+    """Two kernels, one after the other, run the same notebook (as "Restart Kernel and Run All"
+    does): the second run replaces what each cell logged. A copy of the notebook (same cell ids,
+    another notebook path) is another notebook: it needs --overwrite."""
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))  # as Jupyter Server sets it
+    nb = notebook(SETUP, SEED.replace("--sample", "--no-panel --sample"),
+                  "print(run.load_model().predict('x'))")
+    first = execute(nb, tmp_path)
+    assert "replaced" not in outputs_of(first.cells[1])[0]
+    again = execute(nb, tmp_path)  # a new kernel: nothing in memory from the first
+    text, _ = outputs_of(again.cells[1])
+    assert re.search(r"replaced the model this cell logged at \d\d:\d\d:\d\d on \d{4}-\d\d-\d\d, "
+                     r"in an earlier kernel session", text), text
+    assert "{'echo': 'x'}" in outputs_of(again.cells[2])[0]
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis-Copy1.ipynb"))
+    with pytest.raises(CellExecutionError, match="not by this cell"):
+        execute(nb, tmp_path)

@@ -199,7 +199,7 @@ class ModelCell:
 
         o = self.options
         target = run_target(run)
-        mine = self.cell_log.get(o.cell_key, target)  # what this cell logged to this run before
+        mine = self.cell_log.get(o.cell_key, target, run)  # what this cell logged here before
         current = model_record(run) if target is not None else None
         replaces_own = mine is not None and current == mine.record
         kwargs = dict(artifacts=o.artifacts or None, sample_input=o.sample,
@@ -225,7 +225,7 @@ class ModelCell:
                                      exc.problems) from None
         # our log_model returns a LoggedModel whose report is the validation it ran
         report = getattr(result, "report", None) or report
-        self.cell_log.remember(o.cell_key, target, model_record(run) if target else None)
+        self.cell_log.remember(o.cell_key, target, model_record(run) if target else None, run)
         replaced = (f"replaced the model this cell logged at {mine.at}" if replaces_own
                     else "replaced the run's previous model (--overwrite)" if current and o.overwrite
                     else "")
@@ -297,8 +297,8 @@ class VertaMagics(Magics):
     @argument("--no-log", action="store_true", help="validate only; log nothing")
     @argument("--no-panel", action="store_true", help="do not show the predict panel")
     @argument("--overwrite", action="store_true", help="replace a model that something else "
-              "(another cell, the Python API, an earlier kernel) logged to the run; re-running "
-              "this cell replaces its own model without it")
+              "(another cell, the Python API) logged to the run; re-running this cell, also "
+              "after a kernel restart, replaces its own model without it")
     @argument("--allow-secrets", action="store_true", help="capture globals that look like "
               "secrets (only when they are not secret)")
     @argument("--proof", choices=("process", "env"), default="process", help="env: prove the "
@@ -318,7 +318,8 @@ class VertaMagics(Magics):
         __tracebackhide__ = True
         try:
             options = self._options(self._parse(line))
-            options.cell_key = cell_key(self._cell_id(), f"%%verta_model {line}\n{cell}")
+            options.cell_key = cell_key(self._cell_id(), f"%%verta_model {line}\n{cell}",
+                                        self._notebook())
             with shown_in_summary():  # its warnings are in the summary: not issued twice
                 outcome = ModelCell(self.shell.user_ns, options, execute=self._run_body,
                                     cell_log=self.cell_log).run(cell)
@@ -334,6 +335,11 @@ class VertaMagics(Magics):
     def _cell_id(self) -> str | None:
         # ipykernel passes the front end's cellId to run_cell (JupyterLab, Notebook 7, VS Code)
         return getattr(getattr(self._execution(), "info", None), "cell_id", None) or None
+
+    def _notebook(self) -> str | None:
+        # ipykernel names the notebook's server session here (JupyterLab, Notebook 7)
+        name = self.shell.user_ns.get("__session__")
+        return name if isinstance(name, str) and name else None
 
     def _prompt_number(self) -> int:
         # while a cell runs, shell.execution_count is already the next prompt's number
