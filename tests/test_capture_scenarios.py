@@ -351,6 +351,41 @@ SCENARIOS += [
         "import abc\nclass Base(abc.ABC):\n    @abc.abstractmethod\n    def transform(self, x):\n        ...",
         "class MyModel(Base):\n    def __init__(self, artifacts):\n        pass\n    def transform(self, x):\n        return x + 1\n"
         "    def predict(self, data):\n        return self.transform(data)"], 1),
+    # found by trying notebook patterns nobody here wrote (round 3)
+    Scenario("defaultdict-lambda", ["from collections import defaultdict\nCOUNTS = defaultdict(lambda: 7)\nCOUNTS['a'] = 1",
+                                    model("[COUNTS[w] for w in data]")], ["a", "b"]),
+    Scenario("logger-global", ["import logging\nlog = logging.getLogger('nb')", model("(log.info('x'), data)[1]")], 3),
+    Scenario("slots-model", ["class MyModel:\n    __slots__ = ('k',)\n    def __init__(self, artifacts):\n        self.k = 2\n    def predict(self, data):\n        return data * self.k"], 4),
+    Scenario("generic-model", ["from typing import Generic, TypeVar\nT = TypeVar('T')",
+                               "class MyModel(Generic[T]):\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return data"], 4),
+    Scenario("nested-config-class", ["class MyModel:\n    class Config:\n        k = 3\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return data * self.Config.k"], 4),
+    Scenario("dataclass-model", ["from dataclasses import dataclass, field\n@dataclass\nclass MyModel:\n    artifacts: dict = field(default_factory=dict)\n    k: int = 5\n    def predict(self, data):\n        return data * self.k"], 2),
+    Scenario("itemgetter-global", ["import operator\nGET = operator.itemgetter('a', 'b')", model("list(GET(data))")], {"a": 1, "b": 2}),
+    Scenario("maketrans-table", ["TABLE = str.maketrans('abc', 'xyz')", model("data.translate(TABLE)")], "aabbcc"),
+    Scenario("function-stored-on-self", ["def helper(x):\n    return x + 1",
+        "class MyModel:\n    def __init__(self, artifacts):\n        self.fn = helper\n    def predict(self, data):\n        return self.fn(data)"], 1),
+    Scenario("try-import-fallback", ["try:\n    import ujson as json\nexcept ImportError:\n    import json", model("json.dumps(data)")], {"a": 1}),
+    Scenario("shadowed-import", ["from math import log", "def log(x):\n    return 'mine'", model("log(data)")], 3),
+    Scenario("match-statement", ["class MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        match data:\n            case {'x': x}:\n                return x\n            case _:\n                return None"], {"x": 4}),
+    Scenario("generator-helper", ["def pairs(xs):\n    for a, b in zip(xs, xs[1:]):\n        yield a + b", model("list(pairs(data))")], [1, 2, 3]),
+    Scenario("simplenamespace-config", ["import types\nCFG = types.SimpleNamespace(k=4, name='n')", model("[data * CFG.k, CFG.name]")], 2),
+    Scenario("decimal-fraction-date", ["import decimal, fractions, datetime\nD = decimal.Decimal('1.10')\nF = fractions.Fraction(1, 3)\nDAY = datetime.date(2024, 1, 2)",
+                                       model("[str(D * 2), str(F * 3), DAY.isoformat()]")], 0),
+    Scenario("class-decorator-adds-method", ["def with_describe(cls):\n    cls.describe = lambda self: 'described'\n    return cls",
+        "@with_describe\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return self.describe()"], 0),
+    Scenario("init-subclass-registry", ["class Base:\n    registry = []\n    def __init_subclass__(cls, **kw):\n        super().__init_subclass__(**kw)\n        Base.registry.append(cls.__name__)",
+        "class MyModel(Base):\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return Base.registry"], 0),
+    Scenario("partialmethod", ["import functools\nclass MyModel:\n    def __init__(self, artifacts):\n        pass\n    def _mul(self, x, k):\n        return x * k\n    triple = functools.partialmethod(_mul, k=3)\n    def predict(self, data):\n        return self.triple(data)"], 2),
+    Scenario("pandas-categorical-global", ["import pandas as pd\nCATS = pd.Series(['a', 'b', 'a'], dtype='category')", model("[str(c) for c in CATS.cat.categories] + [int(CATS.cat.codes[data])]")], 1),
+    Scenario("structured-array", ["import numpy as np\nARR = np.array([(1, 2.0), (3, 4.0)], dtype=[('a', 'i4'), ('b', 'f8')])", model("float(ARR['b'][data])")], 1),
+    Scenario("model-attr-set-after-class", ["class MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return MyModel.SCALE * data", "MyModel.SCALE = 7"], 2),
+    Scenario("global-set-by-exec", ["exec('K = 9')", model("K + data")], 1),
+    Scenario("property-builtin-call", ["class MyModel:\n    def __init__(self, artifacts):\n        self._k = 2\n    def _get(self):\n        return self._k\n    k = property(_get)\n    def predict(self, data):\n        return data * self.k"], 3),
+    Scenario("class-name-differs-from-variable", ["class _Impl:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return data + 1", "MyModel = _Impl"], 1),
+    Scenario("subclass-body-reads-a-tuned-base-attribute", [
+        "class Base:\n    k = 1", "Base.k = 5",
+        "class MyModel(Base):\n    k2 = Base.k * 2\n    def __init__(self, artifacts):\n        pass\n"
+        "    def predict(self, data):\n        return [self.k, self.k2, data]"], 0),
 ]
 
 
@@ -390,7 +425,7 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
 
 
 def test_scenario_table_is_large_enough():
-    assert len(SCENARIOS) >= 90
+    assert len(SCENARIOS) >= 115
     assert len({s.id for s in SCENARIOS}) == len(SCENARIOS)
 
 

@@ -52,6 +52,7 @@ class Item:
     depends_on: list[str] = field(default_factory=list)  # names of other items
     tied: bool = False  # pickled bytecode: loads only under this Python minor version
     empty: str | None = None  # a value container's empty literal: `{}` (to break cycles)
+    late: bool = False  # a patch emitted after every definition (see state.Patch.late)
 
 
 class Closure:
@@ -128,13 +129,15 @@ class Closure:
             patches = []
         for patch in patches:
             self._try_patch(target, f"{target}.{patch.attribute} = {{}}", patch.value,
-                            f"{target}.{patch.attribute}", definition, required=patch.required)
+                            f"{target}.{patch.attribute}", definition, required=patch.required,
+                            late=patch.late)
         for kind, impl in state.dispatch_overloads(obj):
             self._add_overload(target, kind, impl, definition)
 
-    def _try_patch(self, target: str, template: str, value, label: str, definition, required: bool) -> None:
+    def _try_patch(self, target: str, template: str, value, label: str, definition, required: bool,
+                   late: bool = False) -> None:
         try:
-            self._emit_patch(target, template, value)
+            self._emit_patch(target, template, value, late)
         except _StaleDefinition as exc:
             self.problems.append(problem("VJ205", f"'{label}' refers to {exc}", name=label,
                                          where=definition.where()))
@@ -296,10 +299,11 @@ class Closure:
                 return None
         return None
 
-    def _emit_patch(self, target: str, template: str, value) -> None:
-        """A statement after `target` that restores live state (`{}` = the value)."""
+    def _emit_patch(self, target: str, template: str, value, late: bool = False) -> None:
+        """A statement after `target` (after every definition, if `late`) that restores live
+        state (`{}` = the value)."""
         key = f"_vj_patch_{len(self.items)}"
-        item = self.items[key] = Item(key, "patch", "", depends_on=[target])
+        item = self.items[key] = Item(key, "patch", "", depends_on=[target], late=late)
         self._emit_call(item, template, value)
         item.code = item.code.split(" = ", 1)[1]  # a statement, not a binding
         self.patches.append(key)

@@ -126,10 +126,10 @@ def _post_order(items: dict[str, Item], root: str, extra: list[str] = ()) -> lis
             visit(dep)
     leftovers = [item for name, item in items.items() if name not in state and item.kind != "patch"]
     ordered = leftovers + [item for item in ordered if item.kind != "patch"]
-    for patch in patches:  # live state restored right after the last thing it needs
+    for patch in (p for p in patches if not p.late):  # live state, right after what it needs
         position = max((i for i, item in enumerate(ordered) if item.name in patch.depends_on), default=len(ordered) - 1)
         ordered.insert(position + 1, patch)
-    return ordered
+    return ordered + [patch for patch in patches if patch.late]  # class data: once all ran
 
 
 def render(class_name: str, version: str, imports: list[str], items: list[Item], bundled: bool,

@@ -21,8 +21,11 @@ import hashlib
 import os
 import sys
 import types
+import typing
 
 UNKNOWN = "?"
+_TYPE_PARAMETERS = tuple(getattr(typing, name) for name in ("TypeVar", "ParamSpec", "TypeVarTuple")
+                         if hasattr(typing, name))
 _MAX_DEPTH = 40
 _MAX_ITEMS = 100_000
 _FUTURE_FLAG = __future__.annotations.compiler_flag
@@ -164,6 +167,10 @@ class _Walker:
             return f"property({inner(obj.fget)},{inner(obj.fset)},{inner(obj.fdel)})"
         if _is_ndarray(obj):
             return self.ndarray(obj, inner)
+        if isinstance(obj, _TYPE_PARAMETERS):  # rebuilt by value: what it says, not where it lives
+            return (f"{kind.__name__}:{obj.__name__}:{inner(getattr(obj, '__bound__', None))}:"
+                    f"{inner(getattr(obj, '__constraints__', ()))}:"
+                    f"{getattr(obj, '__covariant__', False)}:{getattr(obj, '__contravariant__', False)}")
         return self.reduced(obj, kind, inner)
 
     def type_name(self, cls: type) -> str:
@@ -198,8 +205,9 @@ class _Walker:
         if callable(obj) and hasattr(obj, "__wrapped__") and not isinstance(obj, type):
             return f"wrapper:{self.type_name(kind)}({inner(obj.__wrapped__)})"  # lru_cache & co
         reduction = obj.__reduce_ex__(4)
-        if isinstance(reduction, str):
-            return f"global:{getattr(obj, '__module__', '')}.{reduction}"
+        if isinstance(reduction, str):  # pickled by name (a TypeVar, a singleton)
+            module = getattr(obj, "__module__", "")
+            return f"global:{'local' if module in self.local else module}.{reduction}"
         parts = list(reduction) + [None] * (6 - len(reduction))
         function, args, state, list_items, dict_items = parts[:5]
         if args and getattr(function, "__name__", "") == "__newobj__":

@@ -27,6 +27,10 @@ class Patch:
     attribute: str
     value: object
     required: bool  # False: a class-body value re-patched for safety; skip it if unpicklable
+    # Data on a class is restored after every definition has run: defining a subclass, or
+    # decorating a later function, may change it again (`__init_subclass__` appending to a
+    # registry), and the notebook's value is the one after all of that.
+    late: bool = False
 
 
 def class_patches(cls: type, node: ast.ClassDef) -> list[Patch]:
@@ -40,7 +44,7 @@ def class_patches(cls: type, node: ast.ClassDef) -> list[Patch]:
         if key not in body:
             if dunder or sunder or key in _GENERATED_KEYS or _generated(value):
                 continue  # made by type(), a decorator or a metaclass when the statement runs
-            patches.append(Patch(key, value, required=not made_by_others))
+            patches.append(Patch(key, value, required=not made_by_others, late=_is_plain_data(value)))
             continue
         statement = body[key]
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -49,7 +53,7 @@ def class_patches(cls: type, node: ast.ClassDef) -> list[Patch]:
         elif isinstance(statement, ast.ClassDef) or isinstance(value, cls):
             continue  # a nested class, or an Enum member: the statement makes it
         elif not _literal_matches(statement, value) and _is_plain_data(value):
-            patches.append(Patch(key, value, required=not _has_value(statement)))
+            patches.append(Patch(key, value, required=not _has_value(statement), late=True))
     return patches
 
 
