@@ -386,6 +386,54 @@ SCENARIOS += [
         "class Base:\n    k = 1", "Base.k = 5",
         "class MyModel(Base):\n    k2 = Base.k * 2\n    def __init__(self, artifacts):\n        pass\n"
         "    def predict(self, data):\n        return [self.k, self.k2, data]"], 0),
+    # frameworks mixed as notebooks mix them (scikit-learn, pandas, typing)
+    Scenario("vectorizer-with-notebook-tokenizer", [
+        "import re\nWORD = re.compile(r'[a-z]+')\ndef my_tokenize(text):\n    return WORD.findall(text.lower())",
+        "from sklearn.feature_extraction.text import CountVectorizer\nVEC = CountVectorizer(tokenizer=my_tokenize, token_pattern=None).fit(['Good day', 'bad day'])",
+        model("VEC.transform([data]).toarray().tolist()")], "good GOOD bad"),
+    Scenario("vectorizer-with-lambda-preprocessor", [
+        "from sklearn.feature_extraction.text import TfidfVectorizer\nTF = TfidfVectorizer(preprocessor=lambda s: s.replace('!', ' ')).fit(['aa bb!', 'bb cc'])",
+        model("[round(v, 6) for v in TF.transform([data]).toarray()[0]]")], "aa! cc"),
+    Scenario("pipeline-with-notebook-transformer-class", [
+        "import numpy as np\nfrom sklearn.base import BaseEstimator, TransformerMixin\nfrom sklearn.pipeline import Pipeline\nfrom sklearn.linear_model import LinearRegression",
+        "class AddSquares(BaseEstimator, TransformerMixin):\n    def __init__(self, power=2):\n        self.power = power\n    def fit(self, X, y=None):\n        return self\n    def transform(self, X):\n        return np.hstack([X, X ** self.power])",
+        "PIPE = Pipeline([('sq', AddSquares(power=3)), ('lr', LinearRegression())]).fit(np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([1.0, 8.0, 27.0, 64.0]))",
+        model("[round(float(v), 6) for v in PIPE.predict(np.array(data).reshape(-1, 1))]")], [5.0]),
+    Scenario("column-transformer-function-transformer", [
+        "import numpy as np, pandas as pd\nfrom sklearn.compose import ColumnTransformer\nfrom sklearn.preprocessing import FunctionTransformer, OneHotEncoder",
+        "DF = pd.DataFrame({'n': [1.0, 10.0], 'c': ['x', 'y']})\nCT = ColumnTransformer([('log', FunctionTransformer(np.log1p), ['n']), ('oh', OneHotEncoder(), ['c'])]).fit(DF)",
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return [round(float(v), 6) for v in CT.transform(pd.DataFrame(data)).ravel()]"],
+        [{"n": 3.0, "c": "y"}]),
+    Scenario("model-is-a-sklearn-estimator-subclass", [
+        "from sklearn.base import BaseEstimator\nclass MyModel(BaseEstimator):\n    def __init__(self, artifacts=None, k=3):\n        self.artifacts = artifacts\n        self.k = k\n    def predict(self, data):\n        return [x * self.k for x in data]"], [1, 2]),
+    Scenario("dataframe-lookup-with-loc", [
+        "import pandas as pd\nPRICES = pd.DataFrame({'sku': ['a', 'b'], 'price': [1.5, 2.25]}).set_index('sku')",
+        model("float(PRICES.loc[data, 'price'])")], "b"),
+    Scenario("enum-keys-in-global-dict", [
+        "import enum\nclass Color(enum.Enum):\n    RED = 'red'\n    BLUE = 'blue'", "WEIGHT = {Color.RED: 1, Color.BLUE: 2}",
+        model("WEIGHT[Color(data)]")], "blue"),
+    Scenario("callable-object-helper", [
+        "class Scorer:\n    def __init__(self, w):\n        self.w = w\n    def __call__(self, x):\n        return x * self.w", "SCORE = Scorer(4)",
+        model("SCORE(data)")], 2),
+    Scenario("apply-helper-on-dataframe", [
+        "import pandas as pd\ndef band(x):\n    return 'hi' if x > 5 else 'lo'",
+        model("pd.DataFrame(data)['v'].apply(band).tolist()")], [{"v": 3}, {"v": 9}]),
+    Scenario("json-config-loaded-from-file", [
+        "import json, tempfile, os\n_p = os.path.join(tempfile.mkdtemp(), 'c.json')\nwith open(_p, 'w') as f:\n    json.dump({'k': 3}, f)\nCONFIG = json.load(open(_p))",
+        model("data * CONFIG['k']")], 2),
+    Scenario("staticmethod-reads-constant", ["RATE = 0.25",
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n    @staticmethod\n    def tax(x):\n        return x * RATE\n    def predict(self, data):\n        return self.tax(data)"], 8),
+    Scenario("fitted-kmeans-and-scaler", [
+        "import numpy as np\nfrom sklearn.cluster import KMeans\nfrom sklearn.preprocessing import StandardScaler\nX = np.array([[0.0, 0.0], [0.1, 0.1], [5.0, 5.0], [5.1, 5.1]])\nSC = StandardScaler().fit(X)\nKM = KMeans(n_clusters=2, n_init=3, random_state=0).fit(SC.transform(X))",
+        model("[int(v) for v in KM.predict(SC.transform(np.array(data)))] ")], [[0.0, 0.0], [5.0, 5.0]]),
+    Scenario("global-list-of-pairs-built-in-loop", ["RULES = []\nfor w, s in [('good', 1), ('bad', -1)]:\n    RULES.append((w, s))",
+        model("sum(s for w, s in RULES if w in data.split())")], "good good bad"),
+    Scenario("helper-with-kwargs-and-star-args", ["def combine(*parts, sep='-', **extra):\n    return sep.join(parts) + str(sorted(extra))",
+        model("combine(*data, sep='+', z=1)")], ["a", "b"]),
+    Scenario("model-with-class-method-constructor", [
+        "class MyModel:\n    def __init__(self, artifacts, scale=1):\n        self.scale = scale\n    @classmethod\n    def doubled(cls):\n        return cls({}, scale=2)\n    def predict(self, data):\n        return data * self.scale + self.doubled().scale"], 3),
+    Scenario("typed-dict-and-protocol", ["from typing import TypedDict, Protocol\nclass Row(TypedDict):\n    x: int\nclass HasX(Protocol):\n    x: int",
+        "class MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data: Row) -> int:\n        return data['x'] + 1"], {"x": 1}),
 ]
 
 
@@ -425,7 +473,7 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
 
 
 def test_scenario_table_is_large_enough():
-    assert len(SCENARIOS) >= 115
+    assert len(SCENARIOS) >= 130
     assert len({s.id for s in SCENARIOS}) == len(SCENARIOS)
 
 

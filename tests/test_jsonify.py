@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import types
+import typing
 import uuid
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -221,6 +222,43 @@ def test_convert_input_dataclass_and_pydantic_and_reports_the_path():
     with pytest.raises(JsonConversionError) as info:
         convert_input(by_point, [{"x": 1, "y": 2}, {"x": 1, "y": 2, "when": "not a date"}])
     assert info.value.path == 'data[1]["when"]'
+
+
+class Row(typing.TypedDict):
+    x: int
+    when: dt.date
+
+
+class Pair(typing.NamedTuple):
+    x: float
+    when: dt.date
+
+
+class HasX(typing.Protocol):
+    x: int
+
+
+def test_typed_dict_named_tuple_and_protocol_annotations_take_their_json_forms():
+    """A TypedDict refuses isinstance() and a namedtuple is not built from one list: each has
+    its own form, converted key by key or field by field."""
+    def by_row(data: Row):
+        return data
+
+    def by_pair(data: list[Pair]):
+        return data
+
+    def by_protocol(data: HasX):
+        return data
+
+    assert convert_input(by_row, {"x": 1, "when": "2024-01-02"}) == {"x": 1, "when": dt.date(2024, 1, 2)}
+    assert convert_input(by_pair, [[1, "2024-01-02"], {"x": 2, "when": "2024-01-03"}]) == [
+        Pair(1.0, dt.date(2024, 1, 2)), Pair(2.0, dt.date(2024, 1, 3))]
+    assert convert_input(by_protocol, {"x": 1}) == {"x": 1}
+    with pytest.raises(JsonConversionError) as info:
+        convert_input(by_pair, [[1, "2024-01-02"], [1, "not a date"]])
+    assert info.value.path == "data[1][1]"
+    with pytest.raises(JsonConversionError, match="expected a JSON object"):
+        convert_input(by_row, [1, 2])
 
 
 # -- round trips (hypothesis) ------------------------------------------------------------------

@@ -193,6 +193,12 @@ def _from_item(value: Any, ann: Any, segment: str) -> Any:
 
 
 def _from_class(data: Any, ann: type) -> Any:
+    import typing
+
+    if typing.is_typeddict(ann):  # a dict with typed keys; isinstance() refuses it
+        return _from_typed_dict(data, ann)
+    if getattr(ann, "_is_protocol", False):  # a structural type: nothing to build
+        return data
     if isinstance(data, ann) and not isinstance(data, (list, dict)):
         return data
     if issubclass(ann, enum.Enum):
@@ -213,6 +219,8 @@ def _from_class(data: Any, ann: type) -> Any:
         return ann(data)
     if issubclass(ann, (bytes, bytearray)):
         return ann(base64.b64decode(data, validate=True))
+    if issubclass(ann, tuple) and hasattr(ann, "_fields"):  # a namedtuple: fields by name or place
+        return _from_named_tuple(data, ann)
     if issubclass(ann, (set, frozenset, tuple)):
         return ann(data)
     if dataclasses.is_dataclass(ann):
@@ -220,6 +228,27 @@ def _from_class(data: Any, ann: type) -> Any:
     if hasattr(ann, "model_validate"):
         return ann.model_validate(data)
     return data
+
+
+def _from_typed_dict(data: Any, ann: type) -> dict:
+    import typing
+
+    if not isinstance(data, dict):
+        raise NoJsonForm(type_name(ann), "expected a JSON object")
+    hints = typing.get_type_hints(ann)
+    return {k: _from_item(v, hints.get(k), f"[{json.dumps(k)}]") for k, v in data.items()}
+
+
+def _from_named_tuple(data: Any, ann: type) -> tuple:
+    import typing
+
+    hints = typing.get_type_hints(ann)
+    if isinstance(data, dict):
+        return ann(**{k: _from_item(v, hints.get(k), f"[{json.dumps(k)}]") for k, v in data.items()})
+    if isinstance(data, list):
+        return ann(*(_from_item(v, hints.get(f), f"[{i}]")
+                     for i, (v, f) in enumerate(zip(data, ann._fields))), *data[len(ann._fields):])
+    raise NoJsonForm(type_name(ann), "expected a JSON object or array")
 
 
 def _from_dataclass(data: Any, ann: type) -> Any:
