@@ -71,6 +71,33 @@ def make_package(shell, tmp_path):
     return make
 
 
+#: Variables that say where tests would write and as whom (a developer's real tracking server
+#: and its credentials) or that change what the package does. Every test starts without them,
+#: and so does every process a test starts (children inherit os.environ); a test that needs one
+#: sets it with monkeypatch. VERTA_JUPYTER_PORTABLE stays: scripts/test.sh sets it on purpose.
+SCRUBBED_VARIABLES = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    "MLFLOW_TRACKING_AUTH", "VERTA_JUPYTER_STORE", "VERTA_JUPYTER_MLFLOW_NAMESPACE",
+    "VERTA_JUPYTER_WORKER_MEMORY", "VERTA_JUPYTER_WORKER_MESSAGE_LIMIT",
+    "VERTA_JUPYTER_SECRET_SCAN_BUDGET", "VERTA_JUPYTER_PROGRESS_MIN_BYTES",
+    "VERTA_JUPYTER_ENV_INSTALLER",
+)
+
+
+def scrubbed(name: str) -> bool:
+    return name in SCRUBBED_VARIABLES or name.startswith("MLFLOW_TRACKING_")
+
+
+@pytest.fixture(autouse=True)
+def no_developer_tracking_environment(monkeypatch):
+    """A developer's MLFLOW_TRACKING_URI, VERTA_JUPYTER_STORE or credentials must never route a
+    test (or a worker or CLI process it starts) to their real server."""
+    for name in [n for n in os.environ if scrubbed(n)]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(autouse=True)
 def no_current_run_between_tests():
     """`set_experiment_run` remembers the process's current run (the magic's default target);

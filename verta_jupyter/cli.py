@@ -9,11 +9,12 @@
     verta-jupyter model verify   (RUN_ID | --registered-model NAME --version V) [--env [--python 3.X]]
     verta-jupyter store check [--quick]
     verta-jupyter store gc [--min-age SECONDS]
+    verta-jupyter envs list | prune [--keep N] [--days D] [--all]   (the --env proof's cache)
     verta-jupyter --version
 
 `python -m verta_jupyter ...` is the same command.
 
-Every command takes `--store PATH_OR_URL` (default: $VERTA_JUPYTER_STORE, else ./verta_store)
+Every store command takes `--store PATH_OR_URL` (default: $VERTA_JUPYTER_STORE, else ./verta_store)
 and `--help`. Errors print one line to stderr and exit with status 1; `store check` exits 1 when
 it finds damage.
 """
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verta-jupyter", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"verta-jupyter {__version__}",
                         help="print the version (on stdout) and exit")
-    groups = parser.add_subparsers(title="commands", metavar="{runs,model,store}")
+    groups = parser.add_subparsers(title="commands", metavar="{runs,model,store,envs}")
     runs = _group(groups, "runs", "list and show experiment runs")
     _command(runs, "list", "list runs, oldest first", _runs_list, _add_run_filters)
     _command(runs, "show", "show one run", _runs_show,
@@ -76,7 +77,29 @@ def _parser() -> argparse.ArgumentParser:
              _store_gc, lambda p: p.add_argument(
                  "--min-age", type=float, default=3600.0, metavar="SECONDS",
                  help="only files older than this (default 3600: never a write in progress)"))
+    envs = _group(groups, "envs", "the clean environments `model verify --env` keeps")
+    _env_command(envs, "list", "list them, most recently used first", _envs_list, lambda p: None)
+    _env_command(envs, "prune", "remove the least recently used (never one in use)", _envs_prune,
+                 _add_prune_arguments)
     return parser
+
+
+def _env_command(sub, name: str, help: str, handler: Callable, add_arguments: Callable) -> None:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.add_argument("--cache", default=None, help="the cache folder (default: "
+                        "$VERTA_JUPYTER_ENV_CACHE, else ~/.cache/verta_jupyter/envs)")
+    add_arguments(parser)
+    parser.set_defaults(handler=handler)
+
+
+def _add_prune_arguments(parser) -> None:
+    from .worker.envcache import DEFAULT_DAYS, DEFAULT_KEEP
+
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
+                        help=f"keep the N most recently used (default {DEFAULT_KEEP})")
+    parser.add_argument("--days", type=float, default=DEFAULT_DAYS, metavar="D",
+                        help=f"and any used in the last D days (default {DEFAULT_DAYS:g})")
+    parser.add_argument("--all", action="store_true", help="remove every one not in use")
 
 
 def _group(groups, name: str, help: str):
@@ -330,6 +353,37 @@ def _store_gc(args) -> int:
         store.close()
     print(f"removed {removed['temp_files']} temporary file(s) and {removed['blobs']} "
           f"unreferenced blob(s), {removed['bytes']} bytes")
+    return 0
+
+
+def _env_cache(args) -> Path:
+    from .worker.envproof import env_cache_root
+
+    return Path(args.cache).expanduser() if args.cache else env_cache_root()
+
+
+def _envs_list(args) -> int:
+    import time
+
+    from .worker.envcache import list_environments
+
+    root = _env_cache(args)
+    envs = list_environments(root)
+    print(f"{len(envs)} environment(s) in {root}")
+    for env in envs:
+        state = " (in use)" if env.in_use else "" if env.whole else " (damaged: rebuilt on use)"
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(env.last_used))
+        print(f"{env.key}  last used {used}{state}  {', '.join(env.requirements) or '(nothing)'}")
+    return 0
+
+
+def _envs_prune(args) -> int:
+    from .worker.envcache import prune_environments
+
+    keep, days = (0, 0.0) if args.all else (args.keep, args.days)
+    removed = prune_environments(_env_cache(args), keep=keep, days=days)
+    print(f"removed {len(removed)} environment(s){': ' if removed else ''}"
+          + ", ".join(env.key for env in removed))
     return 0
 
 

@@ -4,55 +4,25 @@ Starting from the class statement, every free name is looked up where the class 
 (the notebook's namespace) and becomes one of: builtin (nothing to do), module import,
 library object import, notebook definition (its source, analysed in turn), literal (source),
 or value (pickled). Problems are collected, not raised one by one, so the user sees them all.
+
+The walk is this module's `Closure`; what a value is lives in `kinds`, the import lines and
+the modules behind them in `imports`, the records it produces in `items`.
 """
 from __future__ import annotations
 
-import __future__
 import ast
 import builtins
-import functools
-import importlib
 import inspect
-import sys
 import types
-from dataclasses import dataclass, field
 
 from ..catalog import problem
 from ..errors import CaptureError, Problem
-from . import cells, made, names, requirements, state, values
-from .bundle import LocalModules, unbundlable
+from . import cells, kinds, made, names, state, values
+from .imports import Imports, origin
+from .items import EMPTY, Dependency, Item
+from .kinds import IPYTHON_ONLY, MODULE_DUNDERS
 
-# Names IPython injects into builtins or the user namespace; absent where the model is deployed.
-IPYTHON_ONLY = {"display", "get_ipython", "__IPYTHON__", "In", "Out", "_ih", "_oh", "_dh", "exit", "quit"}
-MODULE_DUNDERS = {"__name__", "__doc__", "__file__", "__spec__", "__loader__", "__package__",
-                  "__builtins__", "__annotations__", "__cached__"}
-_IPYTHON_MODULES = ("IPython", "ipykernel", "ipywidgets", "google.colab")
-
-
-@dataclass
-class Dependency:
-    """One thing the model needs, for people: what, what kind, where defined, who uses it."""
-
-    name: str
-    kind: str  # module | library | notebook | literal | value | local-module
-    detail: str  # the import line, the value's type, ...
-    defined_in: str  # "cell line 3", "numpy==2.4.6", "helpers.py"
-    used_by: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Item:
-    """A piece of model.py: an import, a definition, a literal or a pickled value."""
-
-    name: str
-    kind: str  # import | definition | alias | literal | value
-    code: str  # the source line(s) for model.py
-    comment: str = ""
-    pickled: bytes | None = None
-    depends_on: list[str] = field(default_factory=list)  # names of other items
-    tied: bool = False  # pickled bytecode: loads only under this Python minor version
-    empty: str | None = None  # a value container's empty literal: `{}` (to break cycles)
-    late: bool = False  # a patch emitted after every definition (see state.Patch.late)
+__all__ = ["Closure", "Dependency", "Item"]
 
 
 class Closure:
@@ -64,13 +34,14 @@ class Closure:
         self.cell_source = cell_source
         self.history = list(namespace.get("_ih") or namespace.get("In") or [])
         self.items: dict[str, Item] = {}
-        self.imports: dict[str, str] = {}  # import line -> the name it binds
         self.dependencies: dict[str, Dependency] = {}
         self.definitions: list[cells.Definition] = []
         self.values: dict[str, object] = {}
-        self.modules_used: set[str] = set()
-        self.local = LocalModules()
         self.problems: list[Problem] = []
+        self.modules = Imports(root_module, self.problems)
+        self.imports = self.modules.lines  # import line -> the name it binds
+        self.modules_used = self.modules.modules_used  # pinned in requirements.txt
+        self.local = self.modules.local  # bundled
         self.warnings: list[Problem] = []
         self.future_annotations = False  # a cell ran `from __future__ import annotations`
         self._assignments: dict[str, int] | None = None
@@ -101,13 +72,13 @@ class Closure:
         item = self.items[obj.__name__] = Item(obj.__name__, "definition", definition.source,
                                                comment=f"from {definition.origin}")
         self.definitions.append(definition)
-        self.future_annotations |= _compiled_with_future_annotations(obj)
+        self.future_annotations |= kinds.compiled_with_future_annotations(obj)
         self._note(obj.__name__, "notebook", f"{type(obj).__name__} {obj.__name__}", definition.origin, used_by)
         analysis = names.analyse(definition.source, definition.node, own_name=definition.name)
         self._warn_dynamic(definition, analysis)
         self._resolve_uses(item, analysis, definition.where, definition.name)
         for module_name in sorted(analysis.imports):  # `import x` inside a method: still a requirement
-            self._require_module_named(module_name, import_if_needed=True)
+            self.modules.require_named(module_name, import_if_needed=True)
         for free, use in analysis.mutated.items():
             line, scope = use.first
             self.warnings.append(problem(
@@ -185,7 +156,7 @@ class Closure:
                 if id(obj) in seen:
                     continue
                 seen.add(id(obj))
-                for inner in _wrapped_candidates(obj):
+                for inner in kinds.wrapped_candidates(obj):
                     if (isinstance(inner, types.FunctionType) and inner.__qualname__ == name
                             and inner.__module__ in (self.root_module, "__main__")):
                         return inner
@@ -266,7 +237,7 @@ class Closure:
     def _emit_call(self, item: Item, template: str, value) -> None:
         """`item.code` = template filled with `value` as a literal, or loaded from globals.pkl."""
         literal = values.literal_source(value)
-        name = self.definition_name(value) if _may_be_definition(value) else None
+        name = self.definition_name(value) if kinds.may_be_definition(value) else None
         if name is None and literal is None:
             name = self._global_holding(value, item.name)  # a notebook global's object: stored once
         if literal is not None or name is not None:
@@ -277,7 +248,7 @@ class Closure:
             return
         data, references, tied = values.dump_value(value, self.definition_name)
         for module_name in values.modules_needed(data, self._live_reference):
-            self._require_module_named(module_name)
+            self.modules.require_named(module_name)
         item.code = f"{item.name} = " + template.format(f'_vj_value("{item.name}")')
         item.pickled, item.tied = data, tied
         for ref_name, obj in references.items():
@@ -336,9 +307,9 @@ class Closure:
         if name not in self.namespace:
             return self._builtin_or_unresolved(name, where, user)
         value = self.namespace[name]
-        if _stands_in_for_builtin(name, value):
+        if kinds.stands_in_for_builtin(name, value):
             return False  # IPython's own `open` wraps the builtin: deployed, it is the builtin
-        if self._is_ipython_object(value):
+        if kinds.is_ipython_object(value):
             self.problems.append(problem(
                 "VJ204", f"'{name}' comes from IPython, which is not there when the model is deployed", name=name, where=where))
             return False
@@ -348,7 +319,7 @@ class Closure:
         original = self._wrapped_original(value, name)
         if original is not None:
             return self._add_wrapped(name, value, original, user)
-        if _is_made_function(value, self.root_module):
+        if kinds.is_made_function(value, self.root_module):
             key = self.made_name(value, preferred=name)
             if key is not None:
                 if key != name:
@@ -376,90 +347,18 @@ class Closure:
                 "VJ201", f"name '{name}' is not defined in the notebook", name=name, where=where))
         return False
 
-    def _is_ipython_object(self, value) -> bool:
-        module = getattr(value, "__module__", None) or getattr(value, "__name__", None)
-        if not isinstance(module, str) or isinstance(value, types.ModuleType):
-            return False
-        return module.startswith(_IPYTHON_MODULES) and callable(value)
-
-    # -- modules and library objects (imports + pinned requirements)
+    # -- modules and library objects (imports + pinned requirements: imports.py)
     def _add_module(self, name: str, module: types.ModuleType, use: names.NameUse, user: str):
-        full = module.__name__
-        line = f"import {full}" if full == name else f"import {full} as {name}"
-        self.imports[line] = name
-        for chain in sorted(use.attribute_chains):  # `import sklearn.linear_model` used as sklearn.linear_model.X
-            sub = self._longest_submodule(full, chain.split(".")[1:])
-            if sub and full == name:
-                self.imports[f"import {sub}"] = name
-                self._require_module(sys.modules[sub])  # a namespace package is pinned by what is used
-        self._require_module(module)
-        self._note(name, "module", line, self._origin(full), user)
-
-    def _longest_submodule(self, base: str, attrs: list[str]) -> str | None:
-        found = None
-        for i in range(1, len(attrs) + 1):
-            candidate = ".".join([base, *attrs[:i]])
-            if candidate in sys.modules:
-                found = candidate
-        return found
+        line = self.modules.add_module(name, module, use.attribute_chains)
+        self._note(name, "module", line, origin(module.__name__), user)
 
     def _add_library_object(self, name: str, value, user: str) -> bool:
-        module_name = getattr(value, "__module__", None)
-        qualname = getattr(value, "__qualname__", None)
-        if not (isinstance(module_name, str) and isinstance(qualname, str)) or "<" in qualname:
+        found = self.modules.add_library_object(name, value)
+        if found is None:
             return False
-        if module_name in (self.root_module, "__main__") or "." in qualname:
-            return False
-        if not isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)) and not callable(value):
-            return False
-        public = self._public_module(module_name, qualname, value)
-        if public is None:
-            return False
-        line = f"from {public} import {qualname}" + (f" as {name}" if name != qualname else "")
-        self.imports[line] = name
-        self._require_module(sys.modules[public])
-        self._note(name, "library", line, self._origin(public), user)
+        line, public = found
+        self._note(name, "library", line, origin(public), user)
         return True
-
-    @staticmethod
-    def _public_module(module_name: str, qualname: str, value) -> str | None:
-        """The shortest already-imported module path that exposes `value` under `qualname`."""
-        parts = module_name.split(".")
-        for i in range(1, len(parts) + 1):
-            candidate = ".".join(parts[:i])
-            module = sys.modules.get(candidate)
-            if module is not None and getattr(module, qualname, None) is value:
-                return candidate
-        return None
-
-    def _require_module(self, module: types.ModuleType):
-        why = unbundlable(module)
-        if why is not None:
-            self.problems.append(problem(
-                "VJ210", f"module '{module.__name__}' {why}, so the package can neither pin "
-                "nor carry it", name=module.__name__))
-            return
-        if requirements.is_local_module(module):
-            self.local.add(module)
-        else:
-            self.modules_used.add(module.__name__)
-
-    def _require_module_named(self, module_name: str, import_if_needed: bool = False):
-        module = sys.modules.get(module_name)
-        if module is None and import_if_needed:
-            module = _import_quietly(module_name)
-        if module is not None:
-            self._require_module(module)
-        else:
-            self.modules_used.add(module_name)
-
-    def _origin(self, module_name: str) -> str:
-        if requirements.is_stdlib(module_name):
-            return "standard library"
-        module = sys.modules.get(module_name)
-        if module is not None and requirements.is_local_module(module):
-            return f"local module {module_name} (bundled)"
-        return requirements.requirement_for(module_name) or module_name
 
     # -- values (literals as source, the rest pickled)
     def _add_value(self, name: str, value, where: str, user: str) -> bool:
@@ -478,13 +377,13 @@ class Closure:
         try:
             data, references, tied = values.dump_value(value, self.definition_name)
             for module_name in values.modules_needed(data, self._live_reference):
-                self._require_module_named(module_name)
+                self.modules.require_named(module_name)
         except Exception as exc:  # pickling raises many types; each is the same user problem
             self.problems.append(self._unpicklable(name, value, exc, where, user))
             return False
         item = self.items[name] = Item(name, "value", f'{name} = _vj_value("{name}")',
                                        comment=f"{values.describe(value)}, frozen at capture", pickled=data,
-                                       tied=tied, empty=_EMPTY.get(type(value)))
+                                       tied=tied, empty=EMPTY.get(type(value)))
         for ref_name, obj in references.items():
             self._add_reference(ref_name, obj, name)
             item.depends_on.append(ref_name)
@@ -511,11 +410,11 @@ class Closure:
 
     def definition_name(self, obj) -> str | None:
         """The model.py name of a notebook function/class; None if `obj` is not one."""
-        if not (isinstance(obj, (type, types.FunctionType)) or _is_cache_wrapper(obj)):
+        if not (isinstance(obj, (type, types.FunctionType)) or kinds.is_cache_wrapper(obj)):
             return None
         if getattr(obj, "__module__", None) not in (self.root_module, "__main__"):
             return None
-        if _is_made_function(obj, self.root_module):
+        if kinds.is_made_function(obj, self.root_module):
             return self.made_name(obj)  # None: no source, pickled by value (tied to this Python)
         if "<" in obj.__qualname__ or "." in obj.__qualname__:
             return None  # nested classes are pickled by value (cloudpickle)
@@ -537,54 +436,5 @@ class Closure:
             self.dependencies[name].used_by.append(user)
 
 
-_EMPTY = {dict: "{}", list: "[]", set: "set()"}  # registries decorators fill
-
-
 class _StaleDefinition(Exception):
     pass
-
-
-def _import_quietly(name: str):
-    """Import a module a method imports, to learn what provides it; None if it cannot be."""
-    try:
-        return importlib.import_module(name)
-    except Exception:  # the method may guard the import; a failure here is not ours to report
-        return None
-
-
-def _stands_in_for_builtin(name: str, value) -> bool:
-    builtin = getattr(builtins, name, None)
-    return builtin is not None and getattr(value, "__wrapped__", None) is builtin
-
-
-def _compiled_with_future_annotations(obj) -> bool:
-    flag = __future__.annotations.compiler_flag
-    return any(code.co_flags & flag for code in cells.code_objects(obj))
-
-
-def _wrapped_candidates(obj):
-    """Objects a wrapper holds: what it wraps (`__wrapped__`, `pyfunc`, `func`) or its closure."""
-    for attribute in ("__wrapped__", "pyfunc", "func", "__func__"):
-        inner = getattr(obj, attribute, None) if not isinstance(obj, type) else None
-        if inner is not None:
-            yield inner
-    for cell in getattr(obj, "__closure__", None) or ():
-        try:
-            yield cell.cell_contents
-        except ValueError:
-            continue
-
-
-def _may_be_definition(obj) -> bool:
-    return isinstance(obj, (type, types.FunctionType)) or _is_cache_wrapper(obj)
-
-
-def _is_made_function(obj, root_module: str) -> bool:
-    """A notebook lambda or a function made inside another function (a closure)."""
-    return (isinstance(obj, types.FunctionType) and obj.__module__ in (root_module, "__main__")
-            and "<" in obj.__qualname__)
-
-
-def _is_cache_wrapper(obj) -> bool:
-    return isinstance(obj, functools._lru_cache_wrapper) and inspect.isfunction(getattr(obj, "__wrapped__", None))
-

@@ -47,11 +47,11 @@ class Loggable(Named):
             raise rules.InvalidValueError(f"log_{field} takes a dict of key -> value, not "
                                           f"{type(values).__name__}")
         clean = {rules.check_key(k, field): rules.check_value(v, field, k) for k, v in values.items()}
-        if not overwrite:
+        if not overwrite:  # early and naming the run; the store re-checks atomically
             existing = self._store.get_fields(self._kind, self.id, field)
             rules.refuse_existing(existing, clean, field, self._label())
         if clean:
-            self._store.put_fields(self._kind, self.id, field, clean)
+            self._store.put_fields(self._kind, self.id, field, clean, overwrite=overwrite)
 
     def _get_field(self, field: str, key: str) -> Any:
         values = self._store.get_fields(self._kind, self.id, field)

@@ -12,7 +12,9 @@ Environments are cached by the hash of (requirements, interpreter) under
 $VERTA_JUPYTER_ENV_CACHE, else ~/.cache/verta_jupyter/envs (XDG respected): the second proof
 with the same requirements starts the worker at once. An environment is built in a temporary
 sibling folder and renamed into place when complete, so a reader never sees half of one and two
-processes building the same one at once both end with a whole one.
+processes building the same one at once both end with a whole one. Each use touches the
+environment and holds a use marker while it runs; building a new one prunes the least recently
+used others (`envcache`: the 5 most recent and any used in 14 days stay, one in use always).
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from pathlib import Path
 
 from ..errors import PackageError
 from ..package.format import MISSING, verify_package
+from .envcache import INFO as _INFO
+from .envcache import EnvLease, acquire, prune_environments, touch
 from .process import child_environment, run_isolated
 from .rebuild import RebuildResult, rebuild_in_subprocess
 
@@ -38,7 +42,6 @@ __all__ = ["prove_in_clean_env", "ensure_environment", "find_interpreter", "env_
            "missing_module", "EnvProof", "Environment", "EnvironmentBuildError"]
 
 ENV_CACHE_VARIABLE = "VERTA_JUPYTER_ENV_CACHE"
-_INFO = "vj-env.json"  # written last inside a built environment: its presence marks it whole
 _INSTALL_TIMEOUT = 900.0
 _STALE_BUILD_SECONDS = 3600.0
 _NO_MODULE = re.compile(r"No module named '([^']+)'")
@@ -63,6 +66,11 @@ class Environment:
     installer: str  # "uv" | "pip"
     build_seconds: float  # how long building it took (when it was built)
     requirements: list[str] = field(default_factory=list)
+    lease: EnvLease = field(default_factory=lambda: EnvLease(None), repr=False, compare=False)
+
+    def release(self) -> None:
+        """Done with it: pruning may remove it again (a process that exits releases it too)."""
+        self.lease.release()
 
 
 @dataclass
@@ -107,8 +115,11 @@ def prove_in_clean_env(package_dir, *, artifacts: dict | None = None, sample_inp
     except EnvironmentBuildError as exc:
         return EnvProof(ok=False, error=str(exc), details=exc.output, stage="environment",
                         seconds=time.perf_counter() - started)
-    result = rebuild_in_subprocess(package_dir, artifacts=artifacts, sample_input=sample_input,
-                                   timeout=timeout, python=env.python)
+    try:
+        result = rebuild_in_subprocess(package_dir, artifacts=artifacts, sample_input=sample_input,
+                                       timeout=timeout, python=env.python)
+    finally:
+        env.release()
     proof = EnvProof(ok=result.ok, rebuild=result, environment=env,
                      seconds=time.perf_counter() - started)
     if not result.ok:
@@ -154,7 +165,8 @@ def ensure_environment(requirements: list[str], *, python: str | None = None,
                        cache_dir: str | os.PathLike | None = None) -> Environment:
     """The cached environment holding exactly `requirements` for interpreter `python` (None:
     this one's base interpreter; "3.12": a Python 3.12 found on this machine; or a path),
-    built when it is not cached yet. Raises EnvironmentBuildError."""
+    built when it is not cached yet. It is marked in use by this process (so no pruning removes
+    it) until `Environment.release()`. Raises EnvironmentBuildError."""
     base = _base_interpreter(python)
     identity = _interpreter_identity(base)
     lines = sorted(dict.fromkeys(requirements), key=str.lower)
@@ -162,15 +174,26 @@ def ensure_environment(requirements: list[str], *, python: str | None = None,
                                     sort_keys=True).encode()).hexdigest()[:24]
     root = Path(cache_dir) if cache_dir is not None else env_cache_root()
     final = root / key
-    cached = _cached(final)
-    if cached is not None:
-        return Environment(final, cached["python"], key, True, cached["installer"],
-                           cached["build_seconds"], lines)
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(root)
-    if final.exists() and _cached(final) is None:  # no vj-env.json: damaged by hand, rebuild it
-        _discard(final)
-    return _build(root, final, key, base, identity, lines)
+    lease = acquire(root, key) if root.is_dir() else None
+    try:
+        cached = _cached(final)
+        if cached is not None:
+            touch(final)
+            return Environment(final, cached["python"], key, True, cached["installer"],
+                               cached["build_seconds"], lines, lease)
+        root.mkdir(parents=True, exist_ok=True)
+        lease = lease or acquire(root, key)
+        _remove_stale_builds(root)
+        if final.exists() and _cached(final) is None:  # no vj-env.json: damaged by hand
+            _discard(final)
+        env = _build(root, final, key, base, identity, lines)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    env.lease = lease
+    prune_environments(root, spare=(key,))  # a new one in: the least recently used others out
+    return env
 
 
 def _cached(path: Path) -> dict | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .limits import psutil_or_none
 
-__all__ = ["scratch_dir", "sweep_stale", "remove_scratch"]
+__all__ = ["scratch_dir", "sweep_stale", "remove_scratch", "owner_alive"]
 
 _NAME = re.compile(r"vj-([a-z]+)-(\d+)-[A-Za-z0-9_]+")
 _swept = threading.Event()
@@ -76,6 +76,12 @@ def _mine(entry: os.DirEntry) -> bool:
     # on a shared temp directory, another user's folders are theirs to clean
     getuid = getattr(os, "getuid", None)
     return getuid is None or entry.stat(follow_symlinks=False).st_uid == getuid()
+
+
+def owner_alive(pid: int, touched: float) -> bool:
+    """Whether process `pid` exists and is the one that touched a file at `touched` (a recycled
+    pid is younger). Other owner-named markers (envproof's use markers) ask this too."""
+    return _owner_alive(pid, touched)
 
 
 def _owner_alive(pid: int, touched: float) -> bool:

@@ -150,9 +150,12 @@ class Store(Protocol):
         grandparent (runs of a project); `tag` keeps owners whose "tags" field has that key."""
 
     # -- key-value fields -------------------------------------------------------------------
-    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
-        """Set keys of one field, replacing existing values, all or nothing. Overwrite rules
-        live in the tracking layer, which reads before it writes."""
+    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any],
+                   overwrite: bool = True) -> None:
+        """Set keys of one field, replacing existing values, all or nothing. With
+        `overwrite=False` no key may be logged yet: AlreadyExistsError otherwise and nothing is
+        written, checked atomically with the write, so of racing writers of a key exactly one
+        succeeds (the tracking layer also checks first, for an early, friendlier error)."""
 
     def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
         """All keys of one field (empty dict if none)."""

@@ -185,15 +185,32 @@ class LocalStore:
         return list(map(Entity._make, self._read(sql + " ORDER BY seq", tuple(args))))
 
     # -- fields ----------------------------------------------------------------------------
-    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
+    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any],
+                   overwrite: bool = True) -> None:
+        """See `Store.put_fields`. With `overwrite=False` "are the keys free?" and the write are
+        one IMMEDIATE transaction, so of racing writers of a key exactly one succeeds."""
         check_field(field)
         rows = [(id, field, str(k), json.dumps(v)) for k, v in values.items()]
 
         def put(conn: sqlite3.Connection) -> None:
             self._require_owner(conn, kind, id)
+            if not overwrite:
+                # (read the field's keys, not "key IN (?, ...)": old SQLite caps parameters at 999)
+                logged = {k for (k,) in conn.execute(
+                    "SELECT key FROM fields WHERE owner_id=? AND field=?", (id, field))}
+                taken = sorted(logged.intersection(r[2] for r in rows))
+                if taken:
+                    raise self._fields_taken(kind, id, field, taken)
             conn.executemany("INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)", rows)
 
         self._write(put)
+
+    def _fields_taken(self, kind: str, id: str, field: str, keys: list[str]) -> AlreadyExistsError:
+        what = field[:-1]  # "metrics" -> "metric"
+        return AlreadyExistsError(f"{what} {', '.join(map(repr, keys))} is already logged on "
+                                  f"{kind.replace('_', ' ')} {id} in {self.location} (perhaps by "
+                                  "another process a moment ago); nothing was written. Pass "
+                                  "overwrite=True to replace it")
 
     def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
         check_field(field)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,6 +48,9 @@ NAMESPACE_ENV = "VERTA_JUPYTER_MLFLOW_NAMESPACE"
 #: write-once (a different value is refused by the server's own transaction), so of two racing
 #: claims exactly one is accepted.
 CLAIM_PARAM = PREFIX + "claim."
+#: The same for a field's key with `overwrite=False`: `verta_jupyter.once.<field>.<key>` = a
+#: token of the writing call (a prefix no artifact claim starts with).
+FIELD_CLAIM_PARAM = PREFIX + "once."
 
 
 class MlflowStore:
@@ -164,17 +168,60 @@ class MlflowStore:
         return [server.run_entity(r) for r in runs]
 
     # -- key-value fields -------------------------------------------------------------------
-    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any]) -> None:
+    def put_fields(self, kind: str, id: str, field: str, values: Mapping[str, Any],
+                   overwrite: bool = True) -> None:
+        """See `Store.put_fields`. With `overwrite=False` every key is first claimed by a
+        write-once run param (as `put_artifact` claims a key), so of racing writers exactly one
+        writes (docs/mlflow.md, "overwrite=False")."""
         check_field(field)
         run = self._owner_run(kind, id)
         run_id = run["info"]["run_id"]
         if not values:
             return
+        if not overwrite:
+            run = self._claim_fields(kind, id, run_id, field, [str(k) for k in values])
         payload = fields_codec.encode(field, values, _run_data(run))
         for batch in fields_codec.batches(payload):
             # Safe to repeat: params are re-sent with the same value, tags are set, metrics
             # carry an explicit timestamp (the server ignores an identical row).
             self.server.call("POST", "runs/log-batch", {"run_id": run_id, **batch})
+
+    def _claim_fields(self, kind: str, id: str, run_id: str, field: str,
+                      keys: list[str]) -> dict:
+        """Claim `keys` of `field` with one write-once param each, all holding one token; return
+        the run as it is after the claim. AlreadyExistsError if any key was claimed by another
+        writer or already holds a value (logged with overwrite=True, or before claims existed).
+        Params go 100 to a request (MLflow's limit) and each request is all or none."""
+        token = uuid.uuid4().hex
+        params = [{"key": f"{FIELD_CLAIM_PARAM}{field}.{k}", "value": token} for k in keys]
+        refused = None
+        for batch in fields_codec.batches({"params": params, "metrics": [], "tags": []}):
+            try:  # a retried request after a lost reply sends the same token: accepted
+                self.server.call("POST", "runs/log-batch", {"run_id": run_id, **batch})
+            except StoreError as exc:  # refused (someone else's claim): the re-read says whose
+                refused = exc
+                break
+        run = self.server.get_run(run_id)
+        data = _run_data(run)
+        claims = {p["key"]: p["value"] for p in data["params"]}
+        logged = fields_codec.decode(field, data)
+        mine = [claims.get(p["key"]) for p in params]
+        taken = sorted(k for k, c in zip(keys, mine) if c not in (None, token) or k in logged)
+        if taken:
+            raise self._fields_exist(kind, id, field, taken,
+                                     unpublished=not any(k in logged for k in taken))
+        if None in mine:  # refused for another reason (or not shown yet): say so, write nothing
+            raise refused or StoreError(f"MLflow server {self.location} accepted the claim of "
+                                        f"{field} on {kind} {id} but does not show it; retry")
+        return run
+
+    def _fields_exist(self, kind: str, id: str, field: str, keys: list[str],
+                      unpublished: bool) -> AlreadyExistsError:
+        state = ("is already being logged by another process (or by a call that stopped "
+                 "before writing it)" if unpublished else "is already logged")
+        return AlreadyExistsError(f"{field[:-1]} {', '.join(map(repr, keys))} {state} on {kind} "
+                                  f"{id} on MLflow server {self.location}; nothing was written. "
+                                  "Pass overwrite=True to replace it")
 
     def get_fields(self, kind: str, id: str, field: str) -> dict[str, Any]:
         check_field(field)
