@@ -434,6 +434,12 @@ SCENARIOS += [
         "class MyModel:\n    def __init__(self, artifacts, scale=1):\n        self.scale = scale\n    @classmethod\n    def doubled(cls):\n        return cls({}, scale=2)\n    def predict(self, data):\n        return data * self.scale + self.doubled().scale"], 3),
     Scenario("typed-dict-and-protocol", ["from typing import TypedDict, Protocol\nclass Row(TypedDict):\n    x: int\nclass HasX(Protocol):\n    x: int",
         "class MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data: Row) -> int:\n        return data['x'] + 1"], {"x": 1}),
+    # earlier `def`s of a name that values still hold: rebuilt from their own source
+    Scenario("functions-defined-in-a-loop", ["OPS = {}\nfor n in (1, 2, 3):\n    def op(x, n=n):\n        return x * n\n    OPS[n] = op", model("[OPS[k](data) for k in sorted(OPS)]")], 2),
+    Scenario("dict-made-before-the-helper-was-edited", ["def score(x):\n    return x + 1", "TABLE = {'s': score}", "def score(x):\n    return x + 100",
+                                                        model("[TABLE['s'](data), score(data)]")], 1),
+    Scenario("old-helper-calls-a-global-that-changed", ["def g(x):\n    return 1", "def f(x):\n    return g(x) * 10", "HOLD = [f]", "def f(x):\n    return -1", "def g(x):\n    return 2",
+                                                       model("[HOLD[0](data), f(data)]")], 0),
 ]
 
 

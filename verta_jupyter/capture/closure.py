@@ -421,6 +421,12 @@ class Closure:
         if id(obj) in self._wrapped:
             return self._wrapped[id(obj)]  # the original under a wrapper bound to its name
         if self.namespace.get(obj.__name__) is not obj:
+            # An earlier `def` of the name, still held by a value (functions defined in a loop,
+            # a dict made before the helper was edited): its own source is exactly what the
+            # notebook runs, since a function finds its globals when called.
+            earlier = self.made_name(obj) if isinstance(obj, types.FunctionType) else None
+            if earlier is not None:
+                return earlier
             raise _StaleDefinition(f"an earlier definition of '{obj.__name__}' (it was redefined "
                                    "or deleted after this value was made)")
         return obj.__name__

@@ -29,6 +29,7 @@ _TYPE_PARAMETERS = tuple(getattr(typing, name) for name in ("TypeVar", "ParamSpe
 _MAX_DEPTH = 40
 _MAX_ITEMS = 100_000
 _FUTURE_FLAG = __future__.annotations.compiler_flag
+_NESTED_FLAG = 0x10  # inspect.CO_NESTED: says where a `def` sat, not what it does
 # Class dict entries that differ between a cell and a module for reasons that change nothing.
 _SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__",
                        "__static_attributes__", "__verta_package__", "__annotations__",
@@ -182,7 +183,7 @@ class _Walker:
         consts = ",".join(inner(c) for c in code.co_consts)
         return (f"code:{_instructions(code)}|{consts}|{code.co_names}|{code.co_varnames}|"
                 f"{code.co_freevars}|{code.co_cellvars}|{code.co_argcount}|{code.co_posonlyargcount}|"
-                f"{code.co_kwonlyargcount}|{code.co_flags & ~_FUTURE_FLAG}")
+                f"{code.co_kwonlyargcount}|{code.co_flags & ~(_FUTURE_FLAG | _NESTED_FLAG)}")
 
     def function(self, fn: types.FunctionType, inner) -> str:
         if not self.is_local(fn) or not _is_notebook_code(fn):
