@@ -106,6 +106,16 @@ def test_syntax_error_in_the_body_reads_like_a_plain_cells(ip, body, line, kind)
         assert plain.replace(f"In[{plain_number}]", "In[N]") == shown.replace(f"In[{number}]", "In[N]")
 
 
+def test_top_level_await_is_a_short_cell_error_that_says_what_to_do(ip):
+    """A plain cell may await at top level; this magic runs its body synchronously. The compiler's
+    error is shown like a plain cell's, never as frames of ours."""
+    body = "import asyncio\nawait asyncio.sleep(0)\nclass MyModel:\n    pass\n"
+    error, shown, number = shown_error(ip, magic("--no-log", body))
+    assert error.lineno == 3 and isinstance(error.__cause__, SyntaxError)
+    assert f"Cell In[{number}], line 3" in shown and "await in a cell before it" in shown
+    assert len(shown.strip().splitlines()) <= 5 and "codeop" not in shown and "Traceback" not in shown
+
+
 def test_syntax_error_leaves_nothing_logged(store_ip):
     store_ip.run_failing(magic("--no-panel", "class MyModel(:\n    pass\n"))
     assert store_ip.ip.run_cell("run.model_info()").error_in_exec is not None

@@ -384,17 +384,20 @@ class VertaMagics(Magics):
         filename = shell.compile.cache(aligned, self._prompt_number(), raw_code=aligned)
         try:
             tree = shell.compile.ast_parse(aligned, filename=filename)
-        except SyntaxError as exc:
+            code = shell.compile(shell.transform_ast(tree), filename, "exec")
+        except SyntaxError as exc:  # the parser's, or the compiler's ('await' outside function)
             raise self._cell_syntax_error(exc, filename) from exc
-        tree = shell.transform_ast(tree)
         with shell.builtin_trap:
-            exec(shell.compile(tree, filename, "exec"), shell.user_global_ns, shell.user_ns)
+            exec(code, shell.user_global_ns, shell.user_ns)
         return aligned
 
     def _cell_syntax_error(self, exc: SyntaxError, filename: str) -> CellSyntaxError:
         """A SyntaxError in the body, rendered exactly as IPython renders one in a plain cell
         ("Cell In[4], line 3", the line, a caret, the message): no frames of ours."""
         exc.filename = filename
+        if "await" in str(exc.msg):  # a plain cell may await at top level; this magic cannot
+            exc.msg = (f"{exc.msg}: %%verta_model runs its cell synchronously, so await in a "
+                       "cell before it (or inside a method)")
         try:
             rendered = self.shell.SyntaxTB.structured_traceback(type(exc), exc, [])
         except Exception:  # noqa: BLE001 - a renderer problem must not hide the user's error
