@@ -14,7 +14,7 @@ from IPython.utils.capture import capture_output
 from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 from verta_jupyter.capture.cells import top_level_classes
 from verta_jupyter.errors import NoSampleWarning, ValidationError
-from verta_jupyter.magic import ModelCell, Options
+from verta_jupyter.modelcell import ModelCell, Options
 from verta_jupyter.package.format import MISSING
 from verta_jupyter.validation.summary import ModelSummary
 from verta_jupyter.validation.validate import validate

@@ -100,7 +100,7 @@ def test_python_dash_m_is_the_same_command_line(tmp_path):
 def test_no_subcommand_shows_help_with_version_flag():
     done = subprocess.run([sys.executable, "-m", "verta_jupyter"], capture_output=True, text=True,
                           timeout=60)
-    assert done.returncode == 1 and "--version" in done.stdout and "{runs,model,store}" in done.stdout
+    assert done.returncode == 1 and "--version" in done.stdout and "{runs,model,store,envs}" in done.stdout
 
 
 SEED_CELL = ("%%verta_model --no-log --no-panel --sample 1\nclass MyModel:\n"
