@@ -440,6 +440,22 @@ SCENARIOS += [
                                                         model("[TABLE['s'](data), score(data)]")], 1),
     Scenario("old-helper-calls-a-global-that-changed", ["def g(x):\n    return 1", "def f(x):\n    return g(x) * 10", "HOLD = [f]", "def f(x):\n    return -1", "def g(x):\n    return 2",
                                                        model("[HOLD[0](data), f(data)]")], 0),
+    # values that refer to notebook definitions, to each other, or are large
+    Scenario("instance-with-getstate", ["class Cache:\n    def __init__(self):\n        self.data = {'a': 1}\n        self.tmp = object()\n    def __getstate__(self):\n        return {'data': self.data}\n    def __setstate__(self, st):\n        self.data = st['data']\n        self.tmp = None",
+        "C = Cache()\nC.data['b'] = 2", model("sorted(C.data.items())")], 0),
+    Scenario("slots-instance-value", ["class P:\n    __slots__ = ('x', 'y')\n    def __init__(self, x, y):\n        self.x, self.y = x, y", "PT = P(1, 2)", model("PT.x + PT.y + data")], 1),
+    Scenario("frozen-dataclass-value", ["from dataclasses import dataclass\n@dataclass(frozen=True)\nclass Cfg:\n    k: int\n    tags: tuple", "CFG = Cfg(3, ('a',))", model("[CFG.k * data, list(CFG.tags)]")], 2),
+    Scenario("instance-holding-notebook-function", ["def double(x):\n    return 2 * x", "class Step:\n    def __init__(self, fn):\n        self.fn = fn\n    def run(self, x):\n        return self.fn(x)", "STEPS = [Step(double), Step(abs)]",
+        model("[s.run(data) for s in STEPS]")], -3),
+    Scenario("value-referencing-the-model-class", ["class MyModel:\n    def __init__(self, artifacts):\n        pass\n    def predict(self, data):\n        return [c.__name__ for c in KNOWN] + [data]", "KNOWN = [MyModel, int]"], 1),
+    Scenario("model-instance-as-default-attribute", ["class MyModel:\n    def __init__(self, artifacts, k=1):\n        self.k = k\n    def predict(self, data):\n        return data * self.k + MyModel.fallback.k", "MyModel.fallback = MyModel({}, k=10)"], 2),
+    Scenario("enum-members-in-list-value", ["import enum\nclass Level(enum.IntEnum):\n    LOW = 1\n    HIGH = 2", "ORDER = [Level.HIGH, Level.LOW]", model("[int(x) * data for x in ORDER]")], 3),
+    Scenario("nested-dict-of-numpy", ["import numpy as np\nW = {'layer1': {'w': np.arange(6).reshape(2, 3), 'b': np.zeros(3)}, 'names': ['a', 'b', 'c']}",
+        model("dict(zip(W['names'], (np.array(data) @ W['layer1']['w'] + W['layer1']['b']).tolist()))")], [1, 1]),
+    Scenario("pandas-multiindex-value", ["import pandas as pd\nMI = pd.DataFrame({'v': [1, 2, 3, 4]}, index=pd.MultiIndex.from_tuples([('a', 1), ('a', 2), ('b', 1), ('b', 2)]))",
+        model("int(MI.loc[(data, 2), 'v'])")], "b"),
+    Scenario("big-python-list-value", ["BIG = list(range(200000))", model("BIG[data] + len(BIG)")], 5),
+    Scenario("value-cycle-through-instance", ["class Node:\n    def __init__(self, name):\n        self.name = name\n        self.peer = None", "A = Node('a')\nB = Node('b')\nA.peer = B\nB.peer = A", model("[A.peer.name, A.peer.peer.name]")], 0),
 ]
 
 
@@ -479,7 +495,7 @@ def test_scenario_rebuilds_in_fresh_process(scenario, shell, local_helpers, tmp_
 
 
 def test_scenario_table_is_large_enough():
-    assert len(SCENARIOS) >= 130
+    assert len(SCENARIOS) >= 145
     assert len({s.id for s in SCENARIOS}) == len(SCENARIOS)
 
 
