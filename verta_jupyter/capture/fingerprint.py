@@ -189,9 +189,7 @@ class _Walker:
         head = f"ndarray:{array.dtype.str}:{array.shape}:"
         if array.dtype.hasobject:
             return head + inner(array.tolist())
-        import numpy  # already imported: the value is an array
-
-        return head + hashlib.sha256(numpy.ascontiguousarray(array).tobytes()).hexdigest()
+        return head + _array_digest(array)
 
     def reduced(self, obj, kind, inner) -> str:
         """Anything else by its pickle reduction: what it would be rebuilt from."""
@@ -208,6 +206,27 @@ class _Walker:
         mapped = list(dict_items) if dict_items is not None else None
         return (f"obj:{self.type_name(kind)}({inner(args)}|{inner(state)}|{inner(listed)}|{inner(mapped)}"
                 f"|{inner(function)})")
+
+
+_ROWS_BYTES = 8 << 20  # a non-contiguous array is hashed a block of rows at a time
+
+
+def _array_digest(array) -> str:
+    """sha256 of the array's elements in C order, hashed in place: a C-contiguous array (the
+    usual case) is read through its buffer, never copied; any other array one block of rows
+    at a time, so a 200 MB view costs 8 MB of memory, not 200."""
+    import numpy  # already imported: the value is an array
+
+    digest = hashlib.sha256()
+    if array.ndim == 0 or array.size == 0:
+        digest.update(array.tobytes())
+    elif array.flags.c_contiguous:
+        digest.update(array.reshape(-1).view(numpy.uint8))
+    else:
+        rows = max(1, _ROWS_BYTES // max(1, array[0].nbytes))
+        for start in range(0, array.shape[0], rows):
+            digest.update(numpy.ascontiguousarray(array[start:start + rows]).reshape(-1).view(numpy.uint8))
+    return digest.hexdigest()
 
 
 # Instructions the compiler picks by context (was the module imported in the same file?), not

@@ -11,6 +11,11 @@ Two copy paths, chosen by capability (like `shutil`, which uses sendfile on Linu
 - the portable path (macOS, where sendfile needs a socket; Windows, which has no sendfile,
   pread or preadv): read a chunk, write it, hash the same bytes.
 `VERTA_JUPYTER_PORTABLE=1` forces the portable path so the fallback is tested on Linux too.
+
+A third path takes no copy at all: a file this process wrote and hashed in its own temporary
+folder (a captured value's file in a temporary package, see package/valuefiles.py) is fsynced
+and hard-linked under its digest, when the store is on the same file system. Anything else
+(another device, no hard links, portable mode, any other file) is copied as above.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ....errors import StoreError
+from ....package.valuefiles import link_or_false, trusted_digest
 from ..base import Progress
 
 CHUNK = 32 << 20  # bytes per sendfile call: few calls, few thread hand-offs
@@ -70,6 +76,9 @@ class BlobFiles:
 
     def put(self, src: Path, progress: Progress | None = None) -> tuple[str, int]:
         """Store the file at `src`; return (hex sha256, size). Idempotent for equal content."""
+        moved = self._put_by_link(src, progress)
+        if moved is not None:
+            return moved
         # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
         # group sharing the store)
         tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
@@ -91,6 +100,33 @@ class BlobFiles:
         except BaseException:
             _unlink_quietly(tmp_name)
             raise
+
+    def _put_by_link(self, src: Path, progress: Progress | None) -> tuple[str, int] | None:
+        """A file this process wrote and hashed in its own temporary folder (a captured value)
+        becomes a blob without a copy or a second hash: fsync it, hard-link it under its name.
+        None when that is not possible (another file system, no hard links, not such a file):
+        the caller copies."""
+        hexdigest = trusted_digest(src) if not portable_mode() else None
+        if hexdigest is None:
+            return None
+        size = os.stat(src).st_size
+        if not self.exists(hexdigest):
+            fd = os.open(src, os.O_RDWR | _BINARY)  # Windows flushes only a writable handle
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final = self.path(hexdigest)
+            final.parent.mkdir(exist_ok=True)
+            try:
+                if not link_or_false(src, final):
+                    return None
+            except FileExistsError:  # another writer stored the same bytes meanwhile
+                pass
+            _fsync_dir(final.parent)
+        if progress:
+            progress(size)
+        return hexdigest, size
 
     def put_many(self, sources: list[Path], progress: Progress | None = None) -> list[tuple[str, int]]:
         """`put` every file, a few at a time: each blob still gets its own fsync (so each is
