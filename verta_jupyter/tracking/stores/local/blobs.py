@@ -111,19 +111,22 @@ class BlobFiles:
             return None
         size = os.stat(src).st_size
         if not self.exists(hexdigest):
-            fd = os.open(src, os.O_RDWR | _BINARY)  # Windows flushes only a writable handle
+            tmp_name = str(self.tmp / f"link-{uuid.uuid4().hex}")
+            if not link_or_false(src, Path(tmp_name)):
+                return None
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            final = self.path(hexdigest)
-            final.parent.mkdir(exist_ok=True)
-            try:
-                if not link_or_false(src, final):
-                    return None
-            except FileExistsError:  # another writer stored the same bytes meanwhile
-                pass
-            _fsync_dir(final.parent)
+                fd = os.open(tmp_name, os.O_RDWR | _BINARY)  # Windows flushes only a writable handle
+                try:
+                    os.fsync(fd)  # durable before it has a blob's name, as a copied blob is
+                finally:
+                    os.close(fd)
+                final = self.path(hexdigest)
+                final.parent.mkdir(exist_ok=True)
+                os.replace(tmp_name, final)
+                _fsync_dir(final.parent)
+            except BaseException:
+                _unlink_quietly(tmp_name)
+                raise
         if progress:
             progress(size)
         return hexdigest, size
