@@ -244,3 +244,17 @@ def test_manifest_digests_of_value_files_match_their_bytes(shell, tmp_path):
     files = read_manifest(package)["files"]
     for rel in ("values/0.pkl", "values/0.buf"):
         assert files[rel] == hashlib.sha256((package / rel).read_bytes()).hexdigest()
+
+
+def test_the_digest_taken_while_writing_is_the_fingerprint_of_the_array(shell):
+    from verta_jupyter.capture.fingerprint import fingerprint
+
+    shell.run("import numpy as np\nW = np.random.default_rng(9).random(100_000)\nF = np.asfortranarray(np.ones((300, 300)))")
+    shell.run(MODEL.format(body="float(W[0] + F[0, 0])"))
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    assert captured.pickled["W"].whole_array_digest(shell.ns["W"]) is not None  # taken from the writer
+    assert captured.pickled["F"].whole_array_digest(shell.ns["F"]) is None  # F order: hashed itself
+    hashed = fingerprint(shell.ns, ["W", "F"], {"__main__"})  # every byte hashed in memory
+    assert captured.fingerprint["W"] == hashed["W"] and captured.fingerprint["F"] == hashed["F"]
+    shell.ns["W"][0] += 1  # and a changed array is a different fingerprint
+    assert fingerprint(shell.ns, ["W"], {"__main__"})["W"] != captured.fingerprint["W"]

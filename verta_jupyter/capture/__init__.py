@@ -79,7 +79,12 @@ def _fingerprint(closure: Closure, namespace: dict) -> dict[str, str]:
     """The captured objects as they are now, for validation's fidelity proof (VJ504)."""
     names = [name for name, item in closure.items.items()
              if item.kind != "import" and not name.startswith("_vj_")]
-    return fingerprint.fingerprint(namespace, names, {closure.root_module})
+    known = {}  # a captured array was hashed as it was written: not hashed a second time
+    for name, item in closure.items.items():
+        digest = item.pickled.whole_array_digest(namespace.get(name)) if item.pickled is not None else None
+        if digest is not None:
+            known[id(namespace[name])] = (namespace[name], digest)
+    return fingerprint.fingerprint(namespace, names, {closure.root_module}, known)
 
 
 def _check_is_class(cls) -> None:

@@ -33,13 +33,16 @@ _SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__module__", "__qualname__", 
 _SKIPPED_FUNCTION_ATTRS = {"__annotations__", "__verta_package__"}
 
 
-def fingerprint(namespace: dict, names, local_modules: set[str]) -> dict[str, str]:
+def fingerprint(namespace: dict, names, local_modules: set[str],
+                known_arrays: dict[int, tuple[object, str]] | None = None) -> dict[str, str]:
     """Path -> digest for every object bound to one of `names` in `namespace`.
 
     `local_modules` are the module names whose definitions are compared by content (the
     notebook's `__main__`, or the rebuilt model module): everything else is compared by name.
+    `known_arrays` maps id(array) -> (array, sha256 of its C-order bytes) for arrays whose bytes
+    were just hashed anyway (a captured array, hashed as it was written to its package file).
     """
-    walker = _Walker(local_modules)
+    walker = _Walker(local_modules, known_arrays or {})
     paths: dict[str, str] = {}
     for name in sorted(names):
         if name not in namespace:
@@ -62,8 +65,9 @@ def differences(notebook: dict[str, str], rebuilt: dict[str, str]) -> list[str]:
 
 
 class _Walker:
-    def __init__(self, local_modules: set[str]):
+    def __init__(self, local_modules: set[str], known_arrays: dict[int, tuple[object, str]]):
         self.local = set(local_modules)
+        self.known_arrays = known_arrays
 
     # -- top-level objects: one or many paths
     def entries(self, name: str, obj, paths: dict[str, str]) -> None:
@@ -189,7 +193,8 @@ class _Walker:
         head = f"ndarray:{array.dtype.str}:{array.shape}:"
         if array.dtype.hasobject:
             return head + inner(array.tolist())
-        return head + _array_digest(array)
+        known = self.known_arrays.get(id(array))
+        return head + (known[1] if known is not None and known[0] is array else _array_digest(array))
 
     def reduced(self, obj, kind, inner) -> str:
         """Anything else by its pickle reduction: what it would be rebuilt from."""

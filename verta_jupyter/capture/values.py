@@ -132,10 +132,12 @@ class StoredValue:
     this process's value spool and are removed when the object is collected (or at exit)."""
 
     def __init__(self, stream: Path, stream_sha256: str, buffers: Path | None, buffers_sha256: str,
-                 sizes: list[int], modules: set[str]):
+                 sizes: list[int], modules: set[str], numeric: list[bool] | None = None):
         self.stream, self.stream_sha256 = stream, stream_sha256
         self.buffers, self.buffers_sha256 = buffers, buffers_sha256
         self.sizes, self.modules = sizes, modules
+        self.numeric = numeric or [False] * len(sizes)  # per buffer: floating-point data
+        self.array_digest: tuple[weakref.ref, str] | None = None  # see whole_array_digest
         self.nbytes = stream.stat().st_size + sum(sizes)
         paths = [p for p in (stream, buffers) if p is not None]
         weakref.finalize(self, _remove_files, paths)
@@ -152,6 +154,34 @@ class StoredValue:
         for path in (self.stream, self.buffers):
             if path is not None:
                 yield from valuefiles.read_chunks(path, size)
+
+    def text_chunks(self, size: int = 8 << 20):
+        """The stored bytes that can hold text (for the secret scan), in chunks of at most
+        `size`: the pickle stream and every buffer but floating-point ones. A float or complex
+        array's bytes are numbers; a credential is stored as characters (a str or bytes array,
+        a uint8 array, an object in the stream), and those are all read."""
+        yield from valuefiles.read_chunks(self.stream, size)
+        if self.buffers is None:
+            return
+        with open(self.buffers, "rb") as f:
+            for n, numeric in zip(self.sizes, self.numeric):
+                if numeric:
+                    f.seek(n, os.SEEK_CUR)
+                    continue
+                while n > 0:
+                    chunk = f.read(min(size, n))
+                    if not chunk:
+                        return
+                    n -= len(chunk)
+                    yield chunk
+
+    def whole_array_digest(self, obj) -> str | None:
+        """sha256 of `obj`'s bytes when `obj` is the C-contiguous array this value is, whose one
+        buffer file was hashed as it was written (the fingerprint then need not hash it again)."""
+        if self.array_digest is None:
+            return None
+        ref, digest = self.array_digest
+        return digest if ref() is obj else None
 
     def load(self, persistent_load):
         """The value, unpickled in this process (`persistent_load` resolves definitions)."""
@@ -204,12 +234,26 @@ def dump_value(value, is_definition) -> tuple[StoredValue, dict[str, object], bo
         pickler.clear_memo()  # the memo holds every object pickled: let them go now
         buffers_digest = out_of_band.close()
         stored = StoredValue(stream.path, stream.close(), out_of_band.path if out_of_band.sizes else None,
-                             buffers_digest, out_of_band.sizes, pickler.modules)
+                             buffers_digest, out_of_band.sizes, pickler.modules, out_of_band.numeric)
+        if _is_whole_c_array(value, out_of_band.sizes):
+            stored.array_digest = (weakref.ref(value), buffers_digest)
     except BaseException:
         stream.abort()
         out_of_band.abort()
         raise
     return stored, pickler.references, pickler.carries_code
+
+
+def _is_whole_c_array(value, sizes: list[int]) -> bool:
+    """A plain numpy array pickled as exactly its own memory, in C order (one buffer)."""
+    kind = type(value)
+    return (kind.__name__ == "ndarray" and kind.__module__ == "numpy" and len(sizes) == 1
+            and value.flags.c_contiguous and value.nbytes == sizes[0])
+
+
+# struct formats of floating-point data (memoryview.format, after a byte-order mark, "Z" for
+# complex): their bytes are numbers, never text
+_FLOAT_FORMATS = {"e", "f", "d", "g"}
 
 
 class _OutOfBand:
@@ -218,6 +262,7 @@ class _OutOfBand:
     def __init__(self, path: Path):
         self.path = path
         self.sizes: list[int] = []
+        self.numeric: list[bool] = []
         self._writer: valuefiles.HashingWriter | None = None
 
     def __call__(self, buffer: pickle.PickleBuffer) -> bool:
@@ -230,6 +275,7 @@ class _OutOfBand:
         self._writer = self._writer or valuefiles.HashingWriter(self.path)
         self._writer.write(raw)
         self.sizes.append(raw.nbytes)
+        self.numeric.append(memoryview(buffer).format.lstrip("@=<>!").lstrip("Z") in _FLOAT_FORMATS)
         return False
 
     def close(self) -> str:

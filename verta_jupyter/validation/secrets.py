@@ -197,7 +197,8 @@ def scan_budget() -> int:
 
 def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str, Problem]:
     """Credential formats in the pickled bytes of each value (its pickle stream and its
-    out-of-band buffers, read from disk in bounded chunks), a net under the value walk: state
+    out-of-band buffers but floating-point ones, read from disk in bounded chunks), a net
+    under the value walk: state
     that no attribute shows (a functools.partial's arguments, a custom __reduce__, a numpy
     array of strings) is still in the pickle. Strings sit there verbatim, so the format rules
     apply; names and entropy do not (the bytes around them are binary)."""
@@ -205,7 +206,7 @@ def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str,
     for name, stored in (getattr(captured, "pickled", None) or {}).items():
         if name in flagged or walk.spend(name, len(stored) // 4096):
             continue
-        found = _first_credential(_printable_texts(stored.chunks()))
+        found = _first_credential(_printable_texts(stored.text_chunks()))
         if found:
             kind = _RULES[int(found.lastgroup[1:])][0]
             out[f"{name} (pickled)"] = problem(
