@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._version import __version__
 from ..catalog import problem
@@ -31,7 +32,7 @@ class CapturedModel:
     dependencies: list[Dependency]
     warnings: list[Problem]
     values: dict[str, object] = field(default_factory=dict)  # captured values by name (for checks)
-    pickled: dict[str, bytes] = field(default_factory=dict)  # globals.pkl entries
+    pickled: dict[str, Any] = field(default_factory=dict)  # name -> values.StoredValue (values/ files)
     bundled: dict[str, bytes] = field(default_factory=dict)  # lib/ files
     class_pickle: bytes | None = None  # class.pkl fast path, when cloudpickle can dump the class
     class_pickle_skipped: str = ""  # why there is no class.pkl although cloudpickle could make one
