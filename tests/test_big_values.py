@@ -258,3 +258,19 @@ def test_the_digest_taken_while_writing_is_the_fingerprint_of_the_array(shell):
     assert captured.fingerprint["W"] == hashed["W"] and captured.fingerprint["F"] == hashed["F"]
     shell.ns["W"][0] += 1  # and a changed array is a different fingerprint
     assert fingerprint(shell.ns, ["W"], {"__main__"})["W"] != captured.fingerprint["W"]
+
+
+def test_a_killed_kernels_value_spool_is_swept_by_the_next_process(tmp_path):
+    import subprocess
+    import sys
+
+    from verta_jupyter.worker.scratch import sweep_stale
+
+    code = ("import os\nfrom verta_jupyter.capture import values\n"
+            "kept = values.dump_value(bytes(200_000), lambda obj: None)\n"
+            "print(values._spool(), flush=True)\nos._exit(0)  # no atexit: as if killed\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    spool = Path(done.stdout.strip())
+    assert done.returncode == 0 and spool.name.startswith("vj-values-") and any(spool.iterdir())
+    assert spool in sweep_stale()
+    assert not spool.exists()
