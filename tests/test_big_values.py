@@ -274,3 +274,21 @@ def test_a_killed_kernels_value_spool_is_swept_by_the_next_process(tmp_path):
     assert done.returncode == 0 and spool.name.startswith("vj-values-") and any(spool.iterdir())
     assert spool in sweep_stale()
     assert not spool.exists()
+
+
+def test_without_hard_links_a_temporary_package_gets_copies_that_verify(shell, monkeypatch):
+    # a platform or file system with no hard links at all (os.link missing)
+    shell.run("import numpy as np\nW = np.arange(100_000, dtype='float64')")
+    shell.run(MODEL.format(body="float(W[data])"))
+    captured = capture_model(shell.ns["MyModel"], shell.ns)
+    folder = scratch_dir("test")
+    try:
+        linked = captured.save(folder / "linked")
+        assert os.path.samefile(linked / "values" / "0.buf", captured.pickled["W"].buffers)
+        monkeypatch.delattr(os, "link")
+        copied = captured.save(folder / "copied")
+        assert not os.path.samefile(copied / "values" / "0.buf", captured.pickled["W"].buffers)
+        assert verify_package(copied)["files"] == verify_package(linked)["files"]
+        assert rebuild_in_subprocess(copied, sample_input=7).output == 7.0
+    finally:
+        remove_scratch(folder)
