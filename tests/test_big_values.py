@@ -292,3 +292,33 @@ def test_without_hard_links_a_temporary_package_gets_copies_that_verify(shell, m
         assert rebuild_in_subprocess(copied, sample_input=7).output == 7.0
     finally:
         remove_scratch(folder)
+
+
+def test_a_disk_that_refuses_the_value_names_the_global_and_the_folder_and_leaves_nothing():
+    import subprocess
+    import sys
+
+    pytest.importorskip("resource")  # POSIX: a file size limit stands in for a full disk
+    code = '''
+import os, resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+from IPython.core.interactiveshell import InteractiveShell
+from verta_jupyter import capture_model
+from verta_jupyter.capture import values
+from verta_jupyter.errors import CaptureError
+shell = InteractiveShell.instance()
+shell.run_cell("import numpy as np\\nHUGE = np.ones(1_000_000)\\nclass M:\\n    def __init__(self, artifacts): pass\\n"
+               "    def predict(self, data): return float(HUGE[0])\\n").raise_error()
+spool = values._spool()
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+try:
+    capture_model(shell.user_ns["M"], shell.user_ns)
+except CaptureError as exc:
+    print(str(exc))
+print("LEFT", sorted(os.listdir(spool)))
+'''
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "'HUGE'" in done.stdout and "cannot write the captured value to" in done.stdout, done.stdout
+    assert "vj-values-" in done.stdout and "TMPDIR" in done.stdout
+    assert done.stdout.strip().endswith("LEFT []")  # the part already written is removed

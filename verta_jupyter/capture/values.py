@@ -299,15 +299,15 @@ def modules_needed(stored: StoredValue, resolve) -> set[str]:
     return set(stored.modules)
 
 
-_SPOOL: list[Path] = []
+_SPOOL: list = []  # [folder, the pid that made it]
 
 
 def _spool() -> Path:
     """This process's folder for pickled values: `vj-values-<pid>-*` in the temp directory, so
     a killed kernel's folder is swept by the next process (worker/scratch.py), and on the same
     file system as the temporary packages, which then take the files by hard link."""
-    if not _SPOOL or not _SPOOL[0].is_dir():
-        _SPOOL[:] = [Path(tempfile.mkdtemp(prefix=f"vj-values-{os.getpid()}-"))]
+    if not _SPOOL or _SPOOL[1] != os.getpid() or not _SPOOL[0].is_dir():  # a forked child: its own
+        _SPOOL[:] = [Path(tempfile.mkdtemp(prefix=f"vj-values-{os.getpid()}-")), os.getpid()]
         atexit.register(shutil.rmtree, str(_SPOOL[0]), True)
     return _SPOOL[0]
 

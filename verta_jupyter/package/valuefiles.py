@@ -51,13 +51,21 @@ class HashingWriter:
         self._hash = hashlib.sha256()
         # the default mode, as for any blob (a group may share a store); the spool folder itself
         # is 0700, so nobody else reaches the file before it is stored
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+        except OSError as exc:
+            raise _explained(exc, self.path) from exc
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list = []
         self._open = True
 
     def write(self, data) -> int:
-        view = memoryview(data).cast("B")
+        try:
+            return self._write(memoryview(data).cast("B"))
+        except OSError as exc:
+            raise _explained(exc, self.path) from exc
+
+    def _write(self, view: memoryview) -> int:
         if len(view) < 2 * _SLICE:
             self._drain()
             self._hash.update(view)
@@ -102,6 +110,13 @@ class HashingWriter:
         finally:
             self._release()
             _unlink(self.path)
+
+
+def _explained(exc: OSError, path: Path) -> OSError:
+    """The disk's error, saying which file and what to do (a full temp disk is the usual one)."""
+    return type(exc)(exc.errno, f"cannot write the captured value to {path.parent}: "
+                     f"{exc.strerror or exc}. Free space there, or point TMPDIR at a larger disk "
+                     "before starting Python")
 
 
 def _write_all(fd: int, view: memoryview) -> None:
