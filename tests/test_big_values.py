@@ -321,3 +321,14 @@ print("LEFT", sorted(os.listdir(spool)))
     assert "'HUGE'" in done.stdout and "cannot write the captured value to" in done.stdout, done.stdout
     assert "vj-values-" in done.stdout and "TMPDIR" in done.stdout
     assert done.stdout.strip().endswith("LEFT []")  # the part already written is removed
+
+
+def test_a_collected_array_lends_its_digest_to_nothing(shell):
+    shell.run("import numpy as np\nW = np.ones(100_000)")
+    shell.run(MODEL.format(body="float(W[0])"))
+    stored = capture_model(shell.ns["MyModel"], shell.ns).pickled["W"]
+    assert stored.whole_array_digest(shell.ns["W"]) is not None
+    shell.run("del W")
+    gc.collect()
+    assert stored.whole_array_digest(None) is None
+    assert stored.whole_array_digest(__import__("numpy").ones(100_000)) is None  # equal, not the same

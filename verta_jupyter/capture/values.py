@@ -178,7 +178,7 @@ class StoredValue:
     def whole_array_digest(self, obj) -> str | None:
         """sha256 of `obj`'s bytes when `obj` is the C-contiguous array this value is, whose one
         buffer file was hashed as it was written (the fingerprint then need not hash it again)."""
-        if self.array_digest is None:
+        if self.array_digest is None or obj is None:
             return None
         ref, digest = self.array_digest
         return digest if ref() is obj else None
