@@ -7,7 +7,7 @@ Each size runs in its own fresh interpreter (a real IPython shell with the exten
 a LocalStore in a temp dir), so its memory is its own. Rows per size:
 - the full magic (cell + checks + fresh-process rebuild + log), against the I/O floor measured
   in the same child: pickle.dump of the value + fsync, then pickle.load in a fresh process
-  (target <= 1.5x);
+  (target <= 1.5x); once as the kernel's first magic, once as the same cell re-run;
 - bytes the store keeps for the model, over the value's own bytes (target <= 1.1x);
 - the kernel's peak memory during the log above its memory before the log (target: under
   100 MB on top of what the kernel already holds, i.e. no second copy of the value);
@@ -94,6 +94,14 @@ out["peak_added"] = (rss("VmHWM") - before) if peak_resettable and before else N
 run = shell.user_ns["run"]
 out["stored_bytes"] = dir_size(store)
 
+# the same cell again, as users re-run it all day: the once-per-kernel costs (the scan of the
+# installed distributions for requirements, first imports) are paid; the value is not cached
+shell.run_cell(f"run_again = Client(store=r'{store}').set_experiment_run('big-again')").raise_error()
+t = time.perf_counter()
+with capture_output():
+    shell.run_cell(cell.replace("--no-panel", "--no-panel --run run_again", 1), store_history=False).raise_error()
+out["rerun_s"] = time.perf_counter() - t
+
 if KIND == "forest":
     from verta_jupyter.worker.client import WorkerClient
     client = WorkerClient(run.model_package_dir())
@@ -124,6 +132,11 @@ def _rows(label: str, result: dict) -> list[dict]:
             baseline_name="pickle.dump + fsync + pickle.load in a fresh process",
             note=f"the value pickles to {value_mb:.0f} MB; the magic captures, validates, rebuilds "
                  "in a fresh process and logs to a LocalStore"),
+        row(f"{label}: the same cell re-run vs the I/O floor", result["rerun_s"], "s",
+            baseline=result["floor_s"], target="<= 1.5x",
+            baseline_name="pickle.dump + fsync + pickle.load in a fresh process",
+            note="the cell run again in the same kernel (to a second run): what users pay all day; "
+                 "the first run also pays once-per-kernel costs such as the requirements scan"),
         row(f"{label}: bytes stored / the value's bytes", result["stored_bytes"] / result["value_bytes"],
             "x", target="<= 1.1 x", note=f"{result['stored_bytes'] / MB:.0f} MB in the store folder"),
     ]

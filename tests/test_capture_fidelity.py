@@ -74,7 +74,7 @@ def test_lambdas_and_closure_made_functions_are_source(shell, tmp_path):
     assert "def scale(x, extra=None):" in captured.source  # inside a generated factory
     assert captured.tied == []
     for data in captured.pickled.values():  # the pickles carry data, no code objects
-        assert b"_make_function" not in data and b"_builtin_type" not in data
+        assert b"_make_function" not in data.in_band() and b"_builtin_type" not in data.in_band()
 
 
 def test_function_without_source_is_tied_to_this_python(shell, tmp_path):
@@ -99,7 +99,7 @@ def test_pickled_values_reference_lambdas_by_name(shell, tmp_path):
             names.add(pid)
             return None
 
-    Recorder(__import__("io").BytesIO(captured.pickled["RULES"])).load()
+    Recorder(__import__("io").BytesIO(captured.pickled["RULES"].in_band())).load()
     assert len(names) == 2 and all(n.startswith("_vj_lambda_") for n in names)
 
 

@@ -40,7 +40,7 @@ def test_manifest_describes_the_package(package):
     assert manifest["entry"] == "model:MyModel"
     assert manifest["artifact_keys"] == ["vocab"]
     assert manifest["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert set(manifest["files"]) == {"model.py", "globals.pkl", "class.pkl", "requirements.txt",
+    assert set(manifest["files"]) == {"model.py", "values/0.pkl", "class.pkl", "requirements.txt",
                                       "input_example.json", "output_example.json"}
     assert json.loads((package / "output_example.json").read_text()) == {"tag": "one", "n": 5}
     names = {d["name"]: d["kind"] for d in manifest["dependencies"]}
@@ -56,7 +56,7 @@ def test_model_py_is_standalone_and_readable(package):
     assert done.stdout.strip() == "{'tag': 'one', 'n': 2}"
 
 
-@pytest.mark.parametrize("target", ["model.py", "globals.pkl", "requirements.txt"])
+@pytest.mark.parametrize("target", ["model.py", "values/0.pkl", "requirements.txt"])
 def test_a_modified_file_is_refused(package, target):
     path = package / target
     path.write_bytes(path.read_bytes() + b"\n# changed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._version import __version__
 from ..catalog import problem
@@ -31,7 +32,7 @@ class CapturedModel:
     dependencies: list[Dependency]
     warnings: list[Problem]
     values: dict[str, object] = field(default_factory=dict)  # captured values by name (for checks)
-    pickled: dict[str, bytes] = field(default_factory=dict)  # globals.pkl entries
+    pickled: dict[str, Any] = field(default_factory=dict)  # name -> values.StoredValue (values/ files)
     bundled: dict[str, bytes] = field(default_factory=dict)  # lib/ files
     class_pickle: bytes | None = None  # class.pkl fast path, when cloudpickle can dump the class
     class_pickle_skipped: str = ""  # why there is no class.pkl although cloudpickle could make one
@@ -79,7 +80,12 @@ def _fingerprint(closure: Closure, namespace: dict) -> dict[str, str]:
     """The captured objects as they are now, for validation's fidelity proof (VJ504)."""
     names = [name for name, item in closure.items.items()
              if item.kind != "import" and not name.startswith("_vj_")]
-    return fingerprint.fingerprint(namespace, names, {closure.root_module})
+    known = {}  # a captured array was hashed as it was written: not hashed a second time
+    for name, item in closure.items.items():
+        digest = item.pickled.whole_array_digest(namespace.get(name)) if item.pickled is not None else None
+        if digest is not None:
+            known[id(namespace[name])] = (namespace[name], digest)
+    return fingerprint.fingerprint(namespace, names, {closure.root_module}, known)
 
 
 def _check_is_class(cls) -> None:

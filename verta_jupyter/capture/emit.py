@@ -6,6 +6,7 @@ then the class. Pickled values are loaded by a few lines of plain `pickle` at th
 """
 from __future__ import annotations
 
+from ..package.format import value_files
 from .closure import Item
 
 HEADER = '''"""{class_name}, captured by verta_jupyter {version} as a standalone model.
@@ -24,14 +25,13 @@ _vj_sys.path.insert(0, str(_vj_Path(__file__).with_name("lib")))
 '''
 
 VALUE_LOADER = '''
-# Values captured from the notebook (fitted objects, arrays, ...) are pickled in globals.pkl.
+# Values captured from the notebook (fitted objects, arrays, ...) are pickled in values/: per
+# value, its pickle stream (.pkl) and its large buffers back to back (.buf, sizes listed here).
 # They refer to this module's own classes and functions by name, never by pickled code.
-import io as _vj_io
 import pickle as _vj_pickle
 from pathlib import Path as _vj_Path
 
-with open(_vj_Path(__file__).with_name("globals.pkl"), "rb") as _vj_file:
-    _vj_pickled = _vj_pickle.load(_vj_file)
+_vj_stored = {stored}
 
 
 class _VjUnpickler(_vj_pickle.Unpickler):
@@ -39,8 +39,28 @@ class _VjUnpickler(_vj_pickle.Unpickler):
         return globals()[name]
 
 
+def _vj_buffers(path, sizes):
+    """Each buffer read from disk straight into its own bytearray: one copy, and writable."""
+    buffers = []
+    with open(path, "rb", buffering=0) as file:
+        for size in sizes:
+            buffer = bytearray(size)
+            view = memoryview(buffer)
+            while view:
+                got = file.readinto(view)
+                if not got:
+                    raise EOFError(f"{{path}} is shorter than the pickle needs")
+                view = view[got:]
+            buffers.append(buffer)
+    return buffers
+
+
 def _vj_value(name):
-    return _VjUnpickler(_vj_io.BytesIO(_vj_pickled[name])).load()
+    stream, buffers, sizes = _vj_stored[name]
+    here = _vj_Path(__file__).parent
+    loaded = _vj_buffers(here / buffers, sizes) if sizes else ()
+    with open(here / stream, "rb") as file:
+        return _VjUnpickler(file, buffers=loaded).load()
 
 
 def _vj_refill(target, content):
@@ -142,10 +162,19 @@ def render(class_name: str, version: str, imports: list[str], items: list[Item],
     if imports:
         parts.append("\n".join(sorted(imports, key=_import_sort_key)) + "\n")
     if any(item.pickled is not None for item in items):
-        parts.append(VALUE_LOADER)
+        parts.append(VALUE_LOADER.format(stored=_stored_table(items)))
     for item in items:
         parts.append(_render_item(item))
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _stored_table(items: list[Item]) -> str:
+    """model.py's table of value files: name -> (stream, buffers, buffer sizes)."""
+    pickled = [item for item in items if item.pickled is not None]
+    files = value_files([item.name for item in pickled])
+    rows = [f"    {item.name!r}: ({files[item.name][0]!r}, {files[item.name][1]!r}, {tuple(item.pickled.sizes)!r}),"
+            for item in pickled]
+    return "{\n" + "\n".join(rows) + "\n}"
 
 
 def _render_item(item: Item) -> str:

@@ -37,13 +37,16 @@ _SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__module__", "__qualname__", 
 _SKIPPED_FUNCTION_ATTRS = {"__annotations__", "__verta_package__"}
 
 
-def fingerprint(namespace: dict, names, local_modules: set[str]) -> dict[str, str]:
+def fingerprint(namespace: dict, names, local_modules: set[str],
+                known_arrays: dict[int, tuple[object, str]] | None = None) -> dict[str, str]:
     """Path -> digest for every object bound to one of `names` in `namespace`.
 
     `local_modules` are the module names whose definitions are compared by content (the
     notebook's `__main__`, or the rebuilt model module): everything else is compared by name.
+    `known_arrays` maps id(array) -> (array, sha256 of its C-order bytes) for arrays whose bytes
+    were just hashed anyway (a captured array, hashed as it was written to its package file).
     """
-    walker = _Walker(local_modules)
+    walker = _Walker(local_modules, known_arrays or {})
     paths: dict[str, str] = {}
     for name in sorted(names):
         if name not in namespace:
@@ -66,8 +69,9 @@ def differences(notebook: dict[str, str], rebuilt: dict[str, str]) -> list[str]:
 
 
 class _Walker:
-    def __init__(self, local_modules: set[str]):
+    def __init__(self, local_modules: set[str], known_arrays: dict[int, tuple[object, str]]):
         self.local = set(local_modules)
+        self.known_arrays = known_arrays
 
     # -- top-level objects: one or many paths
     def entries(self, name: str, obj, paths: dict[str, str]) -> None:
@@ -197,9 +201,8 @@ class _Walker:
         head = f"ndarray:{array.dtype.str}:{array.shape}:"
         if array.dtype.hasobject:
             return head + inner(array.tolist())
-        import numpy  # already imported: the value is an array
-
-        return head + hashlib.sha256(numpy.ascontiguousarray(array).tobytes()).hexdigest()
+        known = self.known_arrays.get(id(array))
+        return head + (known[1] if known is not None and known[0] is array else _array_digest(array))
 
     def reduced(self, obj, kind, inner) -> str:
         """Anything else by its pickle reduction: what it would be rebuilt from."""
@@ -217,6 +220,27 @@ class _Walker:
         mapped = list(dict_items) if dict_items is not None else None
         return (f"obj:{self.type_name(kind)}({inner(args)}|{inner(state)}|{inner(listed)}|{inner(mapped)}"
                 f"|{inner(function)})")
+
+
+_ROWS_BYTES = 8 << 20  # a non-contiguous array is hashed a block of rows at a time
+
+
+def _array_digest(array) -> str:
+    """sha256 of the array's elements in C order, hashed in place: a C-contiguous array (the
+    usual case) is read through its buffer, never copied; any other array one block of rows
+    at a time, so a 200 MB view costs 8 MB of memory, not 200."""
+    import numpy  # already imported: the value is an array
+
+    digest = hashlib.sha256()
+    if array.ndim == 0 or array.size == 0:
+        digest.update(array.tobytes())
+    elif array.flags.c_contiguous:
+        digest.update(array.reshape(-1).view(numpy.uint8))
+    else:
+        rows = max(1, _ROWS_BYTES // max(1, array[0].nbytes))
+        for start in range(0, array.shape[0], rows):
+            digest.update(numpy.ascontiguousarray(array[start:start + rows]).reshape(-1).view(numpy.uint8))
+    return digest.hexdigest()
 
 
 # Instructions the compiler picks by context (was the module imported in the same file?), not

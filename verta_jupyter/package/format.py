@@ -4,11 +4,18 @@
 |---|---|
 | verta_model.json | manifest: format, class, entry, versions, artifact keys, requirements, dependencies, warnings, sha256 of every file |
 | model.py | standalone readable source (imports, helpers, literals, the class) |
-| globals.pkl | pickled captured values (data only; definitions referenced by name) |
+| values/<k>.pkl | one captured value's pickle stream, protocol 5 (data only; definitions referenced by name) |
+| values/<k>.buf | that value's large buffers (array data), back to back, read into bytearrays by model.py |
+| globals.pkl | pickled captured values, all in one file (packages written before values/) |
 | class.pkl | optional cloudpickle fast path, used only on exact Python + cloudpickle match |
 | requirements.txt | pinned distributions the model needs |
 | lib/ | bundled local modules |
 | input_example.json, output_example.json | the sample round trip |
+
+model.py lists each value's files and buffer sizes in its `_vj_stored` table (the k-th pickled
+value in model.py's order is `values/<k>.*`) and carries its own loader, so a package of any
+layout is loaded by the model.py it holds. Value files are never hashed twice: their digests
+were taken as they were written, and a temporary package takes them by hard link.
 
 A package is written to a temporary sibling directory and renamed into place, so a reader never
 sees half of one. Reading verifies every digest first and refuses a modified file.
@@ -21,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import platform
 import shutil
 import sys
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from .._digest import sha256_file
 from ..errors import PackageError
+from . import valuefiles
 from .paths import UnsafePath, check_relpath
 
 FORMAT = "verta_jupyter.model/1"
@@ -60,7 +67,8 @@ def write_package(captured, path: Path, *, sample_input=MISSING, sample_output=M
                            "Choose a new folder.")
     with staged_directory(path) as staging:
         _write_files(captured, staging, sample_input, sample_output)
-        manifest = _manifest(captured, staging, artifact_keys)
+        known = _place_values(getattr(captured, "pickled", None) or {}, staging)
+        manifest = _manifest(captured, staging, artifact_keys, known)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -84,8 +92,6 @@ def staged_directory(path: Path):
 def _write_files(captured, root: Path, sample_input, sample_output) -> None:
     (root / "model.py").write_text(captured.source)
     (root / "requirements.txt").write_text("".join(f"{r}\n" for r in captured.requirements))
-    if captured.pickled:
-        (root / "globals.pkl").write_bytes(pickle.dumps(captured.pickled, protocol=4))
     if captured.class_pickle is not None:
         (root / "class.pkl").write_bytes(captured.class_pickle)
     for relative, data in captured.bundled.items():
@@ -98,7 +104,28 @@ def _write_files(captured, root: Path, sample_input, sample_output) -> None:
         (root / "output_example.json").write_text(json.dumps(sample_output, allow_nan=False, indent=2))
 
 
-def _manifest(captured, root: Path, artifact_keys) -> dict:
+def value_files(names) -> dict[str, tuple[str, str]]:
+    """Each pickled value's files in a package, by its position in model.py's order."""
+    return {name: (f"values/{k}.pkl", f"values/{k}.buf") for k, name in enumerate(names)}
+
+
+def _place_values(stored: dict, root: Path) -> dict[str, str]:
+    """Put each value's files (written and hashed at capture) in the package: linked when the
+    package is a temporary one of this process, copied otherwise. Returns their digests."""
+    known: dict[str, str] = {}
+    if stored:
+        (root / "values").mkdir()
+    for name, (stream, buffers) in value_files(stored).items():
+        value = stored[name]
+        valuefiles.place(value.stream, root / stream, value.stream_sha256)
+        known[stream] = value.stream_sha256
+        if value.buffers is not None:
+            valuefiles.place(value.buffers, root / buffers, value.buffers_sha256)
+            known[buffers] = value.buffers_sha256
+    return known
+
+
+def _manifest(captured, root: Path, artifact_keys, known: dict[str, str]) -> dict:
     import cloudpickle
 
     from .._version import __version__
@@ -118,7 +145,7 @@ def _manifest(captured, root: Path, artifact_keys) -> dict:
         # values pickled with bytecode (notebook code with no source) load under this minor only
         "tied_to_python": _minor() if getattr(captured, "tied", None) else None,
         "tied_values": list(getattr(captured, "tied", None) or []),
-        "files": _digests(root),
+        "files": _digests(root, known),
     }
 
 
@@ -126,8 +153,9 @@ def _minor() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def _digests(root: Path) -> dict[str, str]:
-    return {rel: _sha256(root / rel) for rel in _package_files(root)}
+def _digests(root: Path, known: dict[str, str]) -> dict[str, str]:
+    """sha256 of every file; value files were hashed as they were written (`known`)."""
+    return {rel: known.get(rel) or _sha256(root / rel) for rel in _package_files(root)}
 
 
 def _package_files(root: Path) -> list[str]:

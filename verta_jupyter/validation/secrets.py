@@ -196,17 +196,17 @@ def scan_budget() -> int:
 
 
 def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str, Problem]:
-    """Credential formats in the pickled bytes of each value (globals.pkl), a net under the
-    value walk: state that no attribute shows (a functools.partial's arguments, a custom
-    __reduce__) is still in the pickle. Strings sit there verbatim, so the format rules apply;
-    names and entropy do not (the bytes around them are binary)."""
+    """Credential formats in the pickled bytes of each value (its pickle stream and its
+    out-of-band buffers but floating-point ones, read from disk in bounded chunks), a net
+    under the value walk: state
+    that no attribute shows (a functools.partial's arguments, a custom __reduce__, a numpy
+    array of strings) is still in the pickle. Strings sit there verbatim, so the format rules
+    apply; names and entropy do not (the bytes around them are binary)."""
     out: dict[str, Problem] = {}
-    for name, data in (getattr(captured, "pickled", None) or {}).items():
-        if name in flagged or walk.spend(name, len(data) // 4096):
+    for name, stored in (getattr(captured, "pickled", None) or {}).items():
+        if name in flagged or walk.spend(name, len(stored) // 4096):
             continue
-        text = _printable_runs(data)
-        match = _TRIGGERS.search(text) or ("=" in text and _KEY_VALUE_TRIGGERS.search(text))
-        found = match and _FORMATS.search(text)
+        found = _first_credential(_printable_texts(stored.text_chunks()))
         if found:
             kind = _RULES[int(found.lastgroup[1:])][0]
             out[f"{name} (pickled)"] = problem(
@@ -215,15 +215,52 @@ def _pickle_problems(captured: Any, flagged: set[str], walk: _Walk) -> dict[str,
     return out
 
 
+def _first_credential(texts) -> re.Match | None:
+    """The first credential format in `texts`, if a trigger word appears in any of them (the
+    same rule as over one text: a trigger anywhere, a format anywhere)."""
+    triggered, first = False, None
+    for text in texts:
+        triggered = triggered or bool(_TRIGGERS.search(text) or ("=" in text and _KEY_VALUE_TRIGGERS.search(text)))
+        first = first or _FORMATS.search(text)
+        if triggered and first:
+            return first
+    return None
+
+
 # A credential in a pickle is a run of printable ASCII (strings are stored verbatim). Scanning
 # only such runs keeps the rules off the binary bulk of a value: a 200 MB float array holds a
-# few thousand short runs, and the rules then read kilobytes instead of 200 MB (2 s, not 130 s).
-_PRINTABLE_RUN = re.compile(rb"[\x20-\x7e]{8,}")
+# few thousand short runs, and the rules then read kilobytes instead of 200 MB. The runs are
+# found without a regular expression over the bulk (80 MB/s): bytes.translate marks printable
+# bytes, bytes.find jumps to the next 8 of them in a row (both at memory speed).
+_RUN = 8
+_MARK = bytes(0x61 if 0x20 <= b <= 0x7e else 0 for b in range(256))
+_MAX_CARRY = 1 << 20  # a longer printable run is cut here (a secret is far shorter)
 
 
-def _printable_runs(data: bytes) -> str:
-    """The printable ASCII runs of 8+ characters in `data`, one per line."""
-    return "\n".join(run.decode("ascii") for run in _PRINTABLE_RUN.findall(data))
+def _printable_texts(chunks):
+    """Per chunk, its printable ASCII runs of 8+ characters, one per line; a run cut by a chunk
+    boundary is carried whole into the next chunk."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        marks = data.translate(_MARK)
+        end = len(data)
+        tail = len(marks) - len(marks.rstrip(b"a"))  # a run reaching the end may go on
+        if tail and tail < _MAX_CARRY:
+            end -= tail
+        carry = data[end:]
+        yield "\n".join(run.decode("ascii") for run in _runs(data, marks, end))
+    if carry:
+        yield "\n".join(run.decode("ascii") for run in _runs(carry, carry.translate(_MARK), len(carry)))
+
+
+def _runs(data: bytes, marks: bytes, end: int):
+    start = marks.find(b"a" * _RUN, 0, end)
+    while start != -1:
+        stop = marks.find(b"\0", start, end)
+        stop = end if stop == -1 else stop
+        yield data[start:stop]
+        start = marks.find(b"a" * _RUN, stop, end)
 
 
 def _comment(text: str) -> str:

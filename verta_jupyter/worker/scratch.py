@@ -10,17 +10,17 @@ owner's folder alive.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
+from ..package.valuefiles import SCRATCH_NAME as _NAME
+from ..package.valuefiles import in_own_scratch
 from .limits import psutil_or_none
 
 __all__ = ["scratch_dir", "sweep_stale", "remove_scratch", "owner_alive"]
 
-_NAME = re.compile(r"vj-([a-z]+)-(\d+)-[A-Za-z0-9_]+")
 _swept = threading.Event()
 
 
@@ -36,16 +36,7 @@ def remove_scratch(path: str | os.PathLike | None) -> None:
     """Remove `path` if it is (inside) one of this process's scratch folders; else leave it.
 
     The guard matters: callers pass package paths that may be the user's own folders."""
-    if path is None:
-        return
-    path = Path(path)
-    root = Path(tempfile.gettempdir()).resolve()
-    try:
-        relative = path.resolve().relative_to(root)
-    except ValueError:
-        return
-    match = _NAME.fullmatch(relative.parts[0]) if relative.parts else None
-    if match and int(match[2]) == os.getpid():
+    if path is not None and in_own_scratch(path):
         shutil.rmtree(path, ignore_errors=True)
 
 

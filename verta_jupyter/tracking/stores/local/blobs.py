@@ -11,6 +11,11 @@ Two copy paths, chosen by capability (like `shutil`, which uses sendfile on Linu
 - the portable path (macOS, where sendfile needs a socket; Windows, which has no sendfile,
   pread or preadv): read a chunk, write it, hash the same bytes.
 `VERTA_JUPYTER_PORTABLE=1` forces the portable path so the fallback is tested on Linux too.
+
+A third path takes no copy at all: a file this process wrote and hashed in its own temporary
+folder (a captured value's file in a temporary package, see package/valuefiles.py) is fsynced
+and hard-linked under its digest, when the store is on the same file system. Anything else
+(another device, no hard links, portable mode, any other file) is copied as above.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ....errors import StoreError
+from ....package.valuefiles import link_or_false, trusted_digest
 from ..base import Progress
 
 CHUNK = 32 << 20  # bytes per sendfile call: few calls, few thread hand-offs
@@ -72,12 +78,19 @@ class BlobFiles:
 
     def put(self, src: Path, progress: Progress | None = None) -> tuple[str, int]:
         """Store the file at `src`; return (hex sha256, size). Idempotent for equal content."""
-        small = _read_if_small(src)
-        if small is not None:
-            return self._put_bytes(small, progress)
-        # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
-        # group sharing the store)
-        tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
+        stored = self._put_by_link(src)
+        if stored is None:
+            small = _read_if_small(src)
+            if small is None:
+                return self._put_copy(src, progress)  # reports progress as it copies
+            stored = self._put_bytes(small)
+        if progress:
+            progress(stored[1])
+        return stored
+
+    def _put_copy(self, src: Path, progress: Progress | None) -> tuple[str, int]:
+        """Copy and hash the very bytes written (progress is reported as they are)."""
+        tmp_name = self._tmp_name("put")
         fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
         try:
             try:
@@ -85,41 +98,70 @@ class BlobFiles:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            final = self.path(hexdigest)
-            if self.exists(hexdigest):
-                os.unlink(tmp_name)  # deduplicated: the same bytes are already stored
-            else:
-                final.parent.mkdir(exist_ok=True)
-                os.replace(tmp_name, final)
-                _fsync_dir(final.parent)
+            self._publish(tmp_name, hexdigest)
             return hexdigest, size
         except BaseException:
             _unlink_quietly(tmp_name)
             raise
 
-    def _put_bytes(self, data: bytes, progress: Progress | None) -> tuple[str, int]:
+    def _put_bytes(self, data: bytes) -> tuple[str, int]:
         """A small file, already in memory: hashed first, so bytes the store already holds (most
         of a re-run cell's package) cost no write and no fsync at all."""
         hexdigest = hashlib.sha256(data).hexdigest()
         if not self.exists(hexdigest):
-            tmp_name = str(self.tmp / f"put-{uuid.uuid4().hex}")
-            fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
+            tmp_name = self._tmp_name("put")
             try:
+                fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
                 try:
                     _write_all(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                final = self.path(hexdigest)
-                final.parent.mkdir(exist_ok=True)
-                os.replace(tmp_name, final)
-                _fsync_dir(final.parent)
+                self._publish(tmp_name, hexdigest)
             except BaseException:
                 _unlink_quietly(tmp_name)
                 raise
-        if progress:
-            progress(len(data))
         return hexdigest, len(data)
+
+    def _put_by_link(self, src: Path) -> tuple[str, int] | None:
+        """A file this process wrote and hashed in its own temporary folder (a captured value)
+        becomes a blob without a copy or a second hash: fsync it, hard-link it under its name.
+        None when that is not possible (another file system, no hard links, not such a file):
+        the caller copies."""
+        hexdigest = trusted_digest(src) if not portable_mode() else None
+        if hexdigest is None:
+            return None
+        size = os.stat(src).st_size
+        if not self.exists(hexdigest):
+            tmp_name = self._tmp_name("link")
+            if not link_or_false(src, Path(tmp_name)):
+                return None
+            try:
+                fd = os.open(tmp_name, os.O_RDWR | _BINARY)  # Windows flushes only a writable handle
+                try:
+                    os.fsync(fd)  # durable before it has a blob's name, as a copied blob is
+                finally:
+                    os.close(fd)
+                self._publish(tmp_name, hexdigest)
+            except BaseException:
+                _unlink_quietly(tmp_name)
+                raise
+        return hexdigest, size
+
+    def _tmp_name(self, kind: str) -> str:
+        # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
+        # group sharing the store)
+        return str(self.tmp / f"{kind}-{uuid.uuid4().hex}")
+
+    def _publish(self, tmp_name: str, hexdigest: str) -> None:
+        """Give a durable temporary file its blob name (or drop it: the same bytes are stored)."""
+        final = self.path(hexdigest)
+        if self.exists(hexdigest):
+            os.unlink(tmp_name)  # deduplicated: the same bytes are already stored
+            return
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp_name, final)
+        _fsync_dir(final.parent)
 
     def put_many(self, sources: list[Path], progress: Progress | None = None) -> list[tuple[str, int]]:
         """`put` every file, a few at a time: each blob still gets its own fsync (so each is
