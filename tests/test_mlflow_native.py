@@ -291,3 +291,94 @@ def test_a_typed_dataframe_model_is_signed_like_its_frame(make_package, tmp_path
         model.predict(convert_input(model.predict, x)) for x in inputs]
     assert got["signature"]["inputs"] == got["inferred"]["inputs"] == got["inferred_frame"]
     assert not [w for w in got["warnings"] if "type hint" in w.lower()], got["warnings"]
+
+
+# -- MLflow 3 logged models, on a real server --------------------------------------------------
+VOCAB_MODEL = '''
+import json
+import pathlib
+
+class Vocab:
+    def __init__(self, artifacts):
+        with open(artifacts["vocab"]) as f:
+            self.vocab = json.load(f)
+        self.extra = sorted(p.name for p in pathlib.Path(artifacts["tree"]).iterdir())
+
+    def predict(self, data):
+        items = data if isinstance(data, list) else [data]
+        out = [{"known": [w for w in item["words"] if w in self.vocab], "extra": self.extra}
+               for item in items]
+        return out if isinstance(data, list) else out[0]
+'''
+
+SEARCH_AND_LOAD = """
+import json, sys, warnings
+payload = json.load(sys.stdin)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import mlflow
+    found = mlflow.search_logged_models(experiment_ids=[payload["experiment_id"]],
+                                        output_format="list")
+    logged = mlflow.get_logged_model(payload["model_id"])
+    model = mlflow.pyfunc.load_model("models:/" + payload["model_id"])
+    answers = [model.predict(x) for x in payload["inputs"]]
+    run = mlflow.get_run(payload["run_id"])
+meta = model.metadata
+print(json.dumps({
+    "found": [m.model_id for m in found], "status": str(logged.status),
+    "source_run_id": logged.source_run_id, "name": logged.name,
+    "run_outputs": [o.model_id for o in (run.outputs.model_outputs if run.outputs else [])],
+    "answers": answers, "warnings": [str(w.message)[:300] for w in caught],
+    "signature": meta.signature.to_dict() if meta.signature else None,
+    "model_id": meta.model_id, "run_id": meta.run_id, "mlflow_version": meta.mlflow_version,
+    "model_uuid": meta.model_uuid,
+}))
+"""
+
+
+@pytest.fixture
+def logged_run(shell, mlflow_server, tmp_path):
+    """A model with a file and a directory artifact, logged to a fresh namespace on a real
+    server; returns (run, the LoggedModel log_model returned, the store)."""
+    import uuid
+
+    from verta_jupyter import Client
+    from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
+
+    store = MlflowStore(mlflow_server.url, namespace=f"n{uuid.uuid4().hex[:8]}")
+    run = Client(store=store).set_experiment_run("native")
+    (tmp_path / "v.json").write_text('["a", "b", "c"]')
+    (tmp_path / "tree").mkdir()
+    for name in ("x.txt", "y.txt"):
+        (tmp_path / "tree" / name).write_text(name)
+    run.log_artifact("vocab", str(tmp_path / "v.json"))
+    run.log_artifact("tree", str(tmp_path / "tree"))
+    shell.run(VOCAB_MODEL)
+    logged = run.log_model(shell.ns["Vocab"], artifacts=["vocab", "tree"],
+                           sample_input={"words": ["a", "q"]}, namespace=shell.ns)
+    return run, logged, store
+
+
+def test_a_logged_model_is_an_mlflow_3_logged_model(logged_run, tmp_path):
+    """Listed by search_logged_models, linked to its run (source and outputs), READY, and
+    `models:/<model_id>` predicts what run.load_model() predicts, with the signature."""
+    run, logged, store = logged_run
+    model_id = logged.info.meta["mlflow_model_id"]
+    assert model_id.startswith("m-")
+    assert run.model_info().meta["mlflow_model_id"] == model_id  # read back from the store
+    inputs = [{"words": ["a", "q", "c"]}, [{"words": ["b"]}], [{"words": []}, {"words": ["c"]}]]
+    ours = run.load_model()
+    env = {**MLFLOW_ENV, "MLFLOW_TRACKING_URI": store.http.url}
+    got = in_mlflow(SEARCH_AND_LOAD, {"experiment_id": store.get("run", run.id).parent_id,
+                                      "model_id": model_id, "run_id": run.id, "inputs": inputs},
+                    cwd=tmp_path, env=env)
+    assert model_id in got["found"]
+    assert got["status"] == "READY" and got["source_run_id"] == run.id and got["name"] == "Vocab"
+    assert model_id in got["run_outputs"]
+    assert got["answers"] == [ours.predict(x) for x in inputs]
+    assert got["model_id"] == got["model_uuid"] == model_id and got["run_id"] == run.id
+    assert got["mlflow_version"] and got["mlflow_version"][0].isdigit()
+    assert json.loads(got["signature"]["inputs"]) == [
+        {"type": "array", "items": {"type": "string"}, "name": "words", "required": True}]
+    assert [c["name"] for c in json.loads(got["signature"]["outputs"])] == ["known", "extra"]
+    assert not [w for w in got["warnings"] if "type hint" in w.lower()], got["warnings"]
