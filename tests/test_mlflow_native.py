@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from mlflow_server import MLFLOW_PYTHON, mlflow_bin, mlflow_server  # noqa: F401
+from mlflow_server import MLFLOW_PYTHON, FaultProxy, _reply, mlflow_bin, mlflow_server  # noqa: F401
 from verta_jupyter import load_package
 from verta_jupyter.jsonify.input import convert_input
 from verta_jupyter.package.mlflow_export import _ENTRY_TEMPLATE, export_mlflow
@@ -382,3 +382,146 @@ def test_a_logged_model_is_an_mlflow_3_logged_model(logged_run, tmp_path):
         {"type": "array", "items": {"type": "string"}, "name": "words", "required": True}]
     assert [c["name"] for c in json.loads(got["signature"]["outputs"])] == ["known", "extra"]
     assert not [w for w in got["warnings"] if "type hint" in w.lower()], got["warnings"]
+
+
+# -- an MLflow 2 server, and hostile answers, in front of the real server ------------------------
+class ScriptedProxy(FaultProxy):
+    """Forwards to the real server, except requests whose path contains a scripted part: those
+    get the scripted (status, content type, body). `seen` lists (method, path) of every request."""
+
+    def __init__(self, upstream_port: int, script: dict[str, tuple[int, str, bytes]]):
+        super().__init__(upstream_port)
+        self.script = script
+        self.seen: list[tuple[str, str]] = []
+
+    def _handle(self, handler) -> None:
+        self.seen.append((handler.command, handler.path))
+        rule = next((v for k, v in self.script.items() if k in handler.path), None)
+        if rule is None:
+            return super()._handle(handler)
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(length)
+        status, content_type, body = rule
+        _reply(handler, status, body, content_type)
+
+
+FLASK_404 = (404, "text/html", b"<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n"
+                               b"<h1>Not Found</h1>\n<p>The requested URL was not found.</p>\n")
+
+
+@pytest.fixture
+def proxied(mlflow_server, shell, tmp_path):
+    """make(script) -> (run, store, proxy): a fresh namespace reached through a ScriptedProxy."""
+    import uuid
+
+    from verta_jupyter import Client
+    from verta_jupyter.tracking.stores.mlflow.rest import RetryPolicy
+    from verta_jupyter.tracking.stores.mlflow.store import MlflowStore
+
+    proxies = []
+    shell.run(ECHO)
+
+    def make(script):
+        proxy = ScriptedProxy(mlflow_server.port, script)
+        proxies.append(proxy)
+        store = MlflowStore(proxy.url, namespace=f"p{uuid.uuid4().hex[:8]}",
+                            retry_policy=RetryPolicy(attempts=1))
+        return Client(store=store).set_experiment_run("r"), store, proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_an_mlflow_2_server_gets_no_logged_model_and_one_note(proxied, shell, caplog, tmp_path):
+    run, store, proxy = proxied({"/api/2.0/mlflow/logged-models": FLASK_404,
+                                 "/api/2.0/mlflow/runs/outputs": FLASK_404})
+    with caplog.at_level("WARNING", logger="verta_jupyter.tracking.stores.mlflow"):
+        first = run.log_model(shell.ns["Echo"], sample_input={"q": 1}, namespace=shell.ns)
+        second = run.log_model(shell.ns["Echo"], sample_input={"q": 2}, namespace=shell.ns,
+                               overwrite=True)
+    assert "mlflow_model_id" not in first.info.meta and "mlflow_model_id" not in second.info.meta
+    notes = [r.getMessage() for r in caplog.records if "logged-model" in r.getMessage()]
+    assert len(notes) == 1 and proxy.url in notes[0] and "runs:/" in notes[0]
+    assert len([p for _, p in proxy.seen if "logged-models" in p]) == 1  # not asked again
+    # ...and the model still loads with MLflow's tools from the run
+    got = in_mlflow("import json, sys, mlflow\np = json.load(sys.stdin)\n"
+                    "print(json.dumps(mlflow.pyfunc.load_model(p['uri']).predict(p['x'])))",
+                    {"uri": f"runs:/{run.id}/", "x": {"q": 3}}, cwd=tmp_path,
+                    env={**MLFLOW_ENV, "MLFLOW_TRACKING_URI": proxy.url})
+    assert got == run.load_model().predict({"q": 3})
+
+
+def _created(info: dict) -> tuple[int, str, bytes]:
+    return 200, "application/json", json.dumps({"model": {"info": info}}).encode()
+
+
+HOSTILE_CREATES = {
+    "html": (200, "text/html", b"<html><body>Please log in</body></html>"),
+    "no model": (200, "application/json", b'{"logged_model": 1}'),
+    "id with a path": _created({"model_id": "../../0/x", "artifact_uri":
+                                "mlflow-artifacts:/0/models/../../0/x/artifacts"}),
+    "id not text": _created({"model_id": ["m-1"], "artifact_uri": "mlflow-artifacts:/0/models/m/a"}),
+    "folder escapes": _created({"model_id": "m-1", "artifact_uri": "mlflow-artifacts:/../../etc"}),
+    "folder is another": _created({"model_id": "m-1", "artifact_uri":
+                                   "mlflow-artifacts:/0/other/models/m-2/artifacts"}),
+    "folder is the run's": None,  # filled in with the run's own artifact root
+    "folder unreachable": _created({"model_id": "m-1", "artifact_uri":
+                                    "s3://bucket/models/m-1/artifacts"}),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CREATES))
+def test_a_hostile_logged_model_answer_is_refused_before_anything_is_written(proxied, shell, case):
+    """The create answer decides where files go: a bad one is a StoreError naming the server,
+    the run's model is not published, and no file was sent anywhere but the run's own folder."""
+    from verta_jupyter.errors import NotFoundError, StoreError
+
+    run, store, proxy = proxied({})
+    root = store.server.artifact_root(run.id)
+    answer = HOSTILE_CREATES[case] or _created(
+        {"model_id": "m-1", "artifact_uri": f"mlflow-artifacts:/{root}"})
+    proxy.script["/api/2.0/mlflow/logged-models"] = answer
+    with pytest.raises(StoreError) as refused:
+        run.log_model(shell.ns["Echo"], sample_input={"q": 1}, namespace=shell.ns)
+    assert proxy.url in str(refused.value) and "Traceback" not in str(refused.value)
+    with pytest.raises(NotFoundError):
+        run.model_info()
+    puts = [p for method, p in proxy.seen if method == "PUT"]
+    assert puts and all(f"/mlflow-artifacts/artifacts/{root}/" in p for p in puts), puts
+
+
+def test_an_answer_cut_off_mid_body_is_a_store_error(tmp_path):
+    """A server (or proxy) that promises more bytes than it sends and hangs up: a StoreError
+    naming the server and the call, not requests' ChunkedEncodingError."""
+    import socket
+    import threading
+
+    from verta_jupyter.errors import StoreError
+    from verta_jupyter.tracking.stores.mlflow.rest import MlflowHttp, RetryPolicy
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{\"model\": {")
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(StoreError, match="POST logged-models") as cut:
+            MlflowHttp(url, retry_policy=RetryPolicy(attempts=1), timeout=(2, 5)).call(
+                "POST", "logged-models", {}, retry=False)
+        assert url in str(cut.value)
+    finally:
+        listener.close()
