@@ -363,8 +363,8 @@ def test_a_logged_model_is_an_mlflow_3_logged_model(logged_run, tmp_path):
     """Listed by search_logged_models, linked to its run (source and outputs), READY, and
     `models:/<model_id>` predicts what run.load_model() predicts, with the signature."""
     run, logged, store = logged_run
-    model_id = logged.info.meta["mlflow_model_id"]
-    assert model_id.startswith("m-")
+    model_id = logged.mlflow_model_id
+    assert model_id.startswith("m-") and f"models:/{model_id}" in repr(logged)
     assert run.model_info().meta["mlflow_model_id"] == model_id  # read back from the store
     inputs = [{"words": ["a", "q", "c"]}, [{"words": ["b"]}], [{"words": []}, {"words": ["c"]}]]
     ours = run.load_model()
@@ -525,3 +525,74 @@ def test_an_answer_cut_off_mid_body_is_a_store_error(tmp_path):
         assert url in str(cut.value)
     finally:
         listener.close()
+
+
+# -- the magic's summary: which store and why, and the logged model ------------------------------
+def _magic_summary(shell, setup: str) -> str:
+    from IPython.utils.capture import capture_output
+
+    shell.run("%load_ext verta_jupyter")
+    shell.run(setup)
+    with capture_output() as captured:
+        shell.run("%%verta_model --no-panel --sample '{\"q\": 1}'\n" + ECHO)
+    (summary,) = captured.outputs
+    assert "vj-store" in summary.data["text/html"]
+    return summary.data["text/plain"]
+
+
+def test_the_summary_names_the_store_chosen_by_mlflow_tracking_uri_and_the_logged_model(
+        shell, mlflow_server, monkeypatch):
+    import uuid
+
+    monkeypatch.delenv("VERTA_JUPYTER_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("VERTA_JUPYTER_MLFLOW_NAMESPACE", f"s{uuid.uuid4().hex[:8]}")
+    text = _magic_summary(shell, "from verta_jupyter import Client\n"
+                                 "run = Client().set_experiment_run('summary')")
+    model_id = shell.run("run.model_info().meta['mlflow_model_id']")
+    assert (f"store: {mlflow_server.url}?namespace=s" in text
+            and ", chosen by $MLFLOW_TRACKING_URI (an MLflow tracking server)" in text), text
+    assert f"mlflow: logged model {model_id}: mlflow.pyfunc.load_model('models:/{model_id}')" in text
+
+
+def test_the_summary_names_a_folder_store_and_why(shell, tmp_path, monkeypatch):
+    monkeypatch.delenv("VERTA_JUPYTER_STORE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    text = _magic_summary(shell, f"from verta_jupyter import Client\n"
+                                 f"run = Client(store=r'{tmp_path / 'st'}').set_experiment_run('x')")
+    assert f"store: {tmp_path / 'st'}, chosen by the store= argument" in text
+    assert "mlflow:" not in text  # no MLflow logged model for a folder store
+
+
+def test_mlflow_models_serve_of_the_logged_model_answers_what_run_load_model_answers(
+        logged_run, tmp_path):
+    """The scoring server path: `mlflow models serve -m models:/<id>` on 127.0.0.1 gets
+    `{"inputs": x}` and answers exactly run.load_model().predict(x), a one-record list included."""
+    import signal
+
+    import requests
+
+    from mlflow_server import MLFLOW_BIN, free_port
+    from test_mlflow_export import _wait_for_ping
+
+    run, logged, store = logged_run
+    port = free_port()
+    env = {**MLFLOW_ENV, "MLFLOW_TRACKING_URI": store.http.url,
+           "PATH": f"{MLFLOW_BIN.parent}{os.pathsep}{os.environ['PATH']}"}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([str(MLFLOW_BIN), "models", "serve", "-m",
+                             f"models:/{logged.mlflow_model_id}", "--env-manager", "local",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_ping(proc, url, tmp_path / "serve.log")
+        ours = run.load_model()
+        for x in [{"words": ["a", "z"]}, [{"words": ["b"]}], [{"words": []}, {"words": ["c"]}]]:
+            answer = requests.post(f"{url}/invocations", json={"inputs": x}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"predictions": ours.predict(x)}
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        log.close()
