@@ -423,15 +423,11 @@ class VertaMagics(Magics):
 
 
 def _store_text(run: Any) -> str:
-    """"<location>, chosen by <why>" for the run's store (why: `Client.store_origin`)."""
+    """Why the run's store (named in the headline) was chosen: `Client.store_origin`."""
     from .tracking.client import origin_of
 
     store = getattr(run, "_store", None)
-    location = getattr(store, "location", None)
-    if location is None:
-        return ""
-    origin = origin_of(store)
-    return f"{location}, chosen by {origin}" if origin else str(location)
+    return (origin_of(store) or "") if store is not None else ""
 
 
 def _mlflow_model(outcome: Outcome) -> str:

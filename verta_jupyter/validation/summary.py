@@ -68,7 +68,7 @@ class ModelSummary:
                  replaced: str = "", stored: str = "", store: str = "", mlflow_model: str = ""):
         self.report = report
         self.logged_to = logged_to
-        self.store = store  # "<location>, chosen by $MLFLOW_TRACKING_URI (...)"
+        self.store = store  # why the store in the headline: "$MLFLOW_TRACKING_URI (...)"
         self.mlflow_model = mlflow_model  # an MLflow 3 logged model's id, when one was made
         self.seconds = report.timings.get("total", 0.0) if seconds is None else seconds
         self.replaced = replaced  # "replaced the model this cell logged at 10:42:07"
@@ -123,7 +123,7 @@ class ModelSummary:
         """Which store and why; the MLflow 3 logged model, loadable with MLflow's tools."""
         if not (self.logged_to and self.report.ok):
             return []
-        lines = [("store", self.store)] if self.store else []
+        lines = [("store chosen by", self.store)] if self.store else []
         if self.mlflow_model:
             lines.append(("mlflow", f"logged model {self.mlflow_model}: "
                                     f"mlflow.pyfunc.load_model('models:/{self.mlflow_model}')"))
@@ -155,7 +155,7 @@ class ModelSummary:
             parts.append(self._captured_html(r.captured))
         if self._package_text():
             parts.append(f'<div class="vj-package"><b>package</b>: <code>{esc(self._package_text())}</code></div>')
-        parts += [f'<div class="vj-{label}"><b>{label}</b>: {esc(text)}</div>'
+        parts += [f'<div class="vj-{label.split()[0]}"><b>{label}</b>: {esc(text)}</div>'
                   for label, text in self._store_lines()]
         parts += [f'<div class="vj-note">note: {esc(n)}</div>' for n in r.rebuild_notes]
         parts.append("</div>")

@@ -72,7 +72,7 @@ def log_model(server, run: dict, package: Path, info: ArtifactInfo, tags: Mappin
         server.call("POST", "runs/outputs",
                     {"run_id": run_id, "models": [{"model_id": model_id, "step": 0}]}, retry=False)
         _upload(server, run_id, model_id, root, package, tags)
-    except BaseException:
+    except Exception:
         _finalize(server, model_id, "LOGGED_MODEL_UPLOAD_FAILED", best_effort=True)
         raise
     _finalize(server, model_id, "LOGGED_MODEL_READY")
@@ -80,10 +80,10 @@ def log_model(server, run: dict, package: Path, info: ArtifactInfo, tags: Mappin
 
 
 def _unsupported(exc: StoreError) -> bool:
-    """The server does not know the endpoint (MLflow 2 answers 404, some proxies 501)."""
+    """The server does not know the endpoint (MLflow 2 answers 404, some proxies 405 or 501)."""
     text = str(exc)
     return isinstance(exc, NotFoundError) or any(
-        mark in text for mark in ("ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED", "HTTP 404", "HTTP 501"))
+        mark in text for mark in ("ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED", "HTTP 405", "HTTP 501"))
 
 
 def _checked(server, answer: dict, run_id: str) -> tuple[str, str]:
