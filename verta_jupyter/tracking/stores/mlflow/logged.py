@@ -31,6 +31,7 @@ from ..base import ArtifactInfo, iter_tree
 from . import answers
 from . import artifacts as arts
 from .fields import PREFIX
+from .server import NAMESPACE_TAG, TrackingServer
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +44,17 @@ MODEL_TYPE = "verta_jupyter"
 DIGEST_TAG = PREFIX + "model_digest"
 
 
-def log_model(server, run: dict, package: Path, info: ArtifactInfo, tags: Mapping[str, str]
-              ) -> str | None:
+def log_model(server: TrackingServer, run: dict, package: Path, info: ArtifactInfo,
+              tags: Mapping[str, str]) -> str | None:
     """Create the logged model of `package` (just uploaded to `run`), linked to the run, with
     its files in place and status READY; its id, or None on a server without logged models."""
-    if server.no_logged_models:
+    if server.no_logged_models or any(arts.INFO_TAG + key not in tags
+                                      for key in _artifact_keys(package)):
+        return None  # (an artifact it needs is missing: no MLflow files at the run either)
+    run_id = run["info"]["run_id"]
+    created = _create(server, run, info)
+    if created is None:
         return None
-    run_id, experiment_id = run["info"]["run_id"], run["info"]["experiment_id"]
-    name = _BAD_NAME.sub("_", str(info.meta.get("class_name") or "model")) or "model"
-    body = {"experiment_id": experiment_id, "name": name, "source_run_id": run_id,
-            "model_type": MODEL_TYPE,
-            "tags": [{"key": DIGEST_TAG, "value": info.digest},
-                     *([{"key": PREFIX + "namespace", "value": server.namespace}]
-                       if server.namespace else [])]}
-    try:  # a lost reply is not retried: a second create would be a second (pending) model
-        created = server.call("POST", "logged-models", body, retry=False)
-    except StoreError as exc:
-        if _unsupported(exc):
-            server.no_logged_models = True
-            log.warning("MLflow server %s has no logged-model API (an MLflow 2 server): models "
-                        "logged to it load as runs:/<run id>/ and models:/<name>/<version>, but "
-                        "MLflow 3's Models view and models:/<model_id> need an MLflow 3 server.",
-                        server.location)
-            return None
-        raise
     model_id, root = _checked(server, created, run_id)
     try:
         server.call("POST", "runs/outputs",
@@ -79,6 +67,26 @@ def log_model(server, run: dict, package: Path, info: ArtifactInfo, tags: Mappin
     return model_id
 
 
+def _create(server: TrackingServer, run: dict, info: ArtifactInfo) -> dict | None:
+    """`POST logged-models`: the answer, or None (and one note) where the API does not exist."""
+    name = _BAD_NAME.sub("_", str(info.meta.get("class_name") or "model")) or "model"
+    tags = {DIGEST_TAG: info.digest, **({NAMESPACE_TAG: server.namespace}
+                                        if server.namespace else {})}
+    body = {"experiment_id": run["info"]["experiment_id"], "name": name,
+            "source_run_id": run["info"]["run_id"], "model_type": MODEL_TYPE,
+            "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+    try:  # a lost reply is not retried: a second create would be a second (pending) model
+        return server.call("POST", "logged-models", body, retry=False)
+    except StoreError as exc:
+        if not _unsupported(exc):
+            raise
+    server.no_logged_models = True
+    log.warning("MLflow server %s has no logged-model API (an MLflow 2 server): models logged "
+                "to it load as runs:/<run id>/ and models:/<name>/<version>, but MLflow 3's "
+                "Models view and models:/<model_id> need an MLflow 3 server.", server.location)
+    return None
+
+
 def _unsupported(exc: StoreError) -> bool:
     """The server does not know the endpoint (MLflow 2 answers 404, some proxies 405 or 501)."""
     text = str(exc)
@@ -86,7 +94,7 @@ def _unsupported(exc: StoreError) -> bool:
         mark in text for mark in ("ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED", "HTTP 405", "HTTP 501"))
 
 
-def _checked(server, answer: dict, run_id: str) -> tuple[str, str]:
+def _checked(server: TrackingServer, answer: dict, run_id: str) -> tuple[str, str]:
     """(model id, artifact root) from the create answer, both checked: the id is a plain name
     and the folder is the logged model's own (`.../models/<id>/artifacts`), never the run's
     or anything outside; else a StoreError naming the server, before anything is uploaded."""
@@ -105,7 +113,7 @@ def _checked(server, answer: dict, run_id: str) -> tuple[str, str]:
     return model_id, root
 
 
-def _upload(server, run_id: str, model_id: str, root: str, package: Path,
+def _upload(server: TrackingServer, run_id: str, model_id: str, root: str, package: Path,
             tags: Mapping[str, str]) -> None:
     """The package, its artifacts (copied from the run) and the MLflow files; MLmodel last."""
     http = server.http
@@ -114,11 +122,7 @@ def _upload(server, run_id: str, model_id: str, root: str, package: Path,
     placed: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="vj-logged-model-") as tmp:
         for key in _artifact_keys(package):
-            text = tags.get(arts.INFO_TAG + key)
-            if text is None:
-                raise NotFoundError(f"artifact {key!r}, which the model needs, is not logged on "
-                                    f"run {run_id}; log it first with log_artifact({key!r}, ...)")
-            info, gen = arts.parse_info(http, run_root, key, text)
+            info, gen = arts.parse_info(http, run_root, key, tags[arts.INFO_TAG + key])
             local = arts.fetch(http, run_root, info, gen, Path(tmp) / "a" / key / info.filename,
                                None)
             placed[key] = f"artifacts/{key}/{info.filename}"
@@ -140,7 +144,7 @@ def _artifact_keys(package: Path) -> list[str]:
     return list(read_manifest(package).get("artifact_keys", []))
 
 
-def _finalize(server, model_id: str, status: str, best_effort: bool = False) -> Any:
+def _finalize(server: TrackingServer, model_id: str, status: str, best_effort: bool = False) -> Any:
     try:
         return server.call("PATCH", f"logged-models/{model_id}",
                            {"model_id": model_id, "status": status})

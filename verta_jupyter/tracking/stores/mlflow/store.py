@@ -2,7 +2,8 @@
 
 No `mlflow` import: one `requests.Session` (`rest`). Modules: `server` (the shared surface:
 checked calls, experiments, runs), `registry` (models, versions), `artifacts`, `fields`,
-`answers` (what an answer must look like), `check`. Mapping (docs/mlflow.md):
+`logged` (MLflow 3 logged models), `answers` (what an answer must look like), `check`.
+Mapping (docs/mlflow.md):
 
 - project "P"            -> MLflow experiment "P" tagged `verta_jupyter.kind=project`
 - experiment "E" in P    -> MLflow experiment "P/E" (a "/" in P is written "%2F")
@@ -15,7 +16,8 @@ checked calls, experiments, runs), `registry` (models, versions), `artifacts`, `
 - fields                 -> params/metrics/tags (see `fields`)
 - artifacts, model       -> run artifacts through the proxied `mlflow-artifacts` endpoints,
                             published by one tag after every byte is stored (`artifacts`);
-                            overwrite=False claims the key first with a write-once param
+                            overwrite=False claims the key first with a write-once param;
+                            a run's model is also an MLflow 3 logged model (`logged`)
 
 Non-idempotent creates are safe to retry: experiments and registered models are get-or-create
 by name; runs carry a client-generated id tag that a retry looks up before creating again;
