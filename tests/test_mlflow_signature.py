@@ -140,7 +140,7 @@ print(json.dumps(out))
 def variants_of(sample) -> list:
     """Other valid inputs of the sample's shape: a batch where the sample was one item. (Not a
     one-item list for a dict or scalar sample: enforcement makes `[x]` and `x` the same
-    one-row DataFrame, which is why MLmodel asks MLflow >= 2.20 not to enforce; see
+    one-row DataFrame, which is why MLmodel asks MLflow not to enforce; see
     test_an_export_is_signed_predicts_what_it_was_sent_and_loads_without_warnings.)"""
     kind = sample_kind(sample)
     if kind == "dict":
@@ -160,10 +160,10 @@ def entry_for(sample) -> str:
 
 
 def test_enforcement_is_undone_exactly_for_every_sample_we_sign(mlflow_bin):
-    """Where MLflow enforces the schema (MLflow < 2.20, mlflow.evaluate, spark_udf) every input
-    becomes a DataFrame; the entry turns it back into the JSON that was sent, for the sample and
-    for batches of it. The samples we refuse to sign are exactly those where that is impossible:
-    MLflow rejects or changes the sample itself."""
+    """Where MLflow enforces the schema (an MLflow without the type-hint flag, mlflow.evaluate,
+    spark_udf) every input becomes a DataFrame; the entry turns it back into the JSON that was
+    sent, for the sample and for batches of it. The samples we refuse to sign are exactly those
+    where that is impossible: MLflow rejects or changes the sample itself."""
     signed = [(s, variants_of(s)) for s, _ in SAMPLES if s is not None]
     got = in_mlflow(ROUND_TRIP, [(entry_for(s), s, v) for s, v in signed])
     for (sample, variants), rows in zip(signed, got):

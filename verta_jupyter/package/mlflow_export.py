@@ -52,7 +52,7 @@ from pathlib import Path
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-try:  # MLflow >= 2.21; older versions neither warn about nor use the hint
+try:  # newer MLflow; versions without it do not check predict's hints this way
     from mlflow.types.type_hints import TypeFromExample
 except ImportError:
     from typing import Any as TypeFromExample
@@ -83,8 +83,8 @@ def _load_class(package):
 
 def _from_wire(data):
     """Undo MLflow's conversions so predict sees the JSON that was sent: the scoring server's
-    numpy arrays, and the DataFrame that schema enforcement makes (MLflow before 2.20, or a
-    caller that bypasses the type-hint path, e.g. mlflow.evaluate)."""
+    numpy arrays, and the DataFrame that schema enforcement makes (an MLflow that predates the
+    type-hint flag in MLmodel, or a caller that bypasses that path, e.g. mlflow.evaluate)."""
     if hasattr(data, "columns") and hasattr(data, "to_dict"):  # a DataFrame
         return _from_frame(data)
     if hasattr(data, "tolist") and hasattr(data, "dtype"):  # numpy array or scalar
@@ -295,8 +295,9 @@ def _mlmodel(manifest: dict, placed: dict[str, str], has_example: bool, signatur
               f"    python_version: {q(manifest['python'])}",
               "    streamable: false"]
     if signature:
-        # "From a type hint": MLflow (>= 2.20) then hands predict the input as sent, instead of
-        # enforcing the schema into a DataFrame; the entry's typed predict takes any JSON.
+        # "From a type hint": MLflow (measured with 3.17; the flag came with type hints in 2.20)
+        # then hands predict the input as sent instead of enforcing the schema into a
+        # DataFrame; the entry's typed predict takes any JSON.
         lines.append("is_signature_from_type_hint: true")
     if identity.mlflow_version:
         lines.append(f"mlflow_version: {q(identity.mlflow_version)}")
