@@ -88,12 +88,12 @@ def _from_wire(data):
     if hasattr(data, "columns") and hasattr(data, "to_dict"):  # a DataFrame
         return _from_frame(data)
     if hasattr(data, "tolist") and hasattr(data, "dtype"):  # numpy array or scalar
-        return _plain(data.tolist())
+        return data.tolist()
     if isinstance(data, dict):  # {{"inputs": {{...}}}} arrives as a dict of numpy arrays
         return {{key: _from_wire(value) for key, value in data.items()}}
     if isinstance(data, (list, tuple)):
         return [_from_wire(item) for item in data]
-    return _plain(data)
+    return data
 
 
 def _from_frame(frame):
@@ -108,7 +108,8 @@ def _from_frame(frame):
 
 
 def _plain(value):
-    """numpy scalars and arrays as Python values; NaN (a missing value to pandas) as None."""
+    """A DataFrame cell as JSON: numpy scalars and arrays as Python values, and NaN / NA / NaT
+    (how pandas holds a missing value, e.g. a null in a float column) as None."""
     if hasattr(value, "tolist") and hasattr(value, "dtype"):
         value = value.tolist()
     if isinstance(value, dict):
