@@ -166,7 +166,8 @@ class VertaMagics(Magics):
         from .validation.summary import ModelSummary
 
         display(ModelSummary(outcome.report, logged_to=outcome.logged_to, seconds=outcome.seconds,
-                             replaced=outcome.replaced, stored=_stored_as(outcome, options, self.shell.user_ns)))
+                             replaced=outcome.replaced, stored=_stored_as(outcome, options, self.shell.user_ns),
+                             store=_store_text(outcome.run), mlflow_model=_mlflow_model(outcome)))
         old = self._panels.pop(options.cell_key, None)
         if old is not None:  # the cell's previous panel: its output is gone, stop its worker
             old.close()
@@ -182,6 +183,20 @@ class VertaMagics(Magics):
             self.last_panel = panel  # for code that drives the panel (tests, scripts)
             self._panels[options.cell_key] = panel
             display(panel)
+
+
+def _store_text(run: Any) -> str:
+    """Why the run's store (named in the headline) was chosen: `Client.store_origin`."""
+    from .tracking.client import origin_of
+
+    store = getattr(run, "_store", None)
+    return (origin_of(store) or "") if store is not None else ""
+
+
+def _mlflow_model(outcome: Outcome) -> str:
+    info = getattr(outcome.logged, "info", None)
+    model_id = getattr(info, "meta", {}).get("mlflow_model_id") if info is not None else None
+    return model_id if isinstance(model_id, str) else ""
 
 
 def _stored_as(outcome: Outcome, options: Options, namespace: dict) -> str:

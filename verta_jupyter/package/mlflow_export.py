@@ -21,14 +21,18 @@ ourselves rather than through `mlflow.pyfunc.save_model`, so exporting needs no 
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
 import shutil
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import PackageError
+from .mlflow_signature import sample_kind, signature_for
 
 ENTRY = "verta_model_entry.py"
 PACKAGE_DIR = "verta_package"
@@ -48,8 +52,14 @@ from pathlib import Path
 import mlflow
 from mlflow.pyfunc import PythonModel
 
+try:  # newer MLflow; versions without it do not check predict's hints this way
+    from mlflow.types.type_hints import TypeFromExample
+except ImportError:
+    from typing import Any as TypeFromExample
+
 PACKAGE = Path(__file__).resolve().parent / {package_dir!r}
 CLASS_NAME = {class_name!r}
+SAMPLE_KIND = {sample_kind!r}  # the sample's JSON shape: what a DataFrame is turned back into
 
 
 def _verify(package):
@@ -72,16 +82,45 @@ def _load_class(package):
 
 
 def _from_wire(data):
-    """Undo the scoring server's conversions so predict sees the JSON that was sent."""
+    """Undo MLflow's conversions so predict sees the JSON that was sent: the scoring server's
+    numpy arrays, and the DataFrame that schema enforcement makes (an MLflow that predates the
+    type-hint flag in MLmodel, or a caller that bypasses that path, e.g. mlflow.evaluate)."""
+    if hasattr(data, "columns") and hasattr(data, "to_dict"):  # a DataFrame
+        return _from_frame(data)
     if hasattr(data, "tolist") and hasattr(data, "dtype"):  # numpy array or scalar
         return data.tolist()
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame from dataframe_*
-        return data.to_dict(orient="records")
     if isinstance(data, dict):  # {{"inputs": {{...}}}} arrives as a dict of numpy arrays
         return {{key: _from_wire(value) for key, value in data.items()}}
     if isinstance(data, (list, tuple)):
         return [_from_wire(item) for item in data]
     return data
+
+
+def _from_frame(frame):
+    """A DataFrame back to the JSON form of the sample: one row of a dict sample is the dict,
+    an unnamed column of scalars is the list (one value of a scalar sample is the value)."""
+    if SAMPLE_KIND in ("scalar", "scalars") and list(frame.columns) == [0]:
+        values = [_plain(v) for v in frame[0].tolist()]
+        return values[0] if SAMPLE_KIND == "scalar" and len(values) == 1 else values
+    records = [{{str(k): _plain(v) for k, v in row.items()}}
+               for row in frame.to_dict(orient="records")]
+    return records[0] if SAMPLE_KIND == "dict" and len(records) == 1 else records
+
+
+def _plain(value):
+    """A DataFrame cell as JSON: numpy scalars and arrays as Python values, and NaN / NA / NaT
+    (how pandas holds a missing value, e.g. a null in a float column) as None."""
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {{k: _plain(v) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
 
 
 def _to_json(value):
@@ -103,7 +142,9 @@ class VertaJupyterModel(PythonModel):
             return
         self._convert = convert_input
 
-    def predict(self, context, model_input, params=None):
+    # A type hint, so MLflow's loader does not warn "Add type hints"; TypeFromExample adds no
+    # validation of its own (MLmodel's signature describes the input).
+    def predict(self, context, model_input: TypeFromExample, params=None):
         data = _from_wire(model_input)
         if self._convert is not None:
             data = self._convert(self.model.predict, data)
@@ -139,29 +180,57 @@ def export_mlflow(package_dir: str | os.PathLike, path: str | os.PathLike, *,
     return path
 
 
-def mlflow_files(package_dir: Path, package_rel: str, placed: Mapping[str, str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The standard MLmodel fields that say where a model lives and who wrote it. All optional:
+    an export has no run; an MLflow 3 logged model adds its id (MLflow writes `model_uuid` =
+    `model_id` and `artifact_path` = the logged model's artifact URI)."""
+
+    mlflow_version: str | None = None  # the server's (or installed) MLflow; None: unknown
+    run_id: str | None = None
+    model_id: str | None = None
+    artifact_path: str | None = None
+
+
+def mlflow_files(package_dir: Path, package_rel: str, placed: Mapping[str, str],
+                 identity: ModelIdentity | None = None) -> dict[str, str]:
     """The files that make a directory holding our package (at `package_rel`) and artifacts
     (key -> relative path) an MLflow model: name -> text. Used by `export_mlflow` and by the
-    MLflow store, which writes them at a run's artifact root beside the logged package."""
+    MLflow store, which writes them at a run's artifact root beside the logged package (and
+    into an MLflow 3 logged model)."""
     from .format import package_digest, read_manifest
 
     manifest = read_manifest(package_dir)
+    sample, output = _example(package_dir, "input_example.json"), _example(package_dir,
+                                                                          "output_example.json")
+    kind = sample_kind(sample) if sample is not _MISSING else None
     files = {
         ENTRY: _ENTRY_TEMPLATE.format(class_name=manifest["class_name"], package_dir=package_rel,
-                                      digest=package_digest(manifest)[:12]),
+                                      digest=package_digest(manifest)[:12], sample_kind=kind),
         "requirements.txt": "".join(f"{r}\n" for r in [*manifest["requirements"],
                                                         _mlflow_requirement()]),
         "python_env.yaml": _python_env(manifest),
     }
-    example_type = None
-    sample = Path(package_dir) / "input_example.json"
-    if sample.exists():
-        data = json.loads(sample.read_text())
-        files["input_example.json"] = sample.read_text()
-        files["serving_input_example.json"] = json.dumps({"inputs": data}, indent=2)
-        example_type = "json_object" if isinstance(data, dict) else None
-    files["MLmodel"] = _mlmodel(manifest, dict(placed), example_type)
+    if sample is not _MISSING:
+        files["input_example.json"] = (Path(package_dir) / "input_example.json").read_text()
+        files["serving_input_example.json"] = json.dumps({"inputs": sample}, indent=2)
+    signature = signature_for(sample, None if output is _MISSING else output) if kind else None
+    files["MLmodel"] = _mlmodel(manifest, dict(placed), sample is not _MISSING, signature,
+                                identity or ModelIdentity(mlflow_version=_installed_mlflow()))
     return files
+
+
+_MISSING = object()
+
+
+def _example(package_dir: Path, name: str):
+    path = Path(package_dir) / name
+    if not path.exists():
+        return _MISSING
+    try:
+        return json.loads(path.read_text())
+    except ValueError:  # a package's own files are verified; a broken example is no example
+        return _MISSING
 
 
 def _check_artifacts(manifest: dict, artifacts: dict[str, Path]) -> None:
@@ -188,13 +257,19 @@ def _copy_artifacts(artifacts: dict[str, Path], root: Path) -> dict[str, str]:
     return placed
 
 
-def _mlflow_requirement() -> str:
+def _installed_mlflow() -> str | None:
     try:
         from importlib.metadata import version
 
-        return f"mlflow=={version('mlflow')}"
-    except Exception:  # mlflow is not installed here: any version with models-from-code
-        return MIN_MLFLOW
+        return version("mlflow")
+    except Exception:  # not installed here
+        return None
+
+
+def _mlflow_requirement() -> str:
+    installed = _installed_mlflow()
+    # not installed here: any version with models-from-code
+    return f"mlflow=={installed}" if installed else MIN_MLFLOW
 
 
 def _python_env(manifest: dict) -> str:
@@ -202,10 +277,15 @@ def _python_env(manifest: dict) -> str:
             "dependencies:\n- -r requirements.txt\n")
 
 
-def _mlmodel(manifest: dict, placed: dict[str, str], example_type: str | None) -> str:
-    """MLmodel as YAML (written by hand: JSON strings are valid YAML scalars)."""
+def _mlmodel(manifest: dict, placed: dict[str, str], has_example: bool, signature: dict | None,
+             identity: ModelIdentity) -> str:
+    """MLmodel as YAML (written by hand: JSON strings are valid YAML scalars). The fields and
+    their meaning follow what `mlflow.pyfunc.log_model` writes in MLflow 3."""
     q = json.dumps
-    lines = ["flavors:", "  python_function:"]
+    lines = []
+    if identity.artifact_path:
+        lines.append(f"artifact_path: {q(identity.artifact_path)}")
+    lines += ["flavors:", "  python_function:"]
     if placed:
         lines.append("    artifacts:")
         for key, rel in placed.items():
@@ -215,10 +295,28 @@ def _mlmodel(manifest: dict, placed: dict[str, str], example_type: str | None) -
               f"    model_code_path: {ENTRY}",
               f"    python_version: {q(manifest['python'])}",
               "    streamable: false"]
-    if example_type:
+    if signature:
+        # "From a type hint": MLflow (measured with 3.17; the flag came with type hints in 2.20)
+        # then hands predict the input as sent instead of enforcing the schema into a
+        # DataFrame; the entry's typed predict takes any JSON.
+        lines.append("is_signature_from_type_hint: true")
+    if identity.mlflow_version:
+        lines.append(f"mlflow_version: {q(identity.mlflow_version)}")
+    if identity.model_id:
+        lines.append(f"model_id: {q(identity.model_id)}")
+    lines.append(f"model_uuid: {q(identity.model_id or uuid.uuid4().hex)}")
+    if identity.run_id:
+        lines.append(f"run_id: {q(identity.run_id)}")
+    if has_example:
         lines += ["saved_input_example_info:", "  artifact_path: input_example.json",
-                  "  serving_input_path: serving_input_example.json", f"  type: {example_type}"]
-    lines += ["metadata:", f"  verta_jupyter_class: {q(manifest['class_name'])}",
+                  "  serving_input_path: serving_input_example.json", "  type: json_object"]
+    if signature:
+        lines += ["signature:", f"  inputs: {q(signature['inputs'])}",
+                  f"  outputs: {q(signature['outputs']) if signature['outputs'] else 'null'}",
+                  "  params: null", "type_hint_from_example: false"]
+    created = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    lines += [f"utc_time_created: {q(str(created))}",
+              "metadata:", f"  verta_jupyter_class: {q(manifest['class_name'])}",
               f"  verta_jupyter_version: {q(manifest['verta_jupyter'])}",
               f"  exported_by: {q('verta_jupyter ' + platform.python_version())}"]
     return "\n".join(lines) + "\n"

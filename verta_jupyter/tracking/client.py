@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -92,6 +93,26 @@ def _open(store: Any) -> Store:
     return LocalStore(Path(text))
 
 
+#: Why each store a Client opened was chosen: a run knows its store, not its Client, and the
+#: magic's summary says which store and why.
+_ORIGINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _remember_origin(store: Store, origin: str) -> None:
+    try:
+        _ORIGINS[store] = origin
+    except TypeError:  # a store object that cannot be weakly referenced: no reason shown
+        pass
+
+
+def origin_of(store: Any) -> str | None:
+    """Why `store` was chosen (`Client.store_origin`), if a Client in this process opened it."""
+    try:
+        return _ORIGINS.get(store)
+    except TypeError:
+        return None
+
+
 class Client:
     """Entry point of the tracking API (Verta's names)."""
 
@@ -100,6 +121,7 @@ class Client:
         self._store = open_store(choice.spec, choice.origin)
         #: Why this store was chosen ("the store= argument", "$MLFLOW_TRACKING_URI ...").
         self.store_origin: str = choice.origin
+        _remember_origin(self._store, choice.origin)
         self.proj: Project | None = None
         self.expt: Experiment | None = None
         self.expt_run: ExperimentRun | None = None

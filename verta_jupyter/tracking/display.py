@@ -64,12 +64,18 @@ class LoggedModel:
         """sha256 of the stored package (over its files)."""
         return self.info.digest
 
+    @property
+    def mlflow_model_id(self) -> str | None:
+        """The MLflow 3 logged model made with it (an MLflow 3 store), for `models:/<id>`."""
+        return self.info.meta.get("mlflow_model_id")
+
     def _lines(self) -> list[tuple[str, str]]:
+        mlflow = [("mlflow model", f"models:/{self.mlflow_model_id}")] if self.mlflow_model_id else []
         return [("class", self.class_name), ("logged to", owner_label(self.owner)),
                 ("package", f"{human_size(self.info.size)}, {self.info.digest[:19]}"),
                 ("artifacts", ", ".join(self.info.meta.get("artifact_keys") or []) or "none"),
                 ("requirements", ", ".join(self.info.meta.get("requirements") or []) or "none"),
-                *self._warning_lines()]
+                *mlflow, *self._warning_lines()]
 
     def _warning_lines(self) -> list[tuple[str, str]]:
         found = list(getattr(self.report, "warnings", None) or [])

@@ -65,9 +65,11 @@ class ModelSummary:
     """What `%%verta_model` validated and logged; displays as HTML or plain text."""
 
     def __init__(self, report: Any, *, logged_to: str = "", seconds: float | None = None,
-                 replaced: str = "", stored: str = ""):
+                 replaced: str = "", stored: str = "", store: str = "", mlflow_model: str = ""):
         self.report = report
         self.logged_to = logged_to
+        self.store = store  # why the store in the headline: "$MLFLOW_TRACKING_URI (...)"
+        self.mlflow_model = mlflow_model  # an MLflow 3 logged model's id, when one was made
         self.seconds = report.timings.get("total", 0.0) if seconds is None else seconds
         self.replaced = replaced  # "replaced the model this cell logged at 10:42:07"
         self.stored = stored  # how to get the logged package back ("run.get_model() ...")
@@ -99,6 +101,7 @@ class ModelSummary:
             lines.append(f"model.py: {len(captured.source.splitlines())} lines")
         if self._package_text():
             lines.append(f"package: {self._package_text()}")
+        lines += [f"{label}: {text}" for label, text in self._store_lines()]
         lines += [f"note: {n}" for n in r.rebuild_notes]
         return lines
 
@@ -115,6 +118,16 @@ class ModelSummary:
             how = f"; get it back: {self.stored}" if self.stored else ""
             return f"{self.package_id} in the store{how}"
         return f"{self.package_id}, not stored (--no-log)" if self.report.ok else ""
+
+    def _store_lines(self) -> list[tuple[str, str]]:
+        """Which store and why; the MLflow 3 logged model, loadable with MLflow's tools."""
+        if not (self.logged_to and self.report.ok):
+            return []
+        lines = [("store chosen by", self.store)] if self.store else []
+        if self.mlflow_model:
+            lines.append(("mlflow", f"logged model {self.mlflow_model}: "
+                                    f"mlflow.pyfunc.load_model('models:/{self.mlflow_model}')"))
+        return lines
 
     def _headline(self) -> str:
         r = self.report
@@ -142,6 +155,8 @@ class ModelSummary:
             parts.append(self._captured_html(r.captured))
         if self._package_text():
             parts.append(f'<div class="vj-package"><b>package</b>: <code>{esc(self._package_text())}</code></div>')
+        parts += [f'<div class="vj-{label.split()[0]}"><b>{label}</b>: {esc(text)}</div>'
+                  for label, text in self._store_lines()]
         parts += [f'<div class="vj-note">note: {esc(n)}</div>' for n in r.rebuild_notes]
         parts.append("</div>")
         return "".join(parts)

@@ -87,6 +87,15 @@ def model_version(http: MlflowHttp, obj: Any, what: str) -> dict:
     return obj
 
 
+def logged_model(http: MlflowHttp, obj: Any, what: str) -> dict:
+    """An MLflow 3 logged model: {"info": {"model_id", "artifact_uri", ...}, "data": ...}."""
+    _require(http, obj, what, "logged model", info=dict)
+    _require(http, obj["info"], what, "logged model info", model_id=str, artifact_uri=str)
+    _optional(http, obj["info"], what, "logged model info", experiment_id=str, status=str,
+              source_run_id=str)
+    return obj
+
+
 def _require(http: MlflowHttp, obj: Any, what: str, label: str, **fields: Any) -> None:
     if not isinstance(obj, dict):
         raise http.malformed(what, f"a {label} object, got a JSON {type(obj).__name__}")

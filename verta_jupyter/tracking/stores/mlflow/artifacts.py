@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from ....errors import NotFoundError, StoreError
 from ....package.format import read_manifest
-from ....package.mlflow_export import mlflow_files
+from ....package.mlflow_export import ModelIdentity, mlflow_files
 from ....package.paths import UnsafePath, check_relpath, safe_target
 from ..base import ARTIFACT_TYPES, ArtifactInfo, Progress, hash_file, iter_tree, tree_digest
 from .fields import PREFIX
@@ -119,13 +119,17 @@ def parse_info(http: MlflowHttp, root: str, key: str, text: str) -> tuple[Artifa
     """The published info record of artifact `key` (from its tag, or its side file), checked:
     a record changed on the server becomes a StoreError naming the key, not a KeyError."""
     record = read_record(http, key, text)
+    model_id = record.get("mlflow_model_id")  # in the tag itself (logged.py, via the store)
     if record.get("info_file"):
         with tempfile.TemporaryDirectory() as tmp:
             side = Path(tmp) / "info.json"
             http.download(f"{root}/vj/{key}/{record['gen']}.info.json", side)
             record = read_record(http, key, side.read_text(errors="replace"), side_file=True)
+    meta = dict(record["meta"] or {})
+    if isinstance(model_id, str) and model_id:
+        meta["mlflow_model_id"] = model_id
     info = ArtifactInfo(key=key, type=record["type"], filename=record["filename"],
-                        size=record["size"], digest=record["digest"], meta=record["meta"] or {})
+                        size=record["size"], digest=record["digest"], meta=meta)
     return info, record["gen"]
 
 
@@ -244,7 +248,7 @@ def list_tree(http: MlflowHttp, base: str) -> list[tuple[str, int]]:
 
 
 def write_mlflow_model(http: MlflowHttp, root: str, package: Path, package_gen: str, key: str,
-                       tags: Mapping[str, str]) -> bool:
+                       tags: Mapping[str, str], identity: ModelIdentity | None = None) -> bool:
     """Make the run's artifact root an MLflow model (MLmodel + entry) that loads this package
     and the run's artifacts in place, so `mlflow.pyfunc.load_model("runs:/<id>")` and
     `models:/<name>/<version>` work with MLflow's own tools. Written after the package's bytes
@@ -257,7 +261,7 @@ def write_mlflow_model(http: MlflowHttp, root: str, package: Path, package_gen: 
         record = read_record(http, name, text)
         tail = "" if record["type"] == "directory" else f"/{record['filename']}"
         placed[name] = f"vj/{name}/{record['gen']}{tail}"
-    files = mlflow_files(package, f"vj/{key}/{package_gen}", placed)
+    files = mlflow_files(package, f"vj/{key}/{package_gen}", placed, identity)
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
@@ -278,7 +282,8 @@ def parallel(fn, items: list, workers: int = 4) -> list:
         return list(pool.map(fn, items))
 
 
-def refresh_mlflow_model(http: MlflowHttp, root: str, key: str, tags: Mapping[str, str]) -> None:
+def refresh_mlflow_model(http: MlflowHttp, root: str, key: str, tags: Mapping[str, str],
+                         identity: ModelIdentity | None = None) -> None:
     """Rewrite the MLflow files of a model on this run that uses artifact `key` (it was logged
     after the model, e.g. when a registry version copies a run's artifacts, or replaced)."""
     for tag, text in tags.items():
@@ -301,7 +306,7 @@ def refresh_mlflow_model(http: MlflowHttp, root: str, key: str, tags: Mapping[st
                 http.download(f"{base}/input_example.json", Path(tmp) / "input_example.json")
             except NotFoundError:
                 pass
-            write_mlflow_model(http, root, Path(tmp), record["gen"], model_key, tags)
+            write_mlflow_model(http, root, Path(tmp), record["gen"], model_key, tags, identity)
 
 
 def delete_generation(http: MlflowHttp, root: str, key: str, gen: str) -> None:

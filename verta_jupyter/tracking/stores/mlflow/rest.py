@@ -209,13 +209,18 @@ class MlflowHttp:
 
     def read_answer(self, response, what: str) -> bytes:
         """The whole body of a (streamed) answer, refused past `max_answer` bytes."""
+        import requests
+
         data = bytearray()
         with response:
-            for chunk in response.iter_content(CHUNK):
-                data += chunk
-                if len(data) > self.max_answer:
-                    raise self.malformed(what, f"an answer of at most {self.max_answer:,} bytes "
-                                               "(it sent more)")
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    data += chunk
+                    if len(data) > self.max_answer:
+                        raise self.malformed(what, f"an answer of at most {self.max_answer:,} "
+                                                   "bytes (it sent more)")
+            except (requests.RequestException, OSError) as exc:  # cut off mid-body
+                raise self._transient(what, self.url, exc, 1) from None
         return bytes(data)
 
     def malformed(self, what: str, expected: str) -> StoreError:

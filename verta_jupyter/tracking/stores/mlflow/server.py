@@ -46,6 +46,10 @@ class TrackingServer:
         self.experiment_prefix = f"{namespace}/" if namespace else ""
         self.model_prefix = f"{namespace}." if namespace else ""
         self._roots: dict[str, str] = {}  # run id -> artifact root (never changes)
+        #: Set when the server answered that it has no logged-model API (MLflow 2): not asked
+        #: again by this store.
+        self.no_logged_models = False
+        self._version: str | None | bool = False  # False: not asked yet
 
     # -- calls ------------------------------------------------------------------------------
     def call(self, method: str, endpoint: str, body: dict | None = None, *, retry: bool = True
@@ -114,6 +118,21 @@ class TrackingServer:
         return NotFoundError(f"no {kind.replace('_', ' ')} with id {id!r} on MLflow server "
                              f"{self.location}; check the id (list them with the client's find "
                              "methods or the MLflow UI)")
+
+    def mlflow_version(self) -> str | None:
+        """The server's MLflow version (`GET /version`), for the MLmodel files we write; None
+        if it does not say or says something that is not a version. Asked once."""
+        if self._version is False:
+            self._version = None
+            try:
+                response = self.http.request("GET", self.http.url + "/version", retry=False,
+                                             what="GET /version")
+                text = self.http.read_answer(response, "GET /version")[:64].decode("ascii")
+            except (StoreError, UnicodeDecodeError):
+                return None
+            if re.fullmatch(r"[0-9]+(\.[0-9A-Za-z+-]+){1,4}", text.strip()):
+                self._version = text.strip()
+        return self._version
 
     # -- ownership --------------------------------------------------------------------------
     def kind_tags(self, kind: str) -> dict[str, str]:

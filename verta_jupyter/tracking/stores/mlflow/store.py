@@ -2,7 +2,8 @@
 
 No `mlflow` import: one `requests.Session` (`rest`). Modules: `server` (the shared surface:
 checked calls, experiments, runs), `registry` (models, versions), `artifacts`, `fields`,
-`answers` (what an answer must look like), `check`. Mapping (docs/mlflow.md):
+`logged` (MLflow 3 logged models), `answers` (what an answer must look like), `check`.
+Mapping (docs/mlflow.md):
 
 - project "P"            -> MLflow experiment "P" tagged `verta_jupyter.kind=project`
 - experiment "E" in P    -> MLflow experiment "P/E" (a "/" in P is written "%2F")
@@ -15,7 +16,8 @@ checked calls, experiments, runs), `registry` (models, versions), `artifacts`, `
 - fields                 -> params/metrics/tags (see `fields`)
 - artifacts, model       -> run artifacts through the proxied `mlflow-artifacts` endpoints,
                             published by one tag after every byte is stored (`artifacts`);
-                            overwrite=False claims the key first with a write-once param
+                            overwrite=False claims the key first with a write-once param;
+                            a run's model is also an MLflow 3 logged model (`logged`)
 
 Non-idempotent creates are safe to retry: experiments and registered models are get-or-create
 by name; runs carry a client-generated id tag that a retry looks up before creating again;
@@ -23,6 +25,7 @@ two processes racing to create the same named run both settle on the oldest.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import urllib.parse
@@ -31,10 +34,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ....errors import AlreadyExistsError, NotFoundError, StoreError
+from ....package.mlflow_export import ModelIdentity
 from . import answers
 from . import artifacts as arts
 from . import fields as fields_codec
-from . import registry
+from . import logged, registry
 from ..base import (ARTIFACT_TYPES, MODEL_KEY, OWNER_KINDS, PARENT_KIND, ArtifactInfo,
                     CheckResult, Entity, Progress, check_field, check_kind, transfer_artifacts)
 from .check import check_store
@@ -255,14 +259,16 @@ class MlflowStore:
             if not overwrite:
                 self._claim(kind, id, run_id, key, gen)
             tags = {**tags, tag["key"]: tag["value"]}
-            self._export_native(root, key, type, Path(path), gen, tags)
+            self._export_native(root, key, type, Path(path), gen, tags, run_id)
+            if type == "model" and kind == "run":
+                info, tag = self._log_mlflow_model(run, Path(path), info, tag, tags)
             # The single step that publishes the artifact: every byte above is already stored.
             self.server.call("POST", "runs/set-tag", {"run_id": run_id, **tag})
         except AlreadyExistsError:
             arts.delete_generation(self.http, root, key, gen)  # the loser's staging folder
             raise
         if type != "model":  # a model logged earlier may use this artifact: point MLmodel at it
-            arts.refresh_mlflow_model(self.http, root, key, tags)
+            arts.refresh_mlflow_model(self.http, root, key, tags, self._identity(run_id))
         if old:
             old_gen = arts.generation_of(old)
             if old_gen:
@@ -270,12 +276,28 @@ class MlflowStore:
         return info
 
     def _export_native(self, root: str, key: str, type: str, path: Path, gen: str,
-                       tags: Mapping[str, str]) -> None:
+                       tags: Mapping[str, str], run_id: str) -> None:
         """The protocol's native export of a "model" (base.ARTIFACT_TYPES): the MLflow model
         files at the run's root, so MLflow users load it with MLflow's own tools too. Written
         before the publishing tag; other types have no native form."""
         if type == "model":
-            arts.write_mlflow_model(self.http, root, path, gen, key, tags)
+            arts.write_mlflow_model(self.http, root, path, gen, key, tags, self._identity(run_id))
+
+    def _identity(self, run_id: str) -> ModelIdentity:
+        """MLmodel's run_id and mlflow_version (the server's) for the files at a run's root."""
+        return ModelIdentity(mlflow_version=self.server.mlflow_version(), run_id=run_id)
+
+    def _log_mlflow_model(self, run: dict, path: Path, info: ArtifactInfo, tag: dict,
+                          tags: Mapping[str, str]) -> tuple[ArtifactInfo, dict]:
+        """The run's model as an MLflow 3 logged model too (logged.py); its id goes into the
+        info record (meta `mlflow_model_id`) that the tag publishes. Unchanged on MLflow 2."""
+        model_id = logged.log_model(self.server, run, path, info, tags)
+        if model_id is None:
+            return info, tag
+        record = json.loads(tag["value"])
+        record["mlflow_model_id"] = model_id  # top level: also when meta is in a side file
+        return (dataclasses.replace(info, meta={**info.meta, "mlflow_model_id": model_id}),
+                {**tag, "value": json.dumps(record, sort_keys=True)})
 
     def _claim(self, kind: str, id: str, run_id: str, key: str, gen: str) -> None:
         """Claim `key` for generation `gen` with a write-once param; AlreadyExistsError if
