@@ -27,7 +27,8 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # tested here too. Skipped when arguments select tests by hand.
 PORTABLE_SUITES=(tests/test_capture_scenarios.py tests/test_package.py tests/test_store_local.py
                  tests/test_store_concurrency.py tests/test_store_portable.py tests/test_worker.py
-                 tests/test_worker_abuse.py tests/test_widget.py tests/test_spares.py)
+                 tests/test_worker_abuse.py tests/test_widget.py tests/test_spares.py
+                 tests/test_big_values.py)
 
 run_pytest() {  # LABEL ARGS...: run pytest, report its time; exit 5 (no tests) counts as failure
     local label="$1" start rc=0
