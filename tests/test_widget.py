@@ -84,6 +84,15 @@ def test_predict_shows_pretty_json_latency_load_time_and_identity(panel, faulty_
     assert repr(panel).startswith("PredictPanel(Faulty, package ")
 
 
+def test_terminal_text_form_is_whole(panel, shell):
+    """A terminal shows the panel as text; ipywidgets cut it at 110 characters, which took the
+    end of the one instruction it gives ("or call .predict_json(te…")."""
+    data, _ = shell.ip.display_formatter.format(panel)  # IPython's own display path
+    assert data["text/plain"] == repr(panel)
+    assert data["text/plain"].endswith("or call .predict_json(text))") and "…" not in data["text/plain"]
+    assert "application/vnd.jupyter.widget-view+json" in data  # front ends still get the widget
+
+
 def test_predict_json_is_the_button_path(panel):
     text = panel.predict_json('{"x": 4}')
     assert text == '{"y": 8}'
@@ -124,6 +133,31 @@ def test_invalid_json_messages_are_complete_sentences_with_a_caret(panel, text, 
     message = html.unescape(panel.error.value)
     assert words in message and not re.search(r"\b(at|starting at)\s*<", panel.error.value)
     assert '<pre class="vj-error-where"' in panel.error.value and "^</pre>" in panel.error.value
+
+
+@pytest.mark.parametrize("prefix", [0, 30, 180, 5000])
+def test_the_caret_points_at_the_mistake_on_a_long_line(panel, prefix):
+    """A one-line JSON document pasted from a log: the mistake at column 5,000 is shown in an
+    excerpt with the caret under it (the caret used to stop at column 200, under nothing)."""
+    text = '{"note": "' + "n" * prefix + '", "x": 1 "y": 2}'
+    panel.input.value = text
+    where = re.search(r'<pre class="vj-error-where"[^>]*>(.*?)</pre>', panel.error.value, re.S)
+    excerpt, caret_line = html.unescape(where.group(1)).split("\n")
+    caret = caret_line.index("^")
+    assert caret_line == " " * caret + "^"
+    assert excerpt[caret] == '"' and excerpt[caret:].startswith('"y"')  # the missing comma's spot
+    assert len(excerpt) <= 102  # an excerpt (with its ellipses), never the whole line
+    assert excerpt.startswith("…") == (prefix > 100)
+
+
+def test_a_wide_table_sits_in_its_own_scroll_box(panel, shell):
+    from verta_jupyter.panel.render import output_html
+
+    wide = [{f"column_{c}": "v" * 30 for c in range(40)}]
+    page = output_html(json.dumps(wide), raw=False)
+    assert page.startswith('<div class="vj-table-scroll"><table class="vj-table"')
+    assert ".vj-table-scroll { max-width: 100%; max-height: 32em; overflow: auto; }" in \
+        panel.children[0].value  # the panel's stylesheet makes it scroll (seen in tests/e2e)
 
 
 def test_an_edited_input_marks_the_result_stale_until_predict(panel):

@@ -281,3 +281,52 @@ def test_editing_and_rerunning_the_model_cell_replaces_its_model(page, jupyter, 
     panel.predict('{"text": "edited and run again"}')
     panel.expect_answer('"words": 4', '"longest": "edited"')
     shots(page, "rerun-predicted")
+
+
+def _expect_scrolls_inside(box, panel_root) -> None:
+    """`box` lies within the panel, and what does not fit scrolls inside it."""
+    _expect_inside(box, panel_root)
+    fits = box.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+    style = box.evaluate("e => getComputedStyle(e).overflowX")
+    assert fits or style in ("auto", "scroll"), (fits, style)
+
+
+def test_long_values_stay_inside_the_panel(page, jupyter, shots):
+    """What real models return: a long unbroken string, a table of 40 columns, an error with a
+    long message and a 30-frame traceback, an invalid input on one long line. Each stays in the
+    panel (scrolling in its own box), so the Predict button never moves off the page."""
+    panel = _run_notebook(page, jupyter, E2E_NOTEBOOKS / "long_values.ipynb")
+    output = page.locator(".jp-OutputArea-output").filter(has=panel.root)
+
+    panel.predict('{"width": 20}')
+    expect(panel.result).to_contain_text('"width": 20', timeout=ANSWER_TIMEOUT)
+    _expect_scrolls_inside(panel.result.locator("pre"), panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "1-long-string")
+
+    panel.predict('{"width": 3, "table": true}')
+    table = panel.result.locator("table.vj-table")
+    expect(table.locator("thead th")).to_have_count(41, timeout=ANSWER_TIMEOUT)
+    _expect_scrolls_inside(panel.result.locator(".vj-table-scroll"), panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "2-wide-table")
+
+    panel.predict('{"width": 20, "fail": true}')
+    expect(panel.error).to_contain_text("The model raised an exception", timeout=ANSWER_TIMEOUT)
+    panel.expect_settled()
+    _expect_inside(panel.error.locator(".vj-error-message"), panel.root)
+    traceback = panel.error.locator(".vj-traceback")
+    traceback.locator("summary").click()
+    expect(traceback.locator("pre")).to_contain_text("in deep")
+    _expect_scrolls_inside(traceback.locator("pre"), panel.root)
+    box = traceback.locator("pre").bounding_box()
+    assert box is not None and box["height"] < 500, box  # 30 frames scroll in a bounded box
+    _expect_inside(panel.history.first, panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "3-long-error")
+
+    panel.type('{"width": 1, "note": "' + "unbroken" * 60)
+    expect(panel.error).to_contain_text("Invalid JSON")
+    _expect_scrolls_inside(panel.error.locator(".vj-error-where"), panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "4-long-invalid-input")

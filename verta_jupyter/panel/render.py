@@ -47,6 +47,16 @@ STYLE = """<style>
 .vj-panel .vj-form-row .widget-label { min-width: 8em; }
 .vj-panel .vj-batch-fold { margin-top: 8px; }
 .vj-panel .vj-batch-intro { line-height: 1.4; margin-bottom: 4px; }
+/* Long values scroll in their own box: a 40-column table was cut at the panel's edge with
+   no way to see the rest, and a long answer or traceback pushed everything below off-screen. */
+.vj-panel pre.vj-pretty, .vj-panel pre.vj-raw, .vj-panel .vj-traceback pre {
+  max-height: 24em; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
+.vj-panel .vj-table-scroll { max-width: 100%; max-height: 32em; overflow: auto; }
+/* flex items grow to their content's width unless allowed to shrink: without this the scroll
+   box above was as wide as its table, and the panel clipped it */
+.vj-panel .widget-html, .vj-panel .widget-html-content { min-width: 0; max-width: 100%; }
+.vj-panel .vj-error-box { overflow-wrap: anywhere; }
+.vj-panel pre.vj-error-where { white-space: pre; overflow-x: auto; max-width: 100%; }
 </style>"""
 
 _CELL = "border:1px solid var(--jp-border-color2,#ccc);padding:3px 8px;"
@@ -76,13 +86,30 @@ def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: s
     line = getattr(exc, "line", 0)
     if kind == "invalid-json" and source and line:
         text = source.splitlines()[line - 1] if line <= len(source.splitlines()) else ""
-        column = max(getattr(exc, "column", 1), 1)
-        where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(text[:200])}\n'
-                 f"{' ' * min(column - 1, 200)}^</pre>")
+        excerpt, caret = caret_excerpt(text, max(getattr(exc, "column", 1), 1))
+        where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(excerpt)}\n'
+                 f"{' ' * caret}^</pre>")
     return (f'<div class="vj-error-box vj-error-{kind}" style="color:var(--jp-error-color1,#b00020)">'
             f"<b>{KIND_TITLES[kind]}</b>: "
             f"<span class=\"vj-error-message\">{html.escape(_without_title(kind, str(exc)))}</span>"
             f"{where}{details}</div>")
+
+
+EXCERPT_CHARS = 100
+
+
+def caret_excerpt(text: str, column: int) -> tuple[str, int]:
+    """(the part of `text` to show, the caret's offset in it): the line around 1-based
+    `column`, cut with ellipses, so the caret points at the spot however long the line is
+    (a one-line JSON document of 10,000 characters wrong at column 9,000)."""
+    start = max(0, column - 1 - EXCERPT_CHARS // 2) if len(text) > EXCERPT_CHARS else 0
+    excerpt = text[start:start + EXCERPT_CHARS]
+    caret = min(column - 1, len(text)) - start
+    if start:
+        excerpt, caret = "…" + excerpt, caret + 1
+    if start + EXCERPT_CHARS < len(text):
+        excerpt += "…"
+    return excerpt, caret
 
 
 def _without_title(kind: str, message: str) -> str:
@@ -196,8 +223,9 @@ def table_html(records: list[dict], more_hint: str = "see the raw view") -> str:
         for index, r in enumerate(records[:TABLE_ROWS]))
     more = (f'<div class="vj-table-more">{len(records) - TABLE_ROWS} more rows: {more_hint}'
             "</div>") if len(records) > TABLE_ROWS else ""
-    return (f'<table class="vj-table" style="{_TABLE}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{rows}</tbody></table>{more}")
+    # the scroll box keeps a wide table's last columns reachable inside the panel
+    return (f'<div class="vj-table-scroll"><table class="vj-table" style="{_TABLE}"><thead>'
+            f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{more}")
 
 
 def _td(value: Any) -> str:

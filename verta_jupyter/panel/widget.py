@@ -116,6 +116,14 @@ class PredictPanel(widgets.VBox):
         return (f"PredictPanel({self.model.class_name}, package {self.model.digest[:12]}, "
                 f"{self.predictor.where}: open in Jupyter to use, or call .predict_json(text))")
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        # ipywidgets cuts text/plain at 110 characters, which took the end of the one
+        # instruction a terminal user gets (".predict_json(te…"); the text form is ours, whole
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = repr(self)
+        return bundle
+
     # -- the one predict path ---------------------------------------------------------------------
 
     def predict_json(self, text: str) -> str:
