@@ -183,6 +183,33 @@ def test_an_error_is_said_once_and_tracebacks_name_model_py(panel):
     assert str(panel.model.package_dir) not in box and "sha256" not in box
 
 
+def test_a_long_model_message_is_said_once_in_full(make_package):
+    """A model whose message is a page long (a dumped row, a long path): the error box cuts its
+    line short and the traceback, folded, ends with the message whole; it was shown twice."""
+    package = make_package('''
+        class Verbose:
+            def __init__(self, artifacts):
+                pass
+
+            def predict(self, data):
+                raise ValueError("no rule for row " + "field=value;" * data["n"] + " end")
+    ''', "Verbose", sample={"n": 0})
+    panel = PredictPanel(package, timeout=30.0)
+    try:
+        _set_and_click(panel, '{"n": 200}')
+        message = html.unescape(re.search(r'class="vj-error-message">(.*?)</span>', panel.error.value).group(1))
+        assert len(message) < 400 and message.endswith("… (the whole message ends the traceback)")
+        assert message.startswith("Verbose.predict raised ValueError: no rule for row field=value;")
+        trace = html.unescape(re.search(r"<pre>(.*?)</pre>", panel.error.value, re.S).group(1))
+        assert trace.rstrip().endswith("field=value; end")  # whole, once
+        assert html.unescape(panel.error.value).count("field=value;" * 200) == 1
+        _set_and_click(panel, '{"n": 1}')  # a short message is shown whole, as before
+        assert "no rule for row field=value; end" in html.unescape(panel.error.value)
+        assert "whole message" not in panel.error.value
+    finally:
+        panel.close()
+
+
 def test_history_rows_show_icon_time_latency_and_a_cut_input(panel):
     long_text = json.dumps({"x": 1, "note": "w" * 200})
     _set_and_click(panel, long_text)

@@ -315,6 +315,7 @@ def test_long_values_stay_inside_the_panel(page, jupyter, shots):
     expect(panel.error).to_contain_text("The model raised an exception", timeout=ANSWER_TIMEOUT)
     panel.expect_settled()
     _expect_inside(panel.error.locator(".vj-error-message"), panel.root)
+    expect(panel.error.locator(".vj-error-message")).to_contain_text("whole message ends the traceback")
     traceback = panel.error.locator(".vj-traceback")
     traceback.locator("summary").click()
     expect(traceback.locator("pre")).to_contain_text("in deep")

@@ -89,13 +89,17 @@ def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: s
         excerpt, caret = caret_excerpt(text, max(getattr(exc, "column", 1), 1))
         where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(excerpt)}\n'
                  f"{' ' * caret}^</pre>")
+    message = _without_title(kind, str(exc))
+    if trace and len(message) > MESSAGE_CHARS:  # said once: the traceback's last line has it all
+        message = message[:MESSAGE_CHARS - 1] + "… (the whole message ends the traceback)"
     return (f'<div class="vj-error-box vj-error-{kind}" style="color:var(--jp-error-color1,#b00020)">'
             f"<b>{KIND_TITLES[kind]}</b>: "
-            f"<span class=\"vj-error-message\">{html.escape(_without_title(kind, str(exc)))}</span>"
+            f"<span class=\"vj-error-message\">{html.escape(message)}</span>"
             f"{where}{details}</div>")
 
 
 EXCERPT_CHARS = 100
+MESSAGE_CHARS = 300
 
 
 def caret_excerpt(text: str, column: int) -> tuple[str, int]:
