@@ -86,7 +86,8 @@ class ModelSummary:
         lines.append(f"sample: {sample_text(r)}")
         lines.append("checks:")
         for c in r.checks:
-            lines.append(f"  {_MARK[c.status]} {c.name:<10} {self._detail(c)}"[:110] + _ms(c.seconds, c.status))
+            lines.append(_cut(f"  {_MARK[c.status]} {c.name:<10} {self._detail(c)}", 110)
+                         + _ms(c.seconds, c.status))
         for p in r.problems:
             lines.append(f"  {p}")
         captured = r.captured
@@ -122,8 +123,7 @@ class ModelSummary:
                  else "validated, not logged (--no-log)" if r.ok else "NOT logged")
         if self.replaced and r.ok:
             state += f"; {self.replaced}"
-        counts = f"{len(r.errors)} error(s), {len(r.warnings)} warning(s)"
-        return f"{state}; {counts}; {self.seconds * 1000:.0f} ms"
+        return f"{state}; {_counts(len(r.errors), len(r.warnings))}; {self.seconds * 1000:.0f} ms"
 
     # -- HTML
     def _repr_html_(self) -> str:
@@ -177,6 +177,16 @@ def _dep_text(captured: Any, dep: Any) -> str:
     value = captured_value(captured, dep)
     shown = f" = {value}, captured" if value else ""
     return f"{dep.name}{shown} [{dep.kind}: {dep.detail}] from {dep.defined_in}"
+
+
+def _counts(errors: int, warnings: int) -> str:
+    """'no problems found', '1 warning', '2 errors, 1 warning': read aloud, not '0 error(s)'."""
+    said = [f"{n} {word}{'' if n == 1 else 's'}" for n, word in ((errors, "error"), (warnings, "warning")) if n]
+    return ", ".join(said) or "no problems found"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _ms(seconds: float, status: str) -> str:
