@@ -331,3 +331,49 @@ def test_long_values_stay_inside_the_panel(page, jupyter, shots):
     _expect_scrolls_inside(panel.error.locator(".vj-error-where"), panel.root)
     _expect_inside(panel.root, output)
     shots(page, "4-long-invalid-input")
+
+
+# WCAG contrast ratio of an element's text against the first opaque background behind it.
+CONTRAST_JS = """(el) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const behind = (e) => {
+    for (; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c;
+    }
+    return [255, 255, 255];
+  };
+  const channel = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const a = lum(rgb(getComputedStyle(el).color)), b = lum(behind(el));
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_dark_theme_keeps_every_state_readable(page, jupyter, shots):
+    """Theme > JupyterLab Dark: the summary's marks, the answer, the error, the history and its
+    restored entry keep their text readable (the restored entry was white on pale blue)."""
+    panel = _run_notebook(page, jupyter, E2E_NOTEBOOKS / "faults.ipynb")
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                  "{theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    panel.predict('{"x": 21}')
+    panel.expect_answer('"double": 42')
+    panel.predict('{"x": 1, "fail": "loudly"}')
+    expect(panel.error).to_contain_text("The model raised an exception", timeout=ANSWER_TIMEOUT)
+    panel.expect_settled()
+    readable = {"error": panel.error.locator(".vj-error-message"),
+                "failed entry": panel.history.first}
+    contrast = {name: part.evaluate(CONTRAST_JS) for name, part in readable.items()}
+    panel.history.nth(1).click()  # restore the answer
+    expect(panel.history.nth(1)).to_have_class(re.compile(r"\bvj-history-current\b"))
+    page.mouse.move(0, 0)  # no hover colour on the entry just clicked
+    for name, part in {"answer": panel.result.locator("pre"), "status": panel.status,
+                       "restored entry": panel.history.nth(1),
+                       "summary mark": page.locator(".vj-summary .vj-check td").first,
+                       "summary detail": page.locator(".vj-summary .vj-check-detail").first}.items():
+        contrast[name] = part.evaluate(CONTRAST_JS)
+    shots(page, "panel")
+    # 4.5 is WCAG AA for body text; 3 for the coloured marks and the bold error title's line
+    low = {k: round(v, 2) for k, v in contrast.items() if v < (3 if k in ("summary mark", "error") else 4.5)}
+    assert not low, f"text too faint in the dark theme: {low}"

@@ -41,7 +41,10 @@ STYLE = """<style>
   font-family: var(--jp-code-font-family, monospace); font-size: 12px;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .vj-panel button.vj-history-item:hover { background: var(--jp-layout-color2, #f0f0f0); }
-.vj-panel button.vj-history-item.vj-history-current { background: var(--jp-brand-color3, #e3f2fd); }
+/* layout colours follow the theme (brand-color3 is light in the dark theme too: white text on
+   pale blue); the inset bar marks the restored entry in any theme */
+.vj-panel button.vj-history-item.vj-history-current { background: var(--jp-layout-color3, #e0e0e0);
+  box-shadow: inset 3px 0 0 var(--jp-brand-color1, #1976d2); }
 .vj-panel .vj-stale { opacity: 0.45; }
 .vj-panel .vj-stale-note { color: var(--jp-warn-color0, #9a6700); font-size: 12px; margin: 2px 0; }
 .vj-panel .vj-form-row .widget-label { min-width: 8em; }

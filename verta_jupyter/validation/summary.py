@@ -19,7 +19,9 @@ from ..package.format import MISSING
 __all__ = ["ModelSummary", "dependency_tree"]
 
 _MARK = {"ok": "✓", "warning": "⚠", "error": "✗", "skipped": "–"}
-_COLOR = {"ok": "#1a7f37", "warning": "#9a6700", "error": "#cf222e", "skipped": "#6e7781"}
+# the theme's own colours where the front end has them (a dark theme's are lighter), GitHub's else
+_COLOR = {"ok": "var(--jp-success-color1,#1a7f37)", "warning": "var(--jp-warn-color1,#9a6700)",
+          "error": "var(--jp-error-color1,#cf222e)", "skipped": "var(--jp-ui-font-color2,#6e7781)"}
 
 
 def dependency_tree(captured: Any) -> list[tuple[int, Any]]:
