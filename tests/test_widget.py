@@ -259,6 +259,21 @@ def test_the_form_has_one_typed_field_per_key(form_panel):
     assert tabs and tabs[0].titles == ("Form", "JSON") and tabs[0].children[1] is form_panel.input
 
 
+def test_form_labels_share_one_width_and_name_their_key_whole():
+    """Fields line up in one column whatever the names' lengths (a long name pushed its own
+    field out of line), and a name the label cannot hold on one line is its tooltip too."""
+    from verta_jupyter.panel.form import LABEL_CHARS, InputForm
+
+    long_name = "days_since_the_customer_last_opened_a_support_ticket"
+    form = InputForm({"width": 2, long_name: 3, "tags": ["a"]}, lambda _: None)
+    labels = [row.children[0] for row in form.children[:-1]]
+    assert [label.value for label in labels] == ["width", long_name, "tags (JSON)"]
+    assert {label.layout.width for label in labels} == {f"{LABEL_CHARS + 2}ch"}
+    assert labels[1].tooltip == long_name
+    short = InputForm({"a": 1, "bb": 2}, lambda _: None)
+    assert {row.children[0].layout.width for row in short.children[:-1]} == {"4ch"}
+
+
 def test_editing_a_field_updates_the_json_and_predict_uses_it(form_panel):
     form = form_panel.form
     form.fields["count"].value = 10

@@ -298,6 +298,18 @@ def test_long_values_stay_inside_the_panel(page, jupyter, shots):
     panel = _run_notebook(page, jupyter, E2E_NOTEBOOKS / "long_values.ipynb")
     output = page.locator(".jp-OutputArea-output").filter(has=panel.root)
 
+    panel.show_tab("Form")  # a long field name: the fields still line up, the name shows whole
+    fields = panel.root.locator(".vj-form-row .vj-form-field")
+    expect(fields).to_have_count(2)
+    lefts = {round(fields.nth(i).bounding_box()["x"]) for i in range(2)}
+    assert len(lefts) == 1, lefts
+    long_label = panel.root.locator(".vj-form-row").nth(1).locator(".vj-form-label")
+    expect(long_label).to_have_text("days_since_the_customer_last_opened_a_support_ticket")
+    assert long_label.evaluate("e => e.scrollWidth <= e.clientWidth + 1")  # wrapped, not cut
+    label_box = long_label.bounding_box()
+    assert label_box["x"] + label_box["width"] <= min(lefts) + 0.5
+    shots(page, "0-long-field-name")
+
     panel.predict('{"width": 20}')
     expect(panel.result).to_contain_text('"width": 20', timeout=ANSWER_TIMEOUT)
     _expect_scrolls_inside(panel.result.locator("pre"), panel.root)
