@@ -392,6 +392,8 @@ def test_timeout_is_reported_and_the_next_call_works(faulty_package, tmp_path):
     try:
         _set_and_click(panel, json.dumps({"do": "hang", "pidfile": str(tmp_path / "pid")}))
         assert panel.error_kind == "timeout" and "did not answer within 1.5 s" in panel.error.value
+        # the remedy is the panel's own timeout, never the worker's internals
+        assert "run.panel(timeout=60)" in panel.error.value and "WorkerClient" not in panel.error.value
         _set_and_click(panel, '{"x": 1}')
         assert panel.error_kind is None and "&quot;y&quot;: 2" in panel.result.value
     finally:

@@ -61,7 +61,7 @@ STYLE = """<style>
 /* flex items grow to their content's width unless allowed to shrink: without this the scroll
    box above was as wide as its table, and the panel clipped it */
 .vj-panel .widget-html, .vj-panel .widget-html-content { min-width: 0; max-width: 100%; }
-.vj-panel .vj-error-box { overflow-wrap: anywhere; }
+.vj-panel .vj-error-box { overflow-wrap: anywhere; line-height: 1.4; }
 .vj-panel pre.vj-error-where { white-space: pre; overflow-x: auto; max-width: 100%; }
 </style>"""
 
@@ -82,9 +82,11 @@ def output_html(text: str, raw: bool) -> str:
     return f'<pre class="vj-pretty">{html.escape(pretty)}</pre>'
 
 
-def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: str = "") -> str:
-    """The error box, said once: the kind's title, the message, for invalid JSON the line with
-    a caret, and the model's traceback (paths shown relative to the package) folded away."""
+def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: str = "",
+               message: str | None = None) -> str:
+    """The error box, said once: the kind's title, the message (`message` rewords `exc`'s for
+    the panel), for invalid JSON the line with a caret, and the model's traceback (paths shown
+    relative to the package) folded away."""
     trace = short_paths(getattr(exc, "model_traceback", "") or "", package_dir)
     details = (f"<details class=\"vj-traceback\"><summary>Traceback (the model's frames)"
                f"</summary><pre>{html.escape(trace)}</pre></details>") if trace else ""
@@ -95,7 +97,7 @@ def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: s
         excerpt, caret = caret_excerpt(text, max(getattr(exc, "column", 1), 1))
         where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(excerpt)}\n'
                  f"{' ' * caret}^</pre>")
-    message = _without_title(kind, str(exc))
+    message = _without_title(kind, str(exc) if message is None else message)
     if trace and len(message) > MESSAGE_CHARS:  # said once: the traceback's last line has it all
         message = message[:MESSAGE_CHARS - 1] + "… (the whole message ends the traceback)"
     return (f'<div class="vj-error-box vj-error-{kind}" style="color:var(--jp-error-color1,#b00020)">'
@@ -120,6 +122,16 @@ def caret_excerpt(text: str, column: int) -> tuple[str, int]:
     if start + EXCERPT_CHARS < len(text):
         excerpt += "…"
     return excerpt, caret
+
+
+def timeout_message(class_name: str, exc: BaseException) -> str:
+    """A timeout in the panel's words: the worker's own message names WorkerClient, which a
+    panel user never made; the remedy here is the panel's timeout."""
+    seconds = getattr(exc, "seconds", 0) or 0
+    within = f" within {seconds:g} s" if seconds else " in time"
+    return (f"{class_name} did not answer{within}; its worker process was stopped and the next "
+            "Predict starts a new one. If the model is just slow, open the panel with a longer "
+            f"timeout: run.panel(timeout={max(60, int(seconds * 4))}).")
 
 
 def _without_title(kind: str, message: str) -> str:
