@@ -49,8 +49,6 @@ STYLE = """<style>
 .vj-panel .vj-stale-note { color: var(--jp-warn-color0, #9a6700); font-size: 12px; margin: 2px 0; }
 .vj-panel .vj-form-row .vj-form-label { min-width: 8em; white-space: normal; overflow-wrap: anywhere;
   height: auto; line-height: 1.3; align-self: center; }
-/* a table editor of many columns scrolls sideways inside the panel */
-.vj-panel .vj-records .widget-gridbox { overflow-x: auto; }
 .vj-panel .vj-batch-fold { margin-top: 8px; }
 .vj-panel .vj-batch-intro { line-height: 1.4; margin-bottom: 4px; }
 /* Long values scroll in their own box: a 40-column table was cut at the panel's edge with
