@@ -59,8 +59,20 @@ def captured_value(captured: Any, dep: Any) -> str:
     value = values[dep.name]
     if secret_name(dep.name) or (isinstance(value, str) and credential_kind(value)):
         return "<hidden>"
-    text = repr(value)
+    text = _stable_repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _stable_repr(value: Any) -> str:
+    """repr, with a set's items sorted: a set prints in hash order, which changes between
+    kernels, so the same cell's summary differed run to run ({'on', 'a', ...})."""
+    if isinstance(value, (set, frozenset)) and value:
+        try:
+            items = ", ".join(map(repr, sorted(value)))
+        except TypeError:  # items of mixed types: no order to give
+            return repr(value)
+        return f"{{{items}}}" if type(value) is set else f"{type(value).__name__}({{{items}}})"
+    return repr(value)
 
 
 class ModelSummary:
