@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -520,6 +521,26 @@ def test_csv_batch_one_call_per_row_keeps_going_past_a_failing_row(panel):
     assert "KeyError" in results[1]["error"] and "1 failed" in panel.batch.info.value
     assert cells(panel.batch.table.value, "th")[:5] == ["", "x", "do", "y", "error"]
     assert len(panel.history) == 0  # batch calls are not single predictions
+
+
+def test_csv_batch_stops_sending_rows_after_a_timeout(faulty_package, tmp_path):
+    """A hung model times out on row 2; rows 3-6 are not sent (each would wait the whole
+    timeout with the kernel busy), and say why; row 1's answer is kept."""
+    pidfile = tmp_path / "pid"
+    panel = PredictPanel(faulty_package, timeout=1.5)
+    try:
+        rows = "".join(f"{x},hang,{pidfile}\n" for x in range(3, 7))
+        upload(panel, "calls.csv", f"x,do,pidfile\n1,,\n2,hang,{pidfile}\n{rows}".encode())
+        started = time.perf_counter()
+        panel.batch.run_button.click()
+        assert time.perf_counter() - started < 2 * 1.5 + 5  # one timeout, not five
+        results = panel.batch.results
+        assert results[0]["y"] == 2 and results[1]["error"] == "no answer within 1.5 s (the model's worker was stopped)"
+        assert [r["error"] for r in results[2:]] == ["not sent: row 2 timed out"] * 4
+        assert "5 failed" in panel.batch.info.value
+        assert dead(int(pidfile.read_text()))  # the hung call's own child went with its worker
+    finally:
+        panel.close()
 
 
 def test_csv_batch_says_when_a_table_answer_does_not_match_the_rows(panel):
