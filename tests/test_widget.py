@@ -157,6 +157,9 @@ def test_a_wide_table_sits_in_its_own_scroll_box(panel, shell):
     wide = [{f"column_{c}": "v" * 30 for c in range(40)}]
     page = output_html(json.dumps(wide), raw=False)
     assert page.startswith('<div class="vj-table-scroll"><table class="vj-table"')
+    assert "1 row × 40 columns; scroll the table sideways for the rest" in page
+    assert cells(page) == ["v" * 30] * 40
+    assert "vj-table-shape" not in output_html(json.dumps([{"a": 1, "b": 2}]), raw=False)
     assert ".vj-table-scroll { max-width: 100%; max-height: 32em; overflow: auto; }" in \
         panel.children[0].value  # the panel's stylesheet makes it scroll (seen in tests/e2e)
 

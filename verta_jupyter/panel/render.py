@@ -16,6 +16,7 @@ from typing import Any
 from .predictors import Predictor
 
 TABLE_ROWS = 200  # rows shown in an HTML table; the raw view always has everything
+WIDE_COLUMNS = 10  # from this many columns a table says its shape (the rest may be off-screen)
 PRETTY_CHARS = 200_000
 
 KIND_TITLES = {
@@ -243,6 +244,10 @@ def table_html(records: list[dict], more_hint: str = "see the raw view") -> str:
         for index, r in enumerate(records[:TABLE_ROWS]))
     more = (f'<div class="vj-table-more">{len(records) - TABLE_ROWS} more rows: {more_hint}'
             "</div>") if len(records) > TABLE_ROWS else ""
+    if len(columns) >= WIDE_COLUMNS:  # overlay scrollbars (macOS, Chromium) hide that it scrolls
+        shape = f"{len(records)} row{'' if len(records) == 1 else 's'}"
+        more += (f'<div class="vj-table-shape">{shape} × {len(columns)} columns; scroll the table '
+                 "sideways for the rest</div>")
     # the scroll box keeps a wide table's last columns reachable inside the panel
     return (f'<div class="vj-table-scroll"><table class="vj-table" style="{_TABLE}"><thead>'
             f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{more}")
