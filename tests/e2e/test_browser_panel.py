@@ -320,6 +320,7 @@ def test_long_values_stay_inside_the_panel(page, jupyter, shots):
     table = panel.result.locator("table.vj-table")
     expect(table.locator("thead th")).to_have_count(41, timeout=ANSWER_TIMEOUT)
     _expect_scrolls_inside(panel.result.locator(".vj-table-scroll"), panel.root)
+    expect(panel.result.locator(".vj-table-shape")).to_contain_text("3 rows × 40 columns")
     _expect_inside(panel.root, output)
     shots(page, "2-wide-table")
 
