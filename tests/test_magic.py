@@ -308,6 +308,30 @@ def test_summary_never_shows_a_secret_value(shell):
     assert "API_TOKEN = <hidden>" in text and "abcd1234" not in text.split("model.py")[0]
 
 
+def test_summary_headline_counts_read_aloud(shell):
+    """'no problems found', '1 warning', never '0 error(s), 0 warning(s)'."""
+    shell.run(SEED_BODY)
+    clean = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=1, check_rebuild=False)
+    assert "; no problems found; " in repr(ModelSummary(clean)).splitlines()[0]
+    with pytest.warns(NoSampleWarning):
+        warned = validate(shell.ns["MyModel"], namespace=shell.ns, check_rebuild=False)
+    headline = repr(ModelSummary(warned)).splitlines()[0]
+    assert "; 1 warning; " in headline and "(s)" not in headline and "0 error" not in headline
+    shell.run("class Broken:\n    def __init__(self, artifacts): pass\n")
+    broken = validate(shell.ns["Broken"], namespace=shell.ns)
+    assert "NOT logged; 1 error, 1 warning; " in repr(ModelSummary(broken)).splitlines()[0]
+
+
+def test_summary_shows_a_captured_set_in_sorted_order(shell):
+    """A set prints in hash order, different in every kernel; the summary sorts it."""
+    shell.run('STOP = {"the", "a", "on", "of", "an"}\nMIXED = {1, "a"}\n'
+              + SEED_BODY.replace('{"echo": data}', "[w for w in data if w not in STOP and w not in MIXED]"))
+    report = validate(shell.ns["MyModel"], namespace=shell.ns, sample_input=["a", "cat"], check_rebuild=False)
+    text = repr(ModelSummary(report))
+    assert "STOP = {'a', 'an', 'of', 'on', 'the'}, captured" in text
+    assert "MIXED = {" in text  # no order between 1 and 'a': shown as Python shows it
+
+
 def test_summary_of_a_failed_report_says_not_logged(shell):
     shell.run("class MyModel:\n    def __init__(self, artifacts): pass\n")
     report = validate(shell.ns["MyModel"], namespace=shell.ns)

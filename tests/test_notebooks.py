@@ -71,5 +71,6 @@ def test_quickstart_script_runs_the_main_job(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "fresh process: {'words': 3, 'longest': 'cat'}" in done.stdout
     assert "6 code cells ran without error" in done.stdout
+    assert "without encryption" not in done.stderr  # ipykernel's alarm on local ports, dropped
     # Its temporary store, cache and working folder are gone afterwards.
     assert sorted(p.name for p in tmp_path.iterdir()) == []

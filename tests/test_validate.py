@@ -498,6 +498,20 @@ def test_every_catalog_code_has_an_example():
     assert set(EXAMPLES) == set(CATALOG)
 
 
+def test_every_error_remedy_is_something_to_do():
+    """An error's remedy is one action the user can take ("Log a file...", "Make predict..."),
+    not a diagnosis ("The model depends on something...; see the error"), which left the
+    reader of VJ501 and VJ502 with nothing to do."""
+    from verta_jupyter.catalog import CATALOG
+
+    for check in CATALOG.values():
+        if check.severity != "error":
+            continue
+        for remedy in filter(None, (check.remedy, check.magic_remedy)):
+            assert remedy.split()[0] not in {"The", "It", "This", "A", "An", "See"}, (check.code, remedy)
+            assert "see the" not in remedy.lower(), (check.code, remedy)
+
+
 @pytest.mark.parametrize("code", sorted(EXAMPLES))
 def test_catalog_page_example_gives_its_documented_message(doc_shell, code):
     cells, message = doc_sections(DOC.read_text()).get(code, ([], ""))

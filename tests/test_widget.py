@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -84,6 +85,15 @@ def test_predict_shows_pretty_json_latency_load_time_and_identity(panel, faulty_
     assert repr(panel).startswith("PredictPanel(Faulty, package ")
 
 
+def test_terminal_text_form_is_whole(panel, shell):
+    """A terminal shows the panel as text; ipywidgets cut it at 110 characters, which took the
+    end of the one instruction it gives ("or call .predict_json(te…")."""
+    data, _ = shell.ip.display_formatter.format(panel)  # IPython's own display path
+    assert data["text/plain"] == repr(panel)
+    assert data["text/plain"].endswith("or call .predict_json(text))") and "…" not in data["text/plain"]
+    assert "application/vnd.jupyter.widget-view+json" in data  # front ends still get the widget
+
+
 def test_predict_json_is_the_button_path(panel):
     text = panel.predict_json('{"x": 4}')
     assert text == '{"y": 8}'
@@ -126,6 +136,34 @@ def test_invalid_json_messages_are_complete_sentences_with_a_caret(panel, text, 
     assert '<pre class="vj-error-where"' in panel.error.value and "^</pre>" in panel.error.value
 
 
+@pytest.mark.parametrize("prefix", [0, 30, 180, 5000])
+def test_the_caret_points_at_the_mistake_on_a_long_line(panel, prefix):
+    """A one-line JSON document pasted from a log: the mistake at column 5,000 is shown in an
+    excerpt with the caret under it (the caret used to stop at column 200, under nothing)."""
+    text = '{"note": "' + "n" * prefix + '", "x": 1 "y": 2}'
+    panel.input.value = text
+    where = re.search(r'<pre class="vj-error-where"[^>]*>(.*?)</pre>', panel.error.value, re.S)
+    excerpt, caret_line = html.unescape(where.group(1)).split("\n")
+    caret = caret_line.index("^")
+    assert caret_line == " " * caret + "^"
+    assert excerpt[caret] == '"' and excerpt[caret:].startswith('"y"')  # the missing comma's spot
+    assert len(excerpt) <= 102  # an excerpt (with its ellipses), never the whole line
+    assert excerpt.startswith("…") == (prefix > 100)
+
+
+def test_a_wide_table_sits_in_its_own_scroll_box(panel, shell):
+    from verta_jupyter.panel.render import output_html
+
+    wide = [{f"column_{c}": "v" * 30 for c in range(40)}]
+    page = output_html(json.dumps(wide), raw=False)
+    assert page.startswith('<div class="vj-table-scroll"><table class="vj-table"')
+    assert "1 row × 40 columns; scroll the table sideways for the rest" in page
+    assert cells(page) == ["v" * 30] * 40
+    assert "vj-table-shape" not in output_html(json.dumps([{"a": 1, "b": 2}]), raw=False)
+    assert ".vj-table-scroll { max-width: 100%; max-height: 32em; overflow: auto; }" in \
+        panel.children[0].value  # the panel's stylesheet makes it scroll (seen in tests/e2e)
+
+
 def test_an_edited_input_marks_the_result_stale_until_predict(panel):
     _set_and_click(panel, '{"x": 2}')
     assert not panel.stale and "vj-stale" not in panel.result._dom_classes
@@ -147,6 +185,33 @@ def test_an_error_is_said_once_and_tracebacks_name_model_py(panel):
     assert "raised" not in panel.status.value and "Failed after" in panel.status.value
     assert 'File "model.py", line' in box and "in _lookup" in box
     assert str(panel.model.package_dir) not in box and "sha256" not in box
+
+
+def test_a_long_model_message_is_said_once_in_full(make_package):
+    """A model whose message is a page long (a dumped row, a long path): the error box cuts its
+    line short and the traceback, folded, ends with the message whole; it was shown twice."""
+    package = make_package('''
+        class Verbose:
+            def __init__(self, artifacts):
+                pass
+
+            def predict(self, data):
+                raise ValueError("no rule for row " + "field=value;" * data["n"] + " end")
+    ''', "Verbose", sample={"n": 0})
+    panel = PredictPanel(package, timeout=30.0)
+    try:
+        _set_and_click(panel, '{"n": 200}')
+        message = html.unescape(re.search(r'class="vj-error-message">(.*?)</span>', panel.error.value).group(1))
+        assert len(message) < 400 and message.endswith("… (the whole message ends the traceback)")
+        assert message.startswith("Verbose.predict raised ValueError: no rule for row field=value;")
+        trace = html.unescape(re.search(r"<pre>(.*?)</pre>", panel.error.value, re.S).group(1))
+        assert trace.rstrip().endswith("field=value; end")  # whole, once
+        assert html.unescape(panel.error.value).count("field=value;" * 200) == 1
+        _set_and_click(panel, '{"n": 1}')  # a short message is shown whole, as before
+        assert "no rule for row field=value; end" in html.unescape(panel.error.value)
+        assert "whole message" not in panel.error.value
+    finally:
+        panel.close()
 
 
 def test_history_rows_show_icon_time_latency_and_a_cut_input(panel):
@@ -196,6 +261,21 @@ def test_the_form_has_one_typed_field_per_key(form_panel):
                      "flag": widgets.Checkbox, "tags": widgets.Text}
     tabs = [c for c in form_panel.children if isinstance(c, widgets.Tab)]
     assert tabs and tabs[0].titles == ("Form", "JSON") and tabs[0].children[1] is form_panel.input
+
+
+def test_form_labels_share_one_width_and_name_their_key_whole():
+    """Fields line up in one column whatever the names' lengths (a long name pushed its own
+    field out of line), and a name the label cannot hold on one line is its tooltip too."""
+    from verta_jupyter.panel.form import LABEL_CHARS, InputForm
+
+    long_name = "days_since_the_customer_last_opened_a_support_ticket"
+    form = InputForm({"width": 2, long_name: 3, "tags": ["a"]}, lambda _: None)
+    labels = [row.children[0] for row in form.children[:-1]]
+    assert [label.value for label in labels] == ["width", long_name, "tags (JSON)"]
+    assert {label.layout.width for label in labels} == {f"{LABEL_CHARS + 2}ch"}
+    assert labels[1].tooltip == long_name
+    short = InputForm({"a": 1, "bb": 2}, lambda _: None)
+    assert {row.children[0].layout.width for row in short.children[:-1]} == {"4ch"}
 
 
 def test_editing_a_field_updates_the_json_and_predict_uses_it(form_panel):
@@ -316,6 +396,8 @@ def test_timeout_is_reported_and_the_next_call_works(faulty_package, tmp_path):
     try:
         _set_and_click(panel, json.dumps({"do": "hang", "pidfile": str(tmp_path / "pid")}))
         assert panel.error_kind == "timeout" and "did not answer within 1.5 s" in panel.error.value
+        # the remedy is the panel's own timeout, never the worker's internals
+        assert "run.panel(timeout=60)" in panel.error.value and "WorkerClient" not in panel.error.value
         _set_and_click(panel, '{"x": 1}')
         assert panel.error_kind is None and "&quot;y&quot;: 2" in panel.result.value
     finally:
@@ -442,6 +524,26 @@ def test_csv_batch_one_call_per_row_keeps_going_past_a_failing_row(panel):
     assert "KeyError" in results[1]["error"] and "1 failed" in panel.batch.info.value
     assert cells(panel.batch.table.value, "th")[:5] == ["", "x", "do", "y", "error"]
     assert len(panel.history) == 0  # batch calls are not single predictions
+
+
+def test_csv_batch_stops_sending_rows_after_a_timeout(faulty_package, tmp_path):
+    """A hung model times out on row 2; rows 3-6 are not sent (each would wait the whole
+    timeout with the kernel busy), and say why; row 1's answer is kept."""
+    pidfile = tmp_path / "pid"
+    panel = PredictPanel(faulty_package, timeout=1.5)
+    try:
+        rows = "".join(f"{x},hang,{pidfile}\n" for x in range(3, 7))
+        upload(panel, "calls.csv", f"x,do,pidfile\n1,,\n2,hang,{pidfile}\n{rows}".encode())
+        started = time.perf_counter()
+        panel.batch.run_button.click()
+        assert time.perf_counter() - started < 2 * 1.5 + 5  # one timeout, not five
+        results = panel.batch.results
+        assert results[0]["y"] == 2 and results[1]["error"] == "no answer within 1.5 s (the model's worker was stopped)"
+        assert [r["error"] for r in results[2:]] == ["not sent: row 2 timed out"] * 4
+        assert "5 failed" in panel.batch.info.value
+        assert dead(int(pidfile.read_text()))  # the hung call's own child went with its worker
+    finally:
+        panel.close()
 
 
 def test_csv_batch_says_when_a_table_answer_does_not_match_the_rows(panel):

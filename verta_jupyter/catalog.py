@@ -74,10 +74,11 @@ _CHECKS = [
     Check("VJ402", "error", "predict raised on the sample", "Fix `predict` or the sample; the traceback shows the line in your cell."),
     Check("VJ403", "error", "output not JSON-compatible", "Return dicts, lists, numbers, strings, or a known type (numpy, pandas, datetime, ...)."),
     # -- rebuild in a fresh process
-    Check("VJ501", "error", "rebuild failed", "The model depends on something the package does not carry; see the fresh-process error."),
-    Check("VJ502", "error", "rebuilt output differs", "The notebook model reads state the package did not capture (a global changed after capture, randomness, time)."),
+    Check("VJ501", "error", "rebuild failed", "Give the model what the fresh process lacked: log a file it reads with `run.log_artifact(key, path)` and open `artifacts[key]` in `__init__`; build anything else inside the class.",
+          "Give the model what the fresh process lacked: log a file it reads with `run.log_artifact(key, path)`, add `--artifacts key` and open `artifacts[key]` in `__init__`; build anything else inside the class."),
+    Check("VJ502", "error", "rebuilt output differs", "Make `predict` depend only on its input and what `__init__` builds: set state inside the class, not on a module or global from another cell, and seed randomness there (`self.rng = random.Random(0)`)."),
     Check("VJ503", "warning", "no pickle fast path", "Nothing to do: the model rebuilds from source, which is the durable record."),
-    Check("VJ504", "error", "rebuilt state differs", "The package would rebuild a different model: make the change in the named definition's own statement (edit the `def` or `class`), re-run that cell, then log again.")
+    Check("VJ504", "error", "rebuilt state differs", "Make the change in the named definition's own statement (edit the `def` or `class`), re-run that cell, then log again: the package rebuilds what the statements say, so it would rebuild a different model.")
 ]
 
 CATALOG: dict[str, Check] = {c.code: c for c in _CHECKS}

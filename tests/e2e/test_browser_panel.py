@@ -281,3 +281,112 @@ def test_editing_and_rerunning_the_model_cell_replaces_its_model(page, jupyter, 
     panel.predict('{"text": "edited and run again"}')
     panel.expect_answer('"words": 4', '"longest": "edited"')
     shots(page, "rerun-predicted")
+
+
+def _expect_scrolls_inside(box, panel_root) -> None:
+    """`box` lies within the panel, and what does not fit scrolls inside it."""
+    _expect_inside(box, panel_root)
+    fits = box.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+    style = box.evaluate("e => getComputedStyle(e).overflowX")
+    assert fits or style in ("auto", "scroll"), (fits, style)
+
+
+def test_long_values_stay_inside_the_panel(page, jupyter, shots):
+    """What real models return: a long unbroken string, a table of 40 columns, an error with a
+    long message and a 30-frame traceback, an invalid input on one long line. Each stays in the
+    panel (scrolling in its own box), so the Predict button never moves off the page."""
+    panel = _run_notebook(page, jupyter, E2E_NOTEBOOKS / "long_values.ipynb")
+    output = page.locator(".jp-OutputArea-output").filter(has=panel.root)
+
+    panel.show_tab("Form")  # a long field name: the fields still line up, the name shows whole
+    fields = panel.root.locator(".vj-form-row .vj-form-field")
+    expect(fields).to_have_count(2)
+    lefts = {round(fields.nth(i).bounding_box()["x"]) for i in range(2)}
+    assert len(lefts) == 1, lefts
+    long_label = panel.root.locator(".vj-form-row").nth(1).locator(".vj-form-label")
+    expect(long_label).to_have_text("days_since_the_customer_last_opened_a_support_ticket")
+    assert long_label.evaluate("e => e.scrollWidth <= e.clientWidth + 1")  # wrapped, not cut
+    label_box = long_label.bounding_box()
+    assert label_box["x"] + label_box["width"] <= min(lefts) + 0.5
+    shots(page, "0-long-field-name")
+
+    panel.predict('{"width": 20}')
+    expect(panel.result).to_contain_text('"width": 20', timeout=ANSWER_TIMEOUT)
+    _expect_scrolls_inside(panel.result.locator("pre"), panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "1-long-string")
+
+    panel.predict('{"width": 3, "table": true}')
+    table = panel.result.locator("table.vj-table")
+    expect(table.locator("thead th")).to_have_count(41, timeout=ANSWER_TIMEOUT)
+    _expect_scrolls_inside(panel.result.locator(".vj-table-scroll"), panel.root)
+    expect(panel.result.locator(".vj-table-shape")).to_contain_text("3 rows × 40 columns")
+    _expect_inside(panel.root, output)
+    shots(page, "2-wide-table")
+
+    panel.predict('{"width": 20, "fail": true}')
+    expect(panel.error).to_contain_text("The model raised an exception", timeout=ANSWER_TIMEOUT)
+    panel.expect_settled()
+    _expect_inside(panel.error.locator(".vj-error-message"), panel.root)
+    expect(panel.error.locator(".vj-error-message")).to_contain_text("whole message ends the traceback")
+    traceback = panel.error.locator(".vj-traceback")
+    traceback.locator("summary").click()
+    expect(traceback.locator("pre")).to_contain_text("in deep")
+    _expect_scrolls_inside(traceback.locator("pre"), panel.root)
+    box = traceback.locator("pre").bounding_box()
+    assert box is not None and box["height"] < 500, box  # 30 frames scroll in a bounded box
+    _expect_inside(panel.history.first, panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "3-long-error")
+
+    panel.type('{"width": 1, "note": "' + "unbroken" * 60)
+    expect(panel.error).to_contain_text("Invalid JSON")
+    _expect_scrolls_inside(panel.error.locator(".vj-error-where"), panel.root)
+    _expect_inside(panel.root, output)
+    shots(page, "4-long-invalid-input")
+
+
+# WCAG contrast ratio of an element's text against the first opaque background behind it.
+CONTRAST_JS = """(el) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const behind = (e) => {
+    for (; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c;
+    }
+    return [255, 255, 255];
+  };
+  const channel = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const a = lum(rgb(getComputedStyle(el).color)), b = lum(behind(el));
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_dark_theme_keeps_every_state_readable(page, jupyter, shots):
+    """Theme > JupyterLab Dark: the summary's marks, the answer, the error, the history and its
+    restored entry keep their text readable (the restored entry was white on pale blue)."""
+    panel = _run_notebook(page, jupyter, E2E_NOTEBOOKS / "faults.ipynb")
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                  "{theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    panel.predict('{"x": 21}')
+    panel.expect_answer('"double": 42')
+    panel.predict('{"x": 1, "fail": "loudly"}')
+    expect(panel.error).to_contain_text("The model raised an exception", timeout=ANSWER_TIMEOUT)
+    panel.expect_settled()
+    readable = {"error": panel.error.locator(".vj-error-message"),
+                "failed entry": panel.history.first}
+    contrast = {name: part.evaluate(CONTRAST_JS) for name, part in readable.items()}
+    panel.history.nth(1).click()  # restore the answer
+    expect(panel.history.nth(1)).to_have_class(re.compile(r"\bvj-history-current\b"))
+    page.mouse.move(0, 0)  # no hover colour on the entry just clicked
+    for name, part in {"answer": panel.result.locator("pre"), "status": panel.status,
+                       "restored entry": panel.history.nth(1),
+                       "summary mark": page.locator(".vj-summary .vj-check td").first,
+                       "summary detail": page.locator(".vj-summary .vj-check-detail").first}.items():
+        contrast[name] = part.evaluate(CONTRAST_JS)
+    shots(page, "panel")
+    # 4.5 is WCAG AA for body text; 3 for the coloured marks and the bold error title's line
+    low = {k: round(v, 2) for k, v in contrast.items() if v < (3 if k in ("summary mark", "error") else 4.5)}
+    assert not low, f"text too faint in the dark theme: {low}"

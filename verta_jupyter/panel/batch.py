@@ -3,8 +3,9 @@
 Each CSV row becomes a JSON object (column -> value, empty cells null). "One call per row"
 sends each object on its own (a model whose sample is one object); "one call with all rows"
 sends the list (a model that takes a table, e.g. a DataFrame). Predictions are added to the
-rows as columns; a failing row gets its error in an `error` column and the others still run.
-Every call goes through `predict_json`, the exact path of the Predict button.
+rows as columns; a failing row gets its error in an `error` column and the others still run,
+except after a timeout: each further row would wait as long (1,000 rows x 30 s is eight hours
+of a busy kernel), so the rest are marked not sent. Every call goes through `predict_json`, the exact path of the Predict button.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
+from ..errors import WorkerTimeoutError
 from ..jsonify.output import to_json_compatible
 from .render import csv_text, download_html, duration, table_html
 
@@ -146,6 +148,10 @@ class BatchSection(widgets.VBox):
             except Exception as exc:  # noqa: BLE001 - one bad row must not stop the batch
                 failed += 1
                 outputs.append({"error": _one_line(exc)})
+                if isinstance(exc, WorkerTimeoutError):  # ...but a hung model must
+                    rest = len(self.rows) - number
+                    outputs += [{"error": f"not sent: row {number} timed out"} for _ in range(rest)]
+                    return outputs, failed + rest
         return outputs, failed
 
     def _all_at_once(self) -> tuple[list[Any] | None, int]:
@@ -182,5 +188,7 @@ def _error(text: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, WorkerTimeoutError):  # a table cell: short, and no worker internals
+        return f"no answer within {exc.seconds:g} s (the model's worker was stopped)"
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

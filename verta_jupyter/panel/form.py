@@ -17,6 +17,7 @@ import ipywidgets as widgets
 __all__ = ["InputForm", "RecordsForm", "form_fits", "records_fit"]
 
 MAX_FIELDS = 40  # past this, a form is a worse editor than the JSON text
+LABEL_CHARS = 28  # a field name longer than this wraps onto a second line
 
 
 def form_fits(example: Any) -> bool:
@@ -72,11 +73,16 @@ class InputForm(widgets.VBox):
         self.note = widgets.HTML()
         self.note.add_class("vj-form-note")
         rows = []
+        names = {key: key + (" (JSON)" if self.kinds[key] == "json" else "") for key in example}
+        # one label width for every row, so the fields line up in a column; a name longer
+        # than LABEL_CHARS wraps (stylesheet) rather than pushing its field out of line
+        width = f"{min(max(map(len, names.values())), LABEL_CHARS) + 2}ch"
         for key, field in self.fields.items():
             field.add_class("vj-form-field")
             field.add_class(f"vj-form-{self.kinds[key]}")
-            label = widgets.Label(key + (" (JSON)" if self.kinds[key] == "json" else ""),
-                                  layout=widgets.Layout(min_width="8em"))
+            label = widgets.Label(names[key], tooltip=names[key], layout=widgets.Layout(
+                width=width, min_width="8em", flex="0 0 auto"))
+            label.add_class("vj-form-label")
             row = widgets.HBox([label, field], layout=widgets.Layout(width="100%"))
             row.add_class("vj-form-row")
             rows.append(row)

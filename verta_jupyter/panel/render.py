@@ -16,6 +16,7 @@ from typing import Any
 from .predictors import Predictor
 
 TABLE_ROWS = 200  # rows shown in an HTML table; the raw view always has everything
+WIDE_COLUMNS = 10  # from this many columns a table says its shape (the rest may be off-screen)
 PRETTY_CHARS = 200_000
 
 KIND_TITLES = {
@@ -41,12 +42,26 @@ STYLE = """<style>
   font-family: var(--jp-code-font-family, monospace); font-size: 12px;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .vj-panel button.vj-history-item:hover { background: var(--jp-layout-color2, #f0f0f0); }
-.vj-panel button.vj-history-item.vj-history-current { background: var(--jp-brand-color3, #e3f2fd); }
+/* layout colours follow the theme (brand-color3 is light in the dark theme too: white text on
+   pale blue); the inset bar marks the restored entry in any theme */
+.vj-panel button.vj-history-item.vj-history-current { background: var(--jp-layout-color3, #e0e0e0);
+  box-shadow: inset 3px 0 0 var(--jp-brand-color1, #1976d2); }
 .vj-panel .vj-stale { opacity: 0.45; }
 .vj-panel .vj-stale-note { color: var(--jp-warn-color0, #9a6700); font-size: 12px; margin: 2px 0; }
-.vj-panel .vj-form-row .widget-label { min-width: 8em; }
+.vj-panel .vj-form-row .vj-form-label { min-width: 8em; white-space: normal; overflow-wrap: anywhere;
+  height: auto; line-height: 1.3; align-self: center; }
 .vj-panel .vj-batch-fold { margin-top: 8px; }
 .vj-panel .vj-batch-intro { line-height: 1.4; margin-bottom: 4px; }
+/* Long values scroll in their own box: a 40-column table was cut at the panel's edge with
+   no way to see the rest, and a long answer or traceback pushed everything below off-screen. */
+.vj-panel pre.vj-pretty, .vj-panel pre.vj-raw, .vj-panel .vj-traceback pre {
+  max-height: 24em; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
+.vj-panel .vj-table-scroll { max-width: 100%; max-height: 32em; overflow: auto; }
+/* flex items grow to their content's width unless allowed to shrink: without this the scroll
+   box above was as wide as its table, and the panel clipped it */
+.vj-panel .widget-html, .vj-panel .widget-html-content { min-width: 0; max-width: 100%; }
+.vj-panel .vj-error-box { overflow-wrap: anywhere; line-height: 1.4; }
+.vj-panel pre.vj-error-where { white-space: pre; overflow-x: auto; max-width: 100%; }
 </style>"""
 
 _CELL = "border:1px solid var(--jp-border-color2,#ccc);padding:3px 8px;"
@@ -66,9 +81,11 @@ def output_html(text: str, raw: bool) -> str:
     return f'<pre class="vj-pretty">{html.escape(pretty)}</pre>'
 
 
-def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: str = "") -> str:
-    """The error box, said once: the kind's title, the message, for invalid JSON the line with
-    a caret, and the model's traceback (paths shown relative to the package) folded away."""
+def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: str = "",
+               message: str | None = None) -> str:
+    """The error box, said once: the kind's title, the message (`message` rewords `exc`'s for
+    the panel), for invalid JSON the line with a caret, and the model's traceback (paths shown
+    relative to the package) folded away."""
     trace = short_paths(getattr(exc, "model_traceback", "") or "", package_dir)
     details = (f"<details class=\"vj-traceback\"><summary>Traceback (the model's frames)"
                f"</summary><pre>{html.escape(trace)}</pre></details>") if trace else ""
@@ -76,13 +93,44 @@ def error_html(kind: str, exc: BaseException, package_dir: Any = None, source: s
     line = getattr(exc, "line", 0)
     if kind == "invalid-json" and source and line:
         text = source.splitlines()[line - 1] if line <= len(source.splitlines()) else ""
-        column = max(getattr(exc, "column", 1), 1)
-        where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(text[:200])}\n'
-                 f"{' ' * min(column - 1, 200)}^</pre>")
+        excerpt, caret = caret_excerpt(text, max(getattr(exc, "column", 1), 1))
+        where = (f'<pre class="vj-error-where" style="margin:2px 0">{html.escape(excerpt)}\n'
+                 f"{' ' * caret}^</pre>")
+    message = _without_title(kind, str(exc) if message is None else message)
+    if trace and len(message) > MESSAGE_CHARS:  # said once: the traceback's last line has it all
+        message = message[:MESSAGE_CHARS - 1] + "… (the whole message ends the traceback)"
     return (f'<div class="vj-error-box vj-error-{kind}" style="color:var(--jp-error-color1,#b00020)">'
             f"<b>{KIND_TITLES[kind]}</b>: "
-            f"<span class=\"vj-error-message\">{html.escape(_without_title(kind, str(exc)))}</span>"
+            f"<span class=\"vj-error-message\">{html.escape(message)}</span>"
             f"{where}{details}</div>")
+
+
+EXCERPT_CHARS = 100
+MESSAGE_CHARS = 300
+
+
+def caret_excerpt(text: str, column: int) -> tuple[str, int]:
+    """(the part of `text` to show, the caret's offset in it): the line around 1-based
+    `column`, cut with ellipses, so the caret points at the spot however long the line is
+    (a one-line JSON document of 10,000 characters wrong at column 9,000)."""
+    start = max(0, column - 1 - EXCERPT_CHARS // 2) if len(text) > EXCERPT_CHARS else 0
+    excerpt = text[start:start + EXCERPT_CHARS]
+    caret = min(column - 1, len(text)) - start
+    if start:
+        excerpt, caret = "…" + excerpt, caret + 1
+    if start + EXCERPT_CHARS < len(text):
+        excerpt += "…"
+    return excerpt, caret
+
+
+def timeout_message(class_name: str, exc: BaseException) -> str:
+    """A timeout in the panel's words: the worker's own message names WorkerClient, which a
+    panel user never made; the remedy here is the panel's timeout."""
+    seconds = getattr(exc, "seconds", 0) or 0
+    within = f" within {seconds:g} s" if seconds else " in time"
+    return (f"{class_name} did not answer{within}; its worker process was stopped and the next "
+            "Predict starts a new one. If the model is just slow, open the panel with a longer "
+            f"timeout: run.panel(timeout={max(60, int(seconds * 4))}).")
 
 
 def _without_title(kind: str, message: str) -> str:
@@ -196,8 +244,13 @@ def table_html(records: list[dict], more_hint: str = "see the raw view") -> str:
         for index, r in enumerate(records[:TABLE_ROWS]))
     more = (f'<div class="vj-table-more">{len(records) - TABLE_ROWS} more rows: {more_hint}'
             "</div>") if len(records) > TABLE_ROWS else ""
-    return (f'<table class="vj-table" style="{_TABLE}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{rows}</tbody></table>{more}")
+    if len(columns) >= WIDE_COLUMNS:  # overlay scrollbars (macOS, Chromium) hide that it scrolls
+        shape = f"{len(records)} row{'' if len(records) == 1 else 's'}"
+        more += (f'<div class="vj-table-shape">{shape} × {len(columns)} columns; scroll the table '
+                 "sideways for the rest</div>")
+    # the scroll box keeps a wide table's last columns reachable inside the panel
+    return (f'<div class="vj-table-scroll"><table class="vj-table" style="{_TABLE}"><thead>'
+            f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{more}")
 
 
 def _td(value: Any) -> str:

@@ -32,7 +32,7 @@ from .batch import BatchSection
 from .form import InputForm, RecordsForm, form_fits, records_fit
 from .predictors import EndpointPredictor, Predictor
 from .render import (STYLE, duration, error_html, history_label, json_error_message, output_html,
-                     snippets_html, stale_note, status_html, timing_text)
+                     snippets_html, stale_note, status_html, timeout_message, timing_text)
 from .sources import resolve_source
 
 __all__ = ["PredictPanel", "InvalidJsonError"]
@@ -115,6 +115,14 @@ class PredictPanel(widgets.VBox):
         # the text form (terminals, logs); front ends render the widget itself
         return (f"PredictPanel({self.model.class_name}, package {self.model.digest[:12]}, "
                 f"{self.predictor.where}: open in Jupyter to use, or call .predict_json(text))")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        # ipywidgets cuts text/plain at 110 characters, which took the end of the one
+        # instruction a terminal user gets (".predict_json(te…"); the text form is ours, whole
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = repr(self)
+        return bundle
 
     # -- the one predict path ---------------------------------------------------------------------
 
@@ -293,7 +301,8 @@ class PredictPanel(widgets.VBox):
 
     def _show_error(self, kind: str, exc: BaseException, source: str = "") -> None:
         self.error_kind = kind
-        self.error.value = error_html(kind, exc, self.model.package_dir, source)
+        message = timeout_message(self.model.class_name, exc) if kind == "timeout" else None
+        self.error.value = error_html(kind, exc, self.model.package_dir, source, message)
         if kind != "invalid-json":  # invalid JSON keeps the last result, marked stale
             self._render_output(None)
 

@@ -19,7 +19,9 @@ from ..package.format import MISSING
 __all__ = ["ModelSummary", "dependency_tree"]
 
 _MARK = {"ok": "✓", "warning": "⚠", "error": "✗", "skipped": "–"}
-_COLOR = {"ok": "#1a7f37", "warning": "#9a6700", "error": "#cf222e", "skipped": "#6e7781"}
+# the theme's own colours where the front end has them (a dark theme's are lighter), GitHub's else
+_COLOR = {"ok": "var(--jp-success-color1,#1a7f37)", "warning": "var(--jp-warn-color1,#9a6700)",
+          "error": "var(--jp-error-color1,#cf222e)", "skipped": "var(--jp-ui-font-color2,#6e7781)"}
 
 
 def dependency_tree(captured: Any) -> list[tuple[int, Any]]:
@@ -57,8 +59,20 @@ def captured_value(captured: Any, dep: Any) -> str:
     value = values[dep.name]
     if secret_name(dep.name) or (isinstance(value, str) and credential_kind(value)):
         return "<hidden>"
-    text = repr(value)
+    text = _stable_repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _stable_repr(value: Any) -> str:
+    """repr, with a set's items sorted: a set prints in hash order, which changes between
+    kernels, so the same cell's summary differed run to run ({'on', 'a', ...})."""
+    if isinstance(value, (set, frozenset)) and value:
+        try:
+            items = ", ".join(map(repr, sorted(value)))
+        except TypeError:  # items of mixed types: no order to give
+            return repr(value)
+        return f"{{{items}}}" if type(value) is set else f"{type(value).__name__}({{{items}}})"
+    return repr(value)
 
 
 class ModelSummary:
@@ -88,7 +102,8 @@ class ModelSummary:
         lines.append(f"sample: {sample_text(r)}")
         lines.append("checks:")
         for c in r.checks:
-            lines.append(f"  {_MARK[c.status]} {c.name:<10} {self._detail(c)}"[:110] + _ms(c.seconds, c.status))
+            lines.append(_cut(f"  {_MARK[c.status]} {c.name:<10} {self._detail(c)}", 110)
+                         + _ms(c.seconds, c.status))
         for p in r.problems:
             lines.append(f"  {p}")
         captured = r.captured
@@ -135,8 +150,7 @@ class ModelSummary:
                  else "validated, not logged (--no-log)" if r.ok else "NOT logged")
         if self.replaced and r.ok:
             state += f"; {self.replaced}"
-        counts = f"{len(r.errors)} error(s), {len(r.warnings)} warning(s)"
-        return f"{state}; {counts}; {self.seconds * 1000:.0f} ms"
+        return f"{state}; {_counts(len(r.errors), len(r.warnings))}; {self.seconds * 1000:.0f} ms"
 
     # -- HTML
     def _repr_html_(self) -> str:
@@ -192,6 +206,16 @@ def _dep_text(captured: Any, dep: Any) -> str:
     value = captured_value(captured, dep)
     shown = f" = {value}, captured" if value else ""
     return f"{dep.name}{shown} [{dep.kind}: {dep.detail}] from {dep.defined_in}"
+
+
+def _counts(errors: int, warnings: int) -> str:
+    """'no problems found', '1 warning', '2 errors, 1 warning': read aloud, not '0 error(s)'."""
+    said = [f"{n} {word}{'' if n == 1 else 's'}" for n, word in ((errors, "error"), (warnings, "warning")) if n]
+    return ", ".join(said) or "no problems found"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _ms(seconds: float, status: str) -> str:
