@@ -232,6 +232,8 @@ def test_foreign_run_gets_nothing_when_validation_fails(ip):
     error = ip.run_failing(magic("--run my_run --no-panel --sample '{}'", body))
     assert isinstance(error, ValidationError) and error.codes == ["VJ402"]
     assert "MyModel.predict" in str(error) and "cell line 7" in str(error)
+    problem_line = next(line for line in str(error).splitlines() if "[VJ402]" in line)
+    assert problem_line.count("MyModel.predict") == 1  # "cell line 7, in MyModel.predict: raised"
     assert ip.ns["my_run"].logged == []
 
 

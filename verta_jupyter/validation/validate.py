@@ -270,6 +270,9 @@ class _Validation:
 
     def _raised(self, check: str, code: str, message: str, exc: BaseException, started: float) -> bool:
         frames, where = _checks.user_frames(exc, self.cls)
+        said, _, rest = message.partition(" raised ")
+        if rest and where.endswith(f"in {said}"):  # "cell line 6, in M.predict: raised KeyError"
+            message = f"raised {rest}"
         self.report.details[code] = frames
         self.record(check, [problem(code, message, name=self.report.class_name, where=where)], started,
                     _one_line(exc))
