@@ -183,10 +183,11 @@ def _env_proof_rows(shell, quick: bool) -> list[dict]:
 
 
 _MLFLOW = r'''
-import json, statistics, sys, tempfile, time, warnings
+import json, os, statistics, sys, tempfile, time, warnings
 warnings.filterwarnings("ignore")
 import mlflow
 root = tempfile.mkdtemp(prefix="vj-bench-mlflow-")
+os.chdir(root)  # MLflow puts artifacts in ./mlruns: here, never in the checkout
 mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
 mlflow.set_experiment("bench")
 
@@ -206,6 +207,7 @@ for pinned, repeat in ((False, int(sys.argv[1])), (True, int(sys.argv[2]))):
     for _ in range(repeat):
         started = time.perf_counter(); log(pinned); samples.append(time.perf_counter() - started)
     out["pinned" if pinned else "default"] = samples
+import shutil; shutil.rmtree(root, ignore_errors=True)
 print(json.dumps(out))
 '''
 
