@@ -13,7 +13,7 @@ import pytest
 from mlflow_server import MLFLOW_PYTHON, mlflow_bin  # noqa: F401
 from verta_jupyter import load_package
 from verta_jupyter.jsonify.input import convert_input
-from verta_jupyter.package.mlflow_export import _ENTRY_TEMPLATE, export_mlflow
+from verta_jupyter.package.mlflow_export import entry_source, export_mlflow
 from verta_jupyter.package.mlflow_signature import sample_kind, schema_json, signature_for
 
 pytestmark = pytest.mark.mlflow
@@ -155,8 +155,7 @@ def variants_of(sample) -> list:
 
 
 def entry_for(sample) -> str:
-    return _ENTRY_TEMPLATE.format(class_name="M", package_dir="p", digest="0",
-                                  sample_kind=sample_kind(sample))
+    return entry_source("M", "p", "0", sample_kind(sample))
 
 
 def test_enforcement_is_undone_exactly_for_every_sample_we_sign(mlflow_bin):
@@ -291,3 +290,36 @@ def test_a_typed_dataframe_model_is_signed_like_its_frame(make_package, tmp_path
         model.predict(convert_input(model.predict, x)) for x in inputs]
     assert got["signature"]["inputs"] == got["inferred"]["inputs"] == got["inferred_frame"]
     assert not [w for w in got["warnings"] if "type hint" in w.lower()], got["warnings"]
+
+
+WITHOUT_VERTA_JUPYTER = """
+import json, sys
+sys.modules["verta_jupyter"] = None  # as where the model is served without it: import fails
+payload = json.load(sys.stdin)
+import mlflow
+try:
+    model = mlflow.pyfunc.load_model(payload["uri"])
+    print(json.dumps({"got": model.predict(payload["input"])}))
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+"""
+
+
+def test_a_typed_model_needs_verta_jupyter_where_it_is_served_and_says_so(make_package, tmp_path,
+                                                                         mlflow_bin):
+    """Turning JSON into predict's DataFrame is verta_jupyter's job: the export requires it, and
+    without it the model refuses to load instead of handing predict a list."""
+    from verta_jupyter import __version__
+
+    sample = [{"x": 1.5, "name": "a"}]
+    typed = export_mlflow(make_package(FRAME, "Frame", sample=sample), tmp_path / "typed")
+    plain = export_mlflow(make_package(ECHO, "Echo", sample={"a": 1}), tmp_path / "plain")
+    assert f"verta-jupyter=={__version__}" in (typed / "requirements.txt").read_text().split()
+    assert "verta-jupyter" not in (plain / "requirements.txt").read_text()
+    refused = in_mlflow(WITHOUT_VERTA_JUPYTER, {"uri": str(typed), "input": sample}, cwd=tmp_path,
+                        env=MLFLOW_ENV)
+    assert "Frame.predict takes" in refused["error"], refused
+    assert f"install verta-jupyter=={__version__}" in refused["error"]
+    served = in_mlflow(WITHOUT_VERTA_JUPYTER, {"uri": str(plain), "input": {"a": 1}}, cwd=tmp_path,
+                       env=MLFLOW_ENV)
+    assert served == {"got": {"type": "dict", "data": {"a": 1}}}
