@@ -158,6 +158,22 @@ def test_a_package_swapped_after_it_was_opened_is_refused_not_served(make_packag
     assert not worker.running
 
 
+def test_model_py_failing_as_it_runs_is_the_models_load_error_with_its_traceback(make_package,
+                                                                                 tmp_path):
+    """Not a refused package: the model's own code raised while model.py ran (here its class
+    body reads a file that is gone), so the error keeps the model's traceback."""
+    data = tmp_path / "vocab.txt"
+    data.write_text("a b")
+    package = make_package(f"class Vocab:\n    WORDS = open({str(data)!r}).read().split()\n"
+                           "    def __init__(self, artifacts): pass\n"
+                           "    def predict(self, data): return self.WORDS\n", "Vocab")
+    data.unlink()
+    with WorkerClient(package) as worker, pytest.raises(PredictError) as info:
+        worker.predict(1)
+    assert info.value.kind == "load" and "FileNotFoundError" in str(info.value)
+    assert "model.py" in info.value.model_traceback and "WORDS = open(" in info.value.model_traceback
+
+
 def test_not_a_package_fails_fast(tmp_path):
     with pytest.raises(PackageError, match="verta_model.json is missing"):
         WorkerClient(tmp_path)

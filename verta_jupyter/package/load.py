@@ -24,13 +24,19 @@ from .format import package_digest, verify_package
 _counter = itertools.count(1)
 
 
-def load_package(path, *, use_pickle: bool = False) -> type:
+def load_package(path, *, use_pickle: bool = False, expected_digest: str = "") -> type:
     """The class rebuilt from the model package at `path` (digests verified first).
 
-    `cls.__verta_package__` records where it came from: path, manifest, how it was loaded, notes.
+    With `expected_digest` (the manifest digest a caller checked, e.g. against a store) any
+    other package is refused before its code runs. `cls.__verta_package__` records where it
+    came from: path, manifest, how it was loaded, notes.
     """
     path = Path(path).resolve()
     manifest = verify_package(path)
+    if expected_digest and package_digest(manifest) != expected_digest:
+        raise PackageError(f"the package at {path} changed after it was opened (its manifest now "
+                           f"hashes to {package_digest(manifest)[:12]}, not {expected_digest[:12]}); "
+                           "it was not loaded. Load the model again from the store or the notebook")
     _bundled_modules_from_source(path)
     _check_tied_python(path, manifest)
     notes: list[str] = []

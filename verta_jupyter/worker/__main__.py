@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ErrorKind, PackageError
-from .protocol import HEADER, Undecodable, answer, decode, encode_reply, model_traceback, one_line
+from .protocol import (HEADER, Undecodable, answer, decode, encode_reply, model_error,
+                       model_traceback, one_line)
 
 __all__ = ["main"]
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - report any failure to build, then exit
         channel.send({"ok": False, "kind": ErrorKind.LOAD, "error": one_line(exc),
                       "traceback": model_traceback(exc, [package]),
-                      "refused": isinstance(exc, PackageError)})
+                      "refused": _package_refused(exc, package)})
         return 1
     channel.send({"ok": True, "load_seconds": time.perf_counter() - started, **info})
     roots = [Path(info["package"])]
@@ -147,9 +148,7 @@ def _limit_memory(spec: str) -> None:
 def _build(package: Path, artifacts: dict, use_pickle: bool, digest: str) -> tuple[Any, dict]:
     from ..package.load import load_package
 
-    if digest:
-        _check_same_package(package, digest)
-    cls = load_package(package, use_pickle=use_pickle)
+    cls = load_package(package, use_pickle=use_pickle, expected_digest=digest)
     meta = cls.__verta_package__
     fingerprint = _fingerprint(cls) if meta["loaded_from"] == "model.py" else {}  # before __init__ can change class state
     model = cls(artifacts=artifacts)
@@ -158,16 +157,10 @@ def _build(package: Path, artifacts: dict, use_pickle: bool, digest: str) -> tup
                    "python": sys.version.split()[0], "pid": os.getpid(), "fingerprint": fingerprint}
 
 
-def _check_same_package(package: Path, digest: str) -> None:
-    """Refuse a package other than the one the kernel checked (its manifest, which lists every
-    file's sha256, hashes to `digest`); load_package then verifies the files against it."""
-    from ..package.format import package_digest, read_manifest
-
-    found = package_digest(read_manifest(package))
-    if found != digest:
-        raise PackageError(f"the package at {package} changed after it was opened (its manifest "
-                           f"now hashes to {found[:12]}, not {digest[:12]}); it was not loaded. "
-                           "Load the model again from the store or the notebook")
+def _package_refused(exc: BaseException, package: Path) -> bool:
+    """The package itself was refused (damaged, swapped, not a package), as opposed to the
+    model's own code failing while model.py ran: that keeps its traceback as a load error."""
+    return isinstance(exc, PackageError) and model_error(exc, [package]) is exc
 
 
 def _fingerprint(cls: type) -> dict:

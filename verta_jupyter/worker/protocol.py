@@ -144,16 +144,30 @@ def _cut(text: str, keep: int = 10_000) -> str:
     return f"{text[:keep]}... ({len(text) - keep:,} more characters)"
 
 
+def model_error(exc: BaseException, roots: list[Path]) -> BaseException:
+    """`exc`, or the exception it was raised from when that one has the model's frames (model.py
+    failing as it runs is reported by the loader `from` the model's own error)."""
+    resolved = [str(Path(r).resolve()) for r in roots]
+    cause = exc.__cause__
+    while cause is not None:
+        if any(f.filename.startswith(r) for f in traceback.extract_tb(cause.__traceback__)
+               for r in resolved):
+            return cause
+        cause = cause.__cause__
+    return exc
+
+
 def model_traceback(exc: BaseException, roots: list[Path]) -> str:
     """The traceback trimmed to the model's own frames (files under `roots`).
 
     Our frames (worker, jsonify, rebuild) are dropped; the frame that raised is kept even when
     it is inside a library, since that is where the message comes from.
     """
+    exc = model_error(exc, roots)
+    resolved = [str(r.resolve()) for r in roots]
     te = traceback.TracebackException.from_exception(exc, capture_locals=False)
     frames = list(te.stack)
     ours = str(Path(__file__).resolve().parent)
-    resolved = [str(r.resolve()) for r in roots]
     kept = [f for f in frames if any(f.filename.startswith(r) for r in resolved)]
     if not kept:
         kept = [f for f in frames if not f.filename.startswith(ours)]
