@@ -42,6 +42,7 @@ SMALL_BLOB = 1 << 20  # files up to this size are hashed in memory before anythi
 _PARALLEL_PUTS = 8  # small files: fsyncs overlap; large ones: the disk, not threads, is the limit
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; Windows has no symlinked-path opens here
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY
 
 
 def portable_mode() -> bool:
@@ -91,37 +92,19 @@ class BlobFiles:
 
     def _put_copy(self, src: Path, progress: Progress | None) -> tuple[str, int]:
         """Copy and hash the very bytes written (progress is reported as they are)."""
-        tmp_name = self._tmp_name("put")
-        fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
-        try:
-            try:
-                hexdigest, size = copy_hashing(src, fd, progress)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._publish(tmp_name, hexdigest)
-            return hexdigest, size
-        except BaseException:
-            _unlink_quietly(tmp_name)
-            raise
+        return self._durable(self._tmp_name("put"), _NEW_FILE,
+                             lambda fd: copy_hashing(src, fd, progress))
 
     def _put_bytes(self, data: bytes) -> tuple[str, int]:
         """A small file, already in memory: hashed first, so bytes the store already holds (most
         of a re-run cell's package) cost no write and no fsync at all."""
         hexdigest = hashlib.sha256(data).hexdigest()
         if not self.exists(hexdigest):
-            tmp_name = self._tmp_name("put")
-            try:
-                fd = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
-                try:
-                    _write_all(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                self._publish(tmp_name, hexdigest)
-            except BaseException:
-                _unlink_quietly(tmp_name)
-                raise
+            def write(fd: int) -> tuple[str, int]:
+                _write_all(fd, data)
+                return hexdigest, len(data)
+
+            self._durable(self._tmp_name("put"), _NEW_FILE, write)
         return hexdigest, len(data)
 
     def _put_by_link(self, src: Path) -> tuple[str, int] | None:
@@ -137,17 +120,26 @@ class BlobFiles:
             tmp_name = self._tmp_name("link")
             if not link_or_false(src, Path(tmp_name)):
                 return None
-            try:
-                fd = os.open(tmp_name, os.O_RDWR | _BINARY)  # Windows flushes only a writable handle
-                try:
-                    os.fsync(fd)  # durable before it has a blob's name, as a copied blob is
-                finally:
-                    os.close(fd)
-                self._publish(tmp_name, hexdigest)
-            except BaseException:
-                _unlink_quietly(tmp_name)
-                raise
+            # opened writable: Windows flushes only a writable handle
+            self._durable(tmp_name, os.O_RDWR | _BINARY, lambda fd: (hexdigest, size))
         return hexdigest, size
+
+    def _durable(self, tmp_name: str, flags: int, fill) -> tuple[str, int]:
+        """Open `tmp_name`, let `fill(fd)` give it its bytes and say (hex sha256, size), fsync
+        it so it is durable before it has a blob's name, then name it; on any failure the
+        temporary file is removed."""
+        try:
+            fd = os.open(tmp_name, flags, 0o666)
+            try:
+                hexdigest, size = fill(fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._publish(tmp_name, hexdigest)
+            return hexdigest, size
+        except BaseException:
+            _unlink_quietly(tmp_name)
+            raise
 
     def _tmp_name(self, kind: str) -> str:
         # a unique name opened with the default mode (mkstemp's 0600 would hide blobs from a
