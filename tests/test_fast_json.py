@@ -128,7 +128,7 @@ class Point:
 
 
 def test_known_types_have_one_form_whichever_encoder(encoder):
-    np = pytest.importorskip("numpy")
+    import numpy as np  # a test dependency: missing, the test fails rather than skips
     value = {"colour": Colour.RED, "level": Level.HIGH, "name": Name("ada"),
              "point": Point(0.5, datetime.datetime(2024, 5, 1, 12, 0, 0, 7,
                                                    tzinfo=datetime.timezone.utc)),
@@ -173,7 +173,7 @@ def test_worker_output_encoding_matches_the_conversion(encoder, value):
 
 
 def test_worker_output_encoding_of_a_data_frame(encoder):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a core dependency
     frame = pd.DataFrame({"x": [0.1, math.nan, 3.0], "label": ["a", "b", None],
                           "n": [1, 2, 3]})
     text = protocol.to_json_text(frame, root="result", kind=ErrorKind.OUTPUT)

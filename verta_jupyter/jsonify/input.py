@@ -235,8 +235,7 @@ def _from_typed_dict(data: Any, ann: type) -> dict:
 
     if not isinstance(data, dict):
         raise NoJsonForm(type_name(ann), "expected a JSON object")
-    hints = typing.get_type_hints(ann)
-    return {k: _from_item(v, hints.get(k), f"[{json.dumps(k)}]") for k, v in data.items()}
+    return _fields(data, typing.get_type_hints(ann))
 
 
 def _from_named_tuple(data: Any, ann: type) -> tuple:
@@ -244,11 +243,16 @@ def _from_named_tuple(data: Any, ann: type) -> tuple:
 
     hints = typing.get_type_hints(ann)
     if isinstance(data, dict):
-        return ann(**{k: _from_item(v, hints.get(k), f"[{json.dumps(k)}]") for k, v in data.items()})
+        return ann(**_fields(data, hints))
     if isinstance(data, list):
         return ann(*(_from_item(v, hints.get(f), f"[{i}]")
                      for i, (v, f) in enumerate(zip(data, ann._fields))), *data[len(ann._fields):])
     raise NoJsonForm(type_name(ann), "expected a JSON object or array")
+
+
+def _fields(data: dict, hints: dict) -> dict:
+    """Each value of a JSON object converted to its field's annotation (its path reported)."""
+    return {k: _from_item(v, hints.get(k), f"[{json.dumps(k)}]") for k, v in data.items()}
 
 
 def _from_dataclass(data: Any, ann: type) -> Any:
@@ -256,9 +260,8 @@ def _from_dataclass(data: Any, ann: type) -> Any:
 
     if not isinstance(data, dict):
         raise NoJsonForm(type_name(ann), "expected a JSON object")
-    hints = typing.get_type_hints(ann)
-    kwargs = {f.name: _from_item(data[f.name], hints.get(f.name), f"[{json.dumps(f.name)}]")
-              for f in dataclasses.fields(ann) if f.init and f.name in data}
+    given = {f.name: data[f.name] for f in dataclasses.fields(ann) if f.init and f.name in data}
+    kwargs = _fields(given, typing.get_type_hints(ann))
     return ann(**kwargs)
 
 
