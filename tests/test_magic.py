@@ -373,6 +373,8 @@ def test_run_flag_and_overwrite(store_ip):
 
 # -- re-running a cell replaces what that cell logged -----------------------------------------
 
+API_MODEL = ("class ApiModel:\n    def __init__(self, artifacts): pass\n"
+             "    def predict(self, data): return 'api'\n")  # a model logged by the Python API
 SCALED = SEED_BODY.replace('{"echo": data}', "data * FACTOR")
 
 
@@ -430,8 +432,7 @@ def test_another_cell_with_the_same_text_still_needs_overwrite(store_ip):
 
 def test_a_model_logged_by_the_api_in_between_is_not_replaced_without_overwrite(store_ip):
     run_magic(store_ip, "--no-panel", SEED_BODY)
-    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
-                 "    def predict(self, data): return 'api'\n")
+    store_ip.run(API_MODEL)
     store_ip.run("run.log_model(ApiModel, overwrite=True, sample_input=1)")
     before = digest(store_ip)
     error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
@@ -440,8 +441,7 @@ def test_a_model_logged_by_the_api_in_between_is_not_replaced_without_overwrite(
 
 
 def test_a_model_from_a_model_logged_by_the_api_first_needs_overwrite(store_ip):
-    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
-                 "    def predict(self, data): return 'api'\n")
+    store_ip.run(API_MODEL)
     store_ip.run("run.log_model(ApiModel, sample_input=1)")
     error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
     assert "not by this cell" in str(error)
@@ -466,8 +466,7 @@ def test_after_a_restart_the_cell_still_replaces_its_own_model(store_ip):
 
 def test_after_a_restart_a_model_the_api_logged_since_still_needs_overwrite(store_ip):
     run_magic(store_ip, "--no-panel", SEED_BODY)
-    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
-                 "    def predict(self, data): return 'api'\n")
+    store_ip.run(API_MODEL)
     store_ip.run("run.log_model(ApiModel, overwrite=True, sample_input=1)")
     restart_extension(store_ip)
     before = digest(store_ip)
@@ -479,8 +478,7 @@ def test_after_a_restart_a_model_the_api_logged_since_still_needs_overwrite(stor
 @pytest.mark.parametrize("planted", ["'not a dict'", "{'cell': 1}", "{'cell': None, 'record': []}",
                                      "{'record': 'x'}", "[1, 2]"])
 def test_a_garbled_logged_by_attribute_is_ignored_never_trusted(store_ip, planted):
-    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
-                 "    def predict(self, data): return 'api'\n")
+    store_ip.run(API_MODEL)
     store_ip.run("run.log_model(ApiModel, sample_input=1)")
     store_ip.run(f"run.log_attribute('verta_jupyter.logged_by', {planted}, overwrite=True)")
     error = store_ip.run_failing(magic("--no-panel", SEED_BODY))
@@ -490,8 +488,7 @@ def test_a_garbled_logged_by_attribute_is_ignored_never_trusted(store_ip, plante
 
 def test_the_same_cell_pointed_at_another_run_does_not_replace_that_runs_model(store_ip):
     store_ip.run("run_b = client.set_experiment_run('b')")
-    store_ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
-                 "    def predict(self, data): return 'api'\n")
+    store_ip.run(API_MODEL)
     store_ip.run("run_b.log_model(ApiModel, sample_input=1)")
     run_magic(store_ip, "--run run --no-panel", SEED_BODY)  # this cell logs to run
     error = store_ip.run_failing(magic("--run run_b --no-panel", SEED_BODY))  # then to run_b
@@ -622,8 +619,7 @@ def test_rerunning_a_cell_against_an_mlflow_server(ip, mlflow_server):
     (summary,) = run_magic(ip, "--no-panel --sample 1", SCALED)
     assert "replaced the model this cell logged at" in summary.data["text/plain"]
     assert ip.run("run.load_model().predict(1)") == 5
-    ip.run("class ApiModel:\n    def __init__(self, artifacts): pass\n"
-           "    def predict(self, data): return 'api'\n")
+    ip.run(API_MODEL)
     ip.run("run.log_model(ApiModel, overwrite=True, sample_input=1)")
     error = ip.run_failing(magic("--no-panel --sample 1", SCALED))
     assert "no longer the one this cell logged" in str(error)
