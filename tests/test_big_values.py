@@ -26,14 +26,8 @@ from verta_jupyter.validation.secrets import secret_problems
 from verta_jupyter.worker.rebuild import rebuild_in_subprocess
 from verta_jupyter.worker.scratch import remove_scratch, scratch_dir
 
-MODEL = """
-class MyModel:
-    def __init__(self, artifacts):
-        pass
+from test_capture_fidelity import MODEL  # the one-method model both files fill in
 
-    def predict(self, data):
-        return {body}
-"""
 
 # What the model reports about VALUE: the same text in the notebook and the fresh process
 # means the value came back whole (dtype, shape, order, every byte, still writable).
